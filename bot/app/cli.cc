@@ -1,0 +1,475 @@
+#include "bot/app/cli.h"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "bot/app/config.h"
+#include "bot/chat/console/console_front.h"
+#include "bot/commands/command_service.h"
+#include "bot/design/file_design_source.h"
+#include "bot/pipeline/engine.h"
+#include "bot/pipeline/process_runner.h"
+#include "bot/pipeline/worker_path.h"
+#include "bot/store/sqlite_job_store.h"
+#include "bot/util/log.h"
+
+namespace jarvis {
+namespace {
+namespace asio = boost::asio;
+
+constexpr const char* kUsage = R"(usage: jarvis [options] <command> [arguments]
+
+commands:
+  run DESIGN [--pipeline NAME]   run one job in the foreground with live progress
+  serve                          the long-running bot (console front: commands on stdin)
+  status [HOST|JOB]              where a job is; without an argument, like jobs
+  jobs                           jobs in flight and the last ones finished
+  log HOST|JOB                   the last lines the job's workers wrote
+  cancel HOST|JOB                stop a job in flight
+  retry HOST|JOB                 resume a failed job at the stage where it stopped
+  plan DESIGN [--pipeline NAME]  dry run: the pipeline and stages, nothing executed
+  check-config                   load the config and pipelines, check every worker exists
+  help [COMMAND]
+
+options (on every command):
+  --config FILE                  configuration file (see config/jarvis.example.yaml)
+  --state-dir DIR                job store and worker state (default ./state)
+  --workers-path DIR[:DIR...]    where module/task executables are found (default ./workers)
+  --pipelines-dir DIR            pipeline files (default ./pipelines)
+  --log-format text|json         log lines on stderr
+  --help                         this text
+
+exit status: 0 success, 1 the job or command failed, 2 bad usage or configuration
+)";
+
+struct Args {
+  ConfigOverrides overrides;
+  std::string command;
+  std::vector<std::string> rest;
+  bool help = false;
+};
+
+// Global options may appear anywhere; everything else is the command and its words.
+std::optional<Args> parse_args(int argc, char** argv, std::string& error) {
+  Args a;
+  std::map<std::string, std::optional<std::string>*> options = {
+      {"--config", &a.overrides.config_file},       {"--state-dir", &a.overrides.state_dir},
+      {"--workers-path", &a.overrides.workers_path}, {"--pipelines-dir", &a.overrides.pipelines_dir},
+      {"--log-format", &a.overrides.log_format},
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string w = argv[i];
+    if (w == "--help" || w == "-h") { a.help = true; continue; }
+    auto eq = w.find('=');
+    std::string name = w.substr(0, eq);
+    if (auto it = options.find(name); it != options.end()) {
+      if (eq != std::string::npos) {
+        *it->second = w.substr(eq + 1);
+      } else if (i + 1 < argc) {
+        *it->second = argv[++i];
+      } else {
+        error = name + " needs a value";
+        return std::nullopt;
+      }
+      continue;
+    }
+    if (a.command.empty()) a.command = w;
+    else a.rest.push_back(w);
+  }
+  return a;
+}
+
+std::string current_user() {
+  if (const char* u = std::getenv("USER"); u && *u) return u;
+  if (passwd* pw = ::getpwuid(::getuid())) return pw->pw_name;
+  return "uid" + std::to_string(::getuid());
+}
+
+std::string join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& w : words) out += (out.empty() ? "" : " ") + w;
+  return out;
+}
+
+// Holds an flock on <state>/serve.lock while `jarvis serve` runs.
+bool serve_running(const std::string& state_dir) {
+  int fd = ::open((state_dir + "/serve.lock").c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool held = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
+  ::close(fd);
+  return held;
+}
+
+// Live progress of one job: a stage list with a bar on a terminal, plain lines otherwise.
+class ProgressView {
+ public:
+  ProgressView(asio::io_context& io, bool tty) : tty_(tty), tick_(io) {}
+
+  void on_event(const EngineEvent& e) {
+    using K = EngineEvent::Kind;
+    if (!tty_) {
+      std::string line = e.kind == K::StageLog
+                             ? e.host + " " + std::to_string(e.stage) + "/" +
+                                   std::to_string(e.stage_count) + " " + e.task + " | " + e.text
+                             : describe_event(e);
+      std::cout << line << '\n' << std::flush;
+      return;
+    }
+    current_ = e;
+    if (e.kind == K::StageStarted) stage_start_ = std::chrono::steady_clock::now();
+    switch (e.kind) {
+      case K::StageLog: print("      \x1b[2m│ " + e.text + "\x1b[0m"); break;
+      case K::StageSucceeded:
+        print("  \x1b[32m✓\x1b[0m " + pad(e) + "  " + format_duration(e.elapsed));
+        done_ = e.stage;
+        break;
+      case K::StageRetrying:
+        print("  \x1b[33m↻\x1b[0m " + pad(e) + "  " + e.text + "; retrying in " + format_duration(e.delay));
+        break;
+      case K::JobFailed: print("  \x1b[31m✗\x1b[0m " + pad(e) + "  " + e.text); break;
+      case K::JobStarted:
+      case K::JobQueued:
+      case K::JobReady:
+      case K::JobCancelled: print(describe_event(e)); break;
+      case K::StageStarted: break;
+    }
+    finished_ = e.kind == K::JobReady || e.kind == K::JobFailed || e.kind == K::JobCancelled;
+    draw_bar();
+    if (!finished_ && !ticking_) tick();
+  }
+
+  void finish() {
+    finished_ = true;
+    tick_.cancel();
+    if (tty_) std::cout << "\r\x1b[K" << std::flush;
+  }
+
+ private:
+  static std::string pad(const EngineEvent& e) {
+    std::string n = std::to_string(e.stage) + "/" + std::to_string(e.stage_count);
+    return std::string(n.size() < 5 ? 5 - n.size() : 0, ' ') + n + " " + e.task;
+  }
+  void print(const std::string& line) { std::cout << "\r\x1b[K" << line << '\n'; }
+  void draw_bar() {
+    if (finished_ || !current_) { std::cout << std::flush; return; }
+    const int width = 24;
+    int total = std::max(1, current_->stage_count);
+    int filled = width * done_ / total;
+    auto secs = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - stage_start_);
+    std::cout << "\r\x1b[K  [" << std::string(static_cast<size_t>(filled), '#')
+              << std::string(static_cast<size_t>(width - filled), '-') << "] " << done_ << "/"
+              << total << "  " << current_->task << "  " << format_duration(secs) << std::flush;
+  }
+  void tick() {
+    ticking_ = true;
+    tick_.expires_after(std::chrono::seconds(1));
+    tick_.async_wait([this](const boost::system::error_code& ec) {
+      ticking_ = false;
+      if (ec || finished_) return;
+      draw_bar();
+      tick();
+    });
+  }
+
+  bool tty_;
+  asio::steady_timer tick_;
+  std::optional<EngineEvent> current_;
+  int done_ = 0;
+  bool finished_ = false, ticking_ = false;
+  std::chrono::steady_clock::time_point stage_start_ = std::chrono::steady_clock::now();
+};
+
+// What every subcommand needs: config, store, pipelines.
+struct Context {
+  Config config;
+  std::unique_ptr<SqliteJobStore> store;
+  PipelineSet pipelines;
+  std::vector<std::string> pipeline_errors;
+};
+
+std::unique_ptr<Context> open_context(const Args& args, log::Level level) {
+  auto ctx = std::make_unique<Context>();
+  ctx->config = load_config(args.overrides);
+  log::init(ctx->config.log_format, level);
+  std::filesystem::create_directories(ctx->config.state_dir);
+  ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path());
+  PipelineDefaults defaults;
+  defaults.timeout = ctx->config.default_timeout;
+  ctx->pipelines = PipelineSet::load_dir(ctx->config.pipelines_dir, defaults, ctx->pipeline_errors);
+  return ctx;
+}
+
+void warn_pipeline_errors(const Context& ctx) {
+  for (const auto& e : ctx.pipeline_errors) std::cerr << "jarvis: warning: " << e << '\n';
+}
+
+// Runs one job in this process until it ends. `start` submits or requeues it.
+int follow_job(Context& ctx, const std::function<int64_t(Engine&, std::string&)>& start) {
+  asio::io_context io;
+  raise_fd_limit();
+  ProcessWorkerRunner runner(io, ctx.config.process);
+  EngineConfig ec = ctx.config.engine_config();
+  ec.adopt_orphans = false;  // only `serve` adopts other engines' jobs
+  Engine engine(io, *ctx.store, runner, ec);
+  engine.start();
+
+  ProgressView view(io, ::isatty(STDOUT_FILENO) == 1);
+  int64_t job = 0;
+  std::optional<EngineEvent::Kind> end;
+  engine.add_observer([&](const EngineEvent& e) {
+    if (job && e.job != job) return;
+    view.on_event(e);
+    using K = EngineEvent::Kind;
+    if (e.kind == K::JobReady || e.kind == K::JobFailed || e.kind == K::JobCancelled) {
+      end = e.kind;
+      view.finish();
+      engine.stop();
+    }
+  });
+  std::string error;
+  job = start(engine, error);
+  if (!job) {
+    std::cerr << "jarvis: " << error << '\n';
+    engine.stop();
+    return 1;
+  }
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  bool interrupted = false;
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        if (!interrupted) {
+          interrupted = true;
+          std::cerr << "\njarvis: " << (sig == SIGINT ? "interrupted" : "terminated")
+                    << ": cancelling job " << job << " (its worker gets SIGTERM)\n";
+          engine.cancel(job, current_user());
+        }
+        signals.async_wait(on_signal);
+      };
+  signals.async_wait(on_signal);
+  while (!end && !io.stopped()) {
+    io.run_one();
+  }
+  signals.cancel();
+  io.run();  // let the stopped engine's timers and pipes wind down
+  if (end == EngineEvent::Kind::JobReady) return 0;
+  if (end == EngineEvent::Kind::JobCancelled && interrupted) return 130;
+  return 1;
+}
+
+int cmd_run(Context& ctx, const Args& args) {
+  std::optional<std::string> pipeline;
+  std::vector<std::string> words;
+  for (size_t i = 0; i < args.rest.size(); ++i) {
+    if (args.rest[i] == "--pipeline" && i + 1 < args.rest.size()) pipeline = args.rest[++i];
+    else if (args.rest[i].rfind("--pipeline=", 0) == 0) pipeline = args.rest[i].substr(11);
+    else words.push_back(args.rest[i]);
+  }
+  if (words.size() != 1) {
+    std::cerr << "usage: jarvis run DESIGN [--pipeline NAME]\n";
+    return 2;
+  }
+  warn_pipeline_errors(ctx);
+  asio::io_context unused;
+  FileDesignSource designs(unused, std::nullopt);
+  std::string error;
+  auto design = designs.load(words[0], error);
+  if (!design) {
+    std::cerr << "jarvis: " << error << '\n';
+    return 1;
+  }
+  const Pipeline* p = ctx.pipelines.select(design->root, pipeline, error);
+  if (!p) {
+    std::cerr << "jarvis: " << design->hostname << ": " << error << '\n';
+    return 1;
+  }
+  return follow_job(ctx, [&](Engine& engine, std::string& err) -> int64_t {
+    auto r = engine.submit(*design, *p, current_user(), "cli:tty");
+    if (r.conflict) {
+      err = design->hostname + " already has a job in flight: " +
+            describe_job(*r.conflict, 0, now_ms());
+    } else if (!r.job) {
+      err = design->hostname + ": cannot deploy: " + r.error;
+    } else {
+      std::cout << design->hostname << ": " << p->name << ", " << p->tasks.size()
+                << " stages (job " << r.job << ")\n" << std::flush;
+    }
+    return r.job;
+  });
+}
+
+int cmd_retry(Context& ctx, const Args& args) {
+  if (args.rest.size() != 1) {
+    std::cerr << "usage: jarvis retry HOST|JOB\n";
+    return 2;
+  }
+  if (serve_running(ctx.config.state_dir)) return -1;  // the bot resumes it: use the shared path
+  std::string error;
+  auto target = parse_target(args.rest[0], error);
+  std::optional<JobRecord> j;
+  if (target) j = target->job ? ctx.store->job(target->job) : ctx.store->latest_for_host(target->host);
+  if (!j) {
+    std::cerr << "jarvis: " << (error.empty() ? "no such job or host: " + args.rest[0] : error) << '\n';
+    return 1;
+  }
+  // No bot is running: resume it here, in the foreground.
+  return follow_job(ctx, [&](Engine& engine, std::string& err) -> int64_t {
+    auto r = engine.retry(j->id);
+    if (!r.ok) {
+      err = j->host + ": cannot retry: " + r.error;
+      return 0;
+    }
+    std::cout << j->host << ": retrying job " << j->id << " from stage " << j->stage + 1 << "/"
+              << j->stage_count() << "\n" << std::flush;
+    return j->id;
+  });
+}
+
+int cmd_cancel_orphan(Context& ctx, const Args& args) {
+  // A job whose engine died and no bot is running: cancel it in the store directly.
+  if (args.rest.size() != 1 || serve_running(ctx.config.state_dir)) return -1;
+  std::string error;
+  auto target = parse_target(args.rest[0], error);
+  if (!target) return -1;
+  auto j = target->job ? ctx.store->job(target->job) : ctx.store->latest_for_host(target->host);
+  if (!j || !is_active(j->state) || engine_alive(ctx.config.state_dir, j->owner)) return -1;
+  ctx.store->request_cancel(j->id, current_user());
+  ctx.store->job_cancelled(j->id, now_ms(), "cancelled by " + current_user());
+  std::cout << j->host << ": cancelled job " << j->id << " (no engine was running it)\n";
+  return 0;
+}
+
+int cmd_shared(Context& ctx, const Args& args) {
+  asio::io_context io;
+  FileDesignSource designs(io, std::nullopt);
+  CommandService service(*ctx.store, ctx.pipelines, designs, ctx.config.workers_path, nullptr);
+  Requester who{current_user(), "cli", "tty"};
+  std::string text = args.command + (args.rest.empty() ? "" : " " + join(args.rest));
+  int status = 0;
+  service.handle(text, who, [&](Reply r) {
+    for (const auto& l : r.lines) std::cout << l << '\n';
+    status = r.ok ? 0 : 1;
+  });
+  io.run();
+  return status;
+}
+
+int cmd_serve(Context& ctx) {
+  std::string lock_path = ctx.config.state_dir + "/serve.lock";
+  int lock = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    std::cerr << "jarvis: another jarvis serve is running with state dir " << ctx.config.state_dir
+              << '\n';
+    return 2;
+  }
+  warn_pipeline_errors(ctx);
+  asio::io_context io;
+  raise_fd_limit();
+  ProcessWorkerRunner runner(io, ctx.config.process);
+  EngineConfig ec = ctx.config.engine_config();
+  Engine engine(io, *ctx.store, runner, ec);
+  FileDesignSource designs(io, ctx.config.designs_dir);
+  CommandService service(*ctx.store, ctx.pipelines, designs, ctx.config.workers_path, &engine);
+  ConsoleFront console(io, service, Requester{current_user(), "console", "stdin"},
+                       [](const std::string& line) { std::cout << line << '\n' << std::flush; });
+  engine.add_observer([&](const EngineEvent& e) { console.announce(e); });
+
+  log::info(log::kNoJob, "jarvis serve: {} pipelines, state dir {}, workers path {}, up to {} jobs at once",
+            ctx.pipelines.all().size(), ctx.config.state_dir, join(ctx.config.workers_path),
+            ctx.config.max_running_jobs);
+  engine.start();
+  std::string reason;
+  if (!console.start(STDIN_FILENO, reason))
+    log::info(log::kNoJob, "console front off: {}", reason);
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    log::info(log::kNoJob, "{}: stopping; {} jobs in flight resume on the next start",
+              sig == SIGINT ? "SIGINT" : "SIGTERM", engine.in_flight());
+    console.stop();
+    engine.stop();
+  });
+  io.run();
+  ::close(lock);
+  return 0;
+}
+
+int cmd_check_config(Context& ctx) {
+  int problems = 0;
+  for (const auto& e : ctx.pipeline_errors) {
+    std::cout << e << '\n';
+    ++problems;
+  }
+  for (const auto& p : ctx.pipelines.all()) {
+    for (const auto& missing : missing_workers(ctx.config.workers_path, p)) {
+      std::cout << p.file << ": task " << missing << " has no executable " << missing.substr(0, missing.find(':'))
+                << "/" << missing.substr(missing.find(':') + 1) << " on the workers path\n";
+      ++problems;
+    }
+  }
+  std::cout << "state dir: " << ctx.config.state_dir << "\n"
+            << "workers path: " << join(ctx.config.workers_path) << "\n"
+            << "pipelines: " << ctx.pipelines.all().size() << " in " << ctx.config.pipelines_dir << "\n";
+  for (const auto& p : ctx.pipelines.all()) {
+    std::string match;
+    for (const auto& [k, v] : p.match) match += (match.empty() ? "" : ", ") + k + "=" + v;
+    std::cout << "  " << p.name << ": " << p.tasks.size() << " stages"
+              << (match.empty() ? " (only by name)" : " (matches " + match + ")") << '\n';
+  }
+  std::cout << (problems ? std::to_string(problems) + " problem(s)" : std::string("config ok")) << '\n';
+  return problems ? 2 : 0;
+}
+
+}  // namespace
+
+int cli_main(int argc, char** argv) {
+  std::string error;
+  auto args = parse_args(argc, argv, error);
+  if (!args) {
+    std::cerr << "jarvis: " << error << "\n" << kUsage;
+    return 2;
+  }
+  if (args->help || args->command.empty() || (args->command == "help" && args->rest.empty())) {
+    std::cout << kUsage;
+    return args->command.empty() && !args->help ? 2 : 0;
+  }
+  static const char* known[] = {"run", "serve", "status", "jobs", "log", "cancel",
+                                "retry", "plan", "check-config", "help"};
+  if (std::find(std::begin(known), std::end(known), args->command) == std::end(known)) {
+    std::cerr << "jarvis: unknown command '" << args->command << "'\n" << kUsage;
+    return 2;
+  }
+  try {
+    bool quiet = args->command != "serve";
+    auto ctx = open_context(*args, quiet ? log::Level::Warn : log::Level::Info);
+    if (args->command == "run") return cmd_run(*ctx, *args);
+    if (args->command == "serve") return cmd_serve(*ctx);
+    if (args->command == "check-config") return cmd_check_config(*ctx);
+    if (args->command == "retry") {
+      int rc = cmd_retry(*ctx, *args);
+      if (rc >= 0) return rc;
+    }
+    if (args->command == "cancel") {
+      int rc = cmd_cancel_orphan(*ctx, *args);
+      if (rc >= 0) return rc;
+    }
+    return cmd_shared(*ctx, *args);
+  } catch (const std::exception& e) {
+    std::cerr << "jarvis: " << e.what() << '\n';
+    return 2;
+  }
+}
+
+}  // namespace jarvis

@@ -1,0 +1,43 @@
+#pragma once
+// Configuration: a YAML file (config/jarvis.example.yaml documents every key), then the
+// command-line overrides. Paths are made absolute once, here.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bot/pipeline/engine.h"
+#include "bot/pipeline/process_runner.h"
+#include "bot/util/log.h"
+
+namespace jarvis {
+
+struct Config {
+  std::string state_dir = "state";
+  std::vector<std::string> workers_path = {"workers"};
+  std::string pipelines_dir = "pipelines";
+  std::string designs_dir = "config/designs";  // where `deploy NAME` from chat looks
+  int max_running_jobs = 32;
+  log::Format log_format = log::Format::Text;
+  Millis default_timeout{std::chrono::minutes(10)};
+  std::vector<std::string> env_allow;
+  std::vector<std::string> env_set = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"};
+  ProcessLimits process;
+  Millis retry_backoff{2000};
+
+  std::string store_path() const { return state_dir + "/jarvis.db"; }
+  EngineConfig engine_config() const;
+};
+
+struct ConfigOverrides {
+  std::optional<std::string> config_file;
+  std::optional<std::string> state_dir;
+  std::optional<std::string> workers_path;  // colon-separated
+  std::optional<std::string> pipelines_dir;
+  std::optional<std::string> log_format;
+};
+
+// Loads the file (if any) and applies the overrides; throws std::runtime_error with
+// "file:line: what is wrong" on a bad file.
+Config load_config(const ConfigOverrides& overrides);
+
+}  // namespace jarvis

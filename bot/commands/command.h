@@ -1,0 +1,37 @@
+#pragma once
+// One parser for every front: the CLI, the console, and the chat protocols.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace jarvis {
+
+enum class Verb { Deploy, Status, Jobs, Log, Cancel, Retry, Plan, Help };
+
+std::string_view verb_name(Verb v);
+
+struct Command {
+  Verb verb = Verb::Help;
+  std::string argument;                 // design, host, job id or help topic; may be empty
+  std::optional<std::string> pipeline;  // deploy/plan: --pipeline NAME
+  std::string text;                     // as typed, for the audit trail
+};
+
+struct ParsedCommand {
+  std::optional<Command> command;
+  std::string error;  // for the user, when command is empty
+};
+
+constexpr size_t kMaxCommandLength = 1024;
+
+ParsedCommand parse_command(std::string_view text);
+
+// A job or host named by a user: "17", "#17" or "job 17" is a job; a host name otherwise.
+struct Target {
+  int64_t job = 0;
+  std::string host;  // lower-cased
+};
+std::optional<Target> parse_target(std::string_view text, std::string& error);
+
+}  // namespace jarvis

@@ -1,0 +1,330 @@
+#include "bot/commands/command_service.h"
+
+#include "bot/pipeline/worker_path.h"
+#include "bot/util/duration.h"
+#include "bot/util/log.h"
+
+namespace jarvis {
+namespace {
+
+std::string stage_label(const JobRecord& j) {
+  int shown = std::min(j.stage, j.stage_count() - 1);
+  return std::to_string(shown + 1) + "/" + std::to_string(j.stage_count()) + " " +
+         j.tasks[static_cast<size_t>(shown)].name;
+}
+
+// Reasons come from workers: keep them to one readable line.
+std::string one_line(std::string s, size_t max = 400) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  if (s.size() > max) s = s.substr(0, max) + "...";
+  return s;
+}
+
+std::string job_ref(const JobRecord& j) {
+  return "job " + std::to_string(j.id) + ", started by " + j.requested_by;
+}
+
+}  // namespace
+
+std::string describe_job(const JobRecord& j, int queued_ahead, int64_t now) {
+  std::string h = j.host + ": ";
+  switch (j.state) {
+    case JobState::Queued: {
+      std::string where = j.stage > 0 ? "queued to resume at stage " + stage_label(j)
+                                      : "queued, waiting for a free slot";
+      std::string ahead = queued_ahead == 0 ? "next in line"
+                          : std::to_string(queued_ahead) + (queued_ahead == 1 ? " job" : " jobs") +
+                                " ahead";
+      return h + where + " (" + ahead + "; " + job_ref(j) + ")";
+    }
+    case JobState::Running: {
+      if (j.cancel_requested)
+        return h + "cancelling at stage " + stage_label(j) + " (asked by " + j.cancelled_by +
+               "; " + job_ref(j) + ")";
+      if (j.retry_at_ms > now)
+        return h + "retrying stage " + stage_label(j) + " in " +
+               format_duration(Millis(j.retry_at_ms - now)) + " after attempt " +
+               std::to_string(j.attempt) + " failed: " + one_line(j.reason) + " (" + job_ref(j) +
+               ")";
+      std::string attempt = j.attempt > 1 ? ", attempt " + std::to_string(j.attempt) : "";
+      return h + "running stage " + stage_label(j) + " (" +
+             format_duration(Millis(now - j.stage_started_ms)) + attempt + ", " + job_ref(j) + ")";
+    }
+    case JobState::Ready:
+      return h + "ready (job " + std::to_string(j.id) + ", " + std::to_string(j.stage_count()) +
+             " stages in " + format_duration(Millis(j.ended_ms - j.started_ms)) + ")";
+    case JobState::Failed:
+      return h + "failed at stage " + stage_label(j) + ": " + one_line(j.reason) + " (job " +
+             std::to_string(j.id) + "). Say \"retry " + j.host + "\" to resume.";
+    case JobState::Cancelled:
+      return h + "cancelled at stage " + stage_label(j) + " " + one_line(j.reason, 80) + " (job " +
+             std::to_string(j.id) + "). Say \"retry " + j.host + "\" to resume.";
+  }
+  return h + "unknown state";
+}
+
+std::string describe_event(const EngineEvent& e) {
+  using K = EngineEvent::Kind;
+  std::string h = e.host + ": ";
+  std::string stage = std::to_string(e.stage) + "/" + std::to_string(e.stage_count) + " " + e.task;
+  std::string job = "job " + std::to_string(e.job);
+  switch (e.kind) {
+    case K::JobQueued: return h + "queued, waiting for a free slot (" + job + ")";
+    case K::JobStarted:
+      return h + (e.stage > 1 ? "resuming at stage " + stage : "starting") + " (" + job +
+             ", started by " + e.requested_by + ")";
+    case K::StageStarted:
+      return h + "stage " + stage + " started" +
+             (e.attempt > 1 ? " (attempt " + std::to_string(e.attempt) + ", " + job + ")"
+                            : " (" + job + ")");
+    case K::StageLog: return {};
+    case K::StageSucceeded:
+      return h + "stage " + stage + " done in " + format_duration(e.elapsed) + " (" + job + ")";
+    case K::StageRetrying:
+      return h + "stage " + stage + " failed: " + one_line(e.text) + "; retrying in " +
+             format_duration(e.delay) + " (" + job + ")";
+    case K::JobReady:
+      return h + "ready (" + job + ", " + std::to_string(e.stage_count) + " stages in " +
+             format_duration(e.elapsed) + ")";
+    case K::JobFailed:
+      return h + "failed at stage " + stage + ": " + one_line(e.text) + " (" + job +
+             "). Say \"retry " + e.host + "\" to resume.";
+    case K::JobCancelled:
+      return h + "cancelled at stage " + stage + " by " + e.text + " (" + job +
+             "). Say \"retry " + e.host + "\" to resume.";
+  }
+  return {};
+}
+
+CommandService::CommandService(JobStore& store, const PipelineSet& pipelines,
+                               DesignSource& designs, std::vector<std::string> workers_path,
+                               Engine* engine)
+    : store_(store), pipelines_(pipelines), designs_(designs),
+      workers_path_(std::move(workers_path)), engine_(engine) {}
+
+void CommandService::handle(const std::string& text, const Requester& who, Done done) {
+  auto parsed = parse_command(text);
+  if (!parsed.command) {
+    Reply r{{parsed.error}, false};
+    Command c;
+    c.text = text.substr(0, kMaxCommandLength);
+    audit(who, c, r);
+    done(std::move(r));
+    return;
+  }
+  run(*parsed.command, who, std::move(done));
+}
+
+void CommandService::run(const Command& c, const Requester& who, Done done) {
+  if (c.verb == Verb::Deploy || c.verb == Verb::Plan) {
+    deploy_or_plan(c, who, std::move(done));
+    return;
+  }
+  Reply r;
+  try {
+    switch (c.verb) {
+      case Verb::Status: r = c.argument.empty() ? jobs() : status(c); break;
+      case Verb::Jobs: r = jobs(); break;
+      case Verb::Log: r = log(c); break;
+      case Verb::Cancel: r = cancel(c, who); break;
+      case Verb::Retry: r = retry(c); break;
+      case Verb::Help: r = help(c); break;
+      default: break;
+    }
+  } catch (const std::exception& e) {
+    r = Reply{{"sorry, that failed inside jarvis: " + std::string(e.what())}, false};
+  }
+  audit(who, c, r);
+  done(std::move(r));
+}
+
+std::optional<JobRecord> CommandService::find_job(const std::string& argument,
+                                                  std::string& error) {
+  auto target = parse_target(argument, error);
+  if (!target) return std::nullopt;
+  if (target->job) {
+    auto j = store_.job(target->job);
+    if (!j) error = "there is no job " + std::to_string(target->job);
+    return j;
+  }
+  auto j = store_.latest_for_host(target->host);
+  if (!j) error = target->host + ": no jobs yet. Say \"deploy <design>\" to start one.";
+  return j;
+}
+
+Reply CommandService::status(const Command& c) {
+  std::string error;
+  auto j = find_job(c.argument, error);
+  if (!j) return {{error}, false};
+  int ahead = j->state == JobState::Queued ? store_.queued_ahead(j->id) : 0;
+  return {{describe_job(*j, ahead, now_ms())}};
+}
+
+Reply CommandService::jobs() {
+  Reply r;
+  int64_t now = now_ms();
+  auto active = store_.active_jobs();
+  int queued = 0;
+  for (const auto& j : active) r.lines.push_back(describe_job(j, j.state == JobState::Queued ? queued++ : 0, now));
+  if (active.empty()) r.lines.push_back("no jobs in flight");
+  for (const auto& j : store_.recent_finished(5)) r.lines.push_back(describe_job(j, 0, now));
+  return r;
+}
+
+Reply CommandService::log(const Command& c) {
+  std::string error;
+  auto j = find_job(c.argument, error);
+  if (!j) return {{error}, false};
+  Reply r;
+  auto lines = store_.log(j->id, 20);
+  if (lines.empty()) r.lines.push_back(j->host + ": job " + std::to_string(j->id) + " has no log lines yet");
+  for (const auto& l : lines) {
+    std::string where = l.stage >= 1 && l.stage <= j->stage_count()
+                            ? std::to_string(l.stage) + "/" + std::to_string(j->stage_count()) + " " +
+                                  j->tasks[static_cast<size_t>(l.stage - 1)].name
+                            : "job";
+    r.lines.push_back(j->host + " " + where + ": " + one_line(l.line, 1000));
+  }
+  return r;
+}
+
+Reply CommandService::cancel(const Command& c, const Requester& who) {
+  std::string error;
+  auto j = find_job(c.argument, error);
+  if (!j) return {{error}, false};
+  if (!is_active(j->state))
+    return {{j->host + ": job " + std::to_string(j->id) + " is not in flight (" +
+             std::string(to_string(j->state)) + "); nothing to cancel"},
+            false};
+  bool ok = engine_ ? engine_->cancel(j->id, who.who) : store_.request_cancel(j->id, who.who);
+  if (!ok) return {{j->host + ": job " + std::to_string(j->id) + " finished meanwhile"}, false};
+  return {{j->host + ": cancelling job " + std::to_string(j->id) + " at stage " +
+           std::to_string(std::min(j->stage + 1, j->stage_count())) + "/" +
+           std::to_string(j->stage_count())}};
+}
+
+Reply CommandService::retry(const Command& c) {
+  std::string error;
+  auto j = find_job(c.argument, error);
+  if (!j) return {{error}, false};
+  auto r = engine_ ? engine_->retry(j->id) : store_.requeue(j->id, "");
+  if (!r.ok) {
+    std::string line = j->host + ": cannot retry: " + r.error;
+    if (r.conflict) line += " (job " + std::to_string(r.conflict->id) + ")";
+    return {{line}, false};
+  }
+  std::string line = j->host + ": retrying job " + std::to_string(j->id) + " from stage " +
+                     std::to_string(j->stage + 1) + "/" + std::to_string(j->stage_count()) + " " +
+                     j->tasks[static_cast<size_t>(std::min(j->stage, j->stage_count() - 1))].name +
+                     " with its saved clipboard";
+  if (!engine_) line += "; a running jarvis serve picks it up";
+  return {{line}};
+}
+
+void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done done) {
+  if (c.verb == Verb::Deploy && !engine_) {
+    Reply r{{"deploy needs a running engine: use \"jarvis run DESIGN\" or ask jarvis serve"}, false};
+    audit(who, c, r);
+    done(std::move(r));
+    return;
+  }
+  if (!designs_.handles(c.argument)) {
+    Reply r{{"'" + c.argument.substr(0, 80) + "' is not a design I can load"}, false};
+    audit(who, c, r);
+    done(std::move(r));
+    return;
+  }
+  designs_.fetch(c.argument, [this, c, who, done = std::move(done)](std::optional<Design> design,
+                                                                     std::string error) {
+    Reply r;
+    if (!design) {
+      r = {{"cannot " + std::string(verb_name(c.verb)) + ": " + error}, false};
+    } else if (const Pipeline* p = pipelines_.select(design->root, c.pipeline, error); !p) {
+      r = {{design->hostname + ": cannot " + std::string(verb_name(c.verb)) + ": " + error}, false};
+    } else if (c.verb == Verb::Plan) {
+      auto missing = missing_workers(workers_path_, *p);
+      r.lines.push_back(design->hostname + ": plan " + p->name + " (" +
+                        std::to_string(p->tasks.size()) + " stages); nothing runs");
+      for (size_t i = 0; i < p->tasks.size(); ++i) {
+        const auto& t = p->tasks[i];
+        std::string line = std::to_string(i + 1) + "/" + std::to_string(p->tasks.size()) + " " +
+                           t.name + " (timeout " + format_duration(t.timeout);
+        if (t.retries) line += ", " + std::to_string(t.retries) + " retries";
+        line += ")";
+        if (t.destructive) line += " DESTRUCTIVE";
+        if (std::find(missing.begin(), missing.end(), t.name) != missing.end())
+          line += " MISSING: no worker on the workers path";
+        r.lines.push_back(line);
+      }
+      if (auto current = store_.latest_for_host(design->hostname); current && is_active(current->state))
+        r.lines.push_back(design->hostname + ": note: job " + std::to_string(current->id) +
+                          " is in flight; a deploy now would be refused");
+      r.ok = missing.empty();
+    } else {
+      auto s = engine_->submit(*design, *p, who.who, who.protocol + ":" + who.place);
+      if (s.conflict) {
+        int64_t now = now_ms();
+        r = {{design->hostname + ": already in flight, not starting another: " +
+                  describe_job(*s.conflict, 0, now),
+              "say \"cancel " + design->hostname + "\" first, or wait for it"},
+             false};
+      } else if (!s.job) {
+        r = {{design->hostname + ": cannot deploy: " + s.error}, false};
+      } else {
+        std::string state = s.queued ? "queued (all " + std::to_string(engine_->config().max_running) +
+                                           " slots busy)"
+                                     : "deploying";
+        r.lines.push_back(design->hostname + ": " + state + " with " + p->name + ", " +
+                          std::to_string(p->tasks.size()) + " stages (job " +
+                          std::to_string(s.job) + ")");
+      }
+    }
+    audit(who, c, r);
+    done(std::move(r));
+  });
+}
+
+Reply CommandService::help(const Command& c) {
+  struct Entry { Verb verb; const char* usage; const char* what; };
+  static const Entry entries[] = {
+      {Verb::Deploy, "deploy <design> [--pipeline NAME]", "start a job that builds the host in the design"},
+      {Verb::Status, "status <host|job>", "where a job is: the stage running, the failure, or ready"},
+      {Verb::Jobs, "jobs", "jobs in flight and the last ones finished"},
+      {Verb::Log, "log <host|job>", "the last lines the job's workers wrote"},
+      {Verb::Cancel, "cancel <host|job>", "stop a job in flight (the running worker is killed)"},
+      {Verb::Retry, "retry <host|job>", "resume a failed or cancelled job at the stage where it stopped"},
+      {Verb::Plan, "plan <design> [--pipeline NAME]", "dry run: the pipeline and stages a deploy would run"},
+      {Verb::Help, "help [command]", "this list, or one command in detail"},
+  };
+  Reply r;
+  if (!c.argument.empty()) {
+    for (const auto& e : entries) {
+      if (verb_name(e.verb) == c.argument) {
+        r.lines.push_back(std::string(e.usage) + ": " + e.what);
+        return r;
+      }
+    }
+    return {{"there is no command \"" + c.argument.substr(0, 40) + "\". Say \"help\" for the list."}, false};
+  }
+  for (const auto& e : entries) r.lines.push_back(std::string(e.usage) + ": " + e.what);
+  return r;
+}
+
+void CommandService::audit(const Requester& who, const Command& c, const Reply& reply) {
+  AuditEntry e;
+  e.at_ms = now_ms();
+  e.who = who.who;
+  e.protocol = who.protocol;
+  e.place = who.place;
+  e.command = c.text;
+  e.outcome = reply.ok ? "ok" : "refused: " + (reply.lines.empty() ? "" : one_line(reply.lines[0], 300));
+  try {
+    store_.audit(e);
+  } catch (const std::exception& ex) {
+    // The reply still goes out; a store that cannot write is loud in the log.
+    log::error(log::kNoJob, "cannot write the audit trail: {}", ex.what());
+  }
+}
+
+}  // namespace jarvis

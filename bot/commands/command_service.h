@@ -1,0 +1,65 @@
+#pragma once
+// Runs parsed commands against the job store (and the engine, where there is one) and
+// answers with protocol-neutral text, one fact per line.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bot/commands/command.h"
+#include "bot/design/design.h"
+#include "bot/pipeline/engine.h"
+#include "bot/pipeline/pipeline.h"
+#include "bot/store/job_store.h"
+
+namespace jarvis {
+
+struct Requester {
+  std::string who;       // "alice"
+  std::string protocol;  // "cli", "console"
+  std::string place;     // "tty", "#ops"
+};
+
+struct Reply {
+  std::vector<std::string> lines;
+  bool ok = true;  // false when the command was refused or failed
+};
+
+// status/log/jobs lines, shared with the CLI's progress output.
+std::string describe_job(const JobRecord& job, int queued_ahead, int64_t now);
+
+// The announcement for an engine event ("loki: stage 4/19 sandbox:create done in 2s (job 17)");
+// empty for worker log lines, which fronts show or not as they see fit.
+std::string describe_event(const EngineEvent& event);
+
+class CommandService {
+ public:
+  using Done = std::function<void(Reply)>;
+
+  // `engine` may be null (the CLI without a running bot): then cancel and retry are requests
+  // in the store for whichever engine owns the job, and deploy is refused.
+  CommandService(JobStore& store, const PipelineSet& pipelines, DesignSource& designs,
+                 std::vector<std::string> workers_path, Engine* engine);
+
+  // Parses and runs `text`; `done` runs once with the reply (later, for deploy and plan).
+  void handle(const std::string& text, const Requester& who, Done done);
+  void run(const Command& command, const Requester& who, Done done);
+
+ private:
+  Reply status(const Command& c);
+  Reply jobs();
+  Reply log(const Command& c);
+  Reply cancel(const Command& c, const Requester& who);
+  Reply retry(const Command& c);
+  Reply help(const Command& c);
+  void deploy_or_plan(const Command& c, const Requester& who, Done done);
+  std::optional<JobRecord> find_job(const std::string& argument, std::string& error);
+  void audit(const Requester& who, const Command& c, const Reply& reply);
+
+  JobStore& store_;
+  const PipelineSet& pipelines_;
+  DesignSource& designs_;
+  std::vector<std::string> workers_path_;
+  Engine* engine_;
+};
+
+}  // namespace jarvis

@@ -1,0 +1,40 @@
+#pragma once
+// A host design: the YAML document that describes what to build, as loaded from its source.
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <yaml-cpp/yaml.h>
+
+#include "bot/util/yaml_doc.h"
+
+namespace jarvis {
+
+struct Design {
+  std::string ref;       // what the user named: a file, later a gist URL or an LDAP DN
+  std::string text;      // the document exactly as loaded; the first worker reads this
+  YAML::Node root;       // parsed, for reading fields (never re-emitted)
+  std::string hostname;  // instance.hostname, lower-cased
+};
+
+// Limits for designs: small documents, shallow nesting, few aliases.
+YamlLimits design_limits();
+
+// RFC 1123 host label: 1-63 of [a-z0-9-], not starting or ending with '-'.
+bool is_valid_hostname(std::string_view name);
+
+// Parses and checks a design; on failure `error` names the field or line.
+std::optional<Design> parse_design(std::string ref, std::string text, std::string& error);
+
+// Where designs come from. Asynchronous, because gists and LDAP are network fetches.
+class DesignSource {
+ public:
+  using Done = std::function<void(std::optional<Design>, std::string error)>;
+  virtual ~DesignSource() = default;
+  // True if this source understands `ref` (a path, a URL, a DN).
+  virtual bool handles(const std::string& ref) const = 0;
+  // Loads the design; `done` runs later on the loop, never before fetch returns.
+  virtual void fetch(const std::string& ref, Done done) = 0;
+};
+
+}  // namespace jarvis

@@ -1,0 +1,133 @@
+#pragma once
+// The engine: runs jobs (a design through a pipeline of workers) on one io_context.
+// It decides what runs next; a WorkerRunner runs it; the JobStore remembers everything, so
+// any engine can resume a job another one left behind.
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "bot/design/design.h"
+#include "bot/pipeline/pipeline.h"
+#include "bot/pipeline/worker_runner.h"
+#include "bot/store/job_store.h"
+#include "bot/util/yaml_doc.h"
+
+namespace jarvis {
+
+struct EngineConfig {
+  std::vector<std::string> workers_path;
+  std::string state_dir;
+  int max_running = 32;                  // jobs running at once; the rest queue
+  std::vector<std::string> env_allow;    // variables passed through from the bot's environment
+  std::vector<std::string> env_set = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"};
+  YamlLimits output_limits;              // what a worker may print as the next clipboard
+  Millis retry_backoff{2000};            // first retry; doubles each time
+  Millis retry_backoff_max{std::chrono::minutes(2)};
+  Millis watch_interval{500};            // how often the store is checked for cancel requests
+  bool adopt_orphans = true;             // resume jobs whose engine is gone (serve does)
+};
+
+struct EngineEvent {
+  enum class Kind {
+    JobQueued,      // waiting for a free slot
+    JobStarted,     // first stage about to run (or resumed)
+    StageStarted,
+    StageLog,       // a line the worker wrote on stderr (text)
+    StageSucceeded,
+    StageRetrying,  // the attempt failed (text = reason); another follows after `delay`
+    JobReady,
+    JobFailed,      // text = reason
+    JobCancelled,   // text = who
+  };
+  Kind kind = Kind::JobQueued;
+  int64_t job = 0;
+  std::string host;
+  int stage = 0;  // 1-based
+  int stage_count = 0;
+  std::string task;
+  int attempt = 0;
+  std::string text;
+  Millis elapsed{0};  // of the stage, or of the whole job for JobReady
+  Millis delay{0};
+  std::string requested_by;
+};
+
+struct SubmitResult {
+  int64_t job = 0;                    // 0 when refused
+  std::string error;                  // validation failure, for the user
+  std::optional<JobRecord> conflict;  // the host's job already in flight
+  bool queued = false;                // created but waiting for a slot
+};
+
+class Engine {
+ public:
+  using Observer = std::function<void(const EngineEvent&)>;
+
+  Engine(boost::asio::io_context& io, JobStore& store, WorkerRunner& runner, EngineConfig config);
+  ~Engine();
+
+  // Takes the engine's lock file, resumes the jobs it should own, starts watching the store.
+  void start();
+  // Stops workers but leaves their jobs in flight in the store, to resume on the next start.
+  void stop();
+
+  void add_observer(Observer observer) { observers_.push_back(std::move(observer)); }
+
+  // Checks the pipeline's workers, takes the host's lock in the store and starts or queues.
+  SubmitResult submit(const Design& design, const Pipeline& pipeline,
+                      const std::string& requested_by, const std::string& origin);
+  // Cancels a job in flight wherever it runs (another engine notices through the store).
+  bool cancel(int64_t job, const std::string& by);
+  // Puts a failed or cancelled job back in line at the stage where it stopped.
+  RequeueResult retry(int64_t job);
+
+  const std::string& id() const { return id_; }
+  const EngineConfig& config() const { return config_; }
+  int running() const { return running_; }
+  size_t queued() const { return queue_.size(); }
+  size_t in_flight() const { return jobs_.size(); }
+
+ private:
+  struct ActiveJob;
+
+  void enqueue(int64_t id);
+  void pump();
+  void start_job(int64_t id);
+  void run_stage(ActiveJob& job);
+  void stage_done(int64_t id, WorkerOutcome outcome);
+  void finish(int64_t id, JobState state, const std::string& text);
+  void watch();
+  void adopt(int64_t id, const std::string& previous_owner);
+  std::vector<std::string> worker_env(const ActiveJob& job) const;
+  void emit(EngineEvent event);
+  EngineEvent event_for(const ActiveJob& job, EngineEvent::Kind kind) const;
+
+  boost::asio::io_context& io_;
+  JobStore& store_;
+  WorkerRunner& runner_;
+  EngineConfig config_;
+  std::string id_;
+  int lock_fd_ = -1;
+  bool stopping_ = false;
+  int running_ = 0;
+  std::map<int64_t, std::unique_ptr<ActiveJob>> jobs_;  // every job this engine owns
+  std::deque<int64_t> queue_;                           // owned, waiting for a slot
+  boost::asio::steady_timer watch_timer_;
+  std::vector<Observer> observers_;
+};
+
+// True while the engine `engine_id` (a process using the same state dir) is alive.
+bool engine_alive(const std::string& state_dir, const std::string& engine_id);
+
+// Describes why a worker's run failed, for people ("exit code 3: <stderr>").
+std::string describe_failure(const WorkerOutcome& outcome, Millis timeout,
+                             const YamlLimits& limits);
+
+}  // namespace jarvis

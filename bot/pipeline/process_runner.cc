@@ -1,0 +1,392 @@
+#include "bot/pipeline/process_runner.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <optional>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+namespace jarvis {
+namespace asio = boost::asio;
+using Kind = WorkerOutcome::Kind;
+
+namespace {
+
+int pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+// Owns the three pipes of one child while they are being set up.
+struct Pipes {
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+  bool open() {
+    return ::pipe2(in, O_CLOEXEC) == 0 && ::pipe2(out, O_CLOEXEC) == 0 &&
+           ::pipe2(err, O_CLOEXEC) == 0;
+  }
+  static void close_fd(int& fd) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+  void close_child_ends() {
+    close_fd(in[0]);
+    close_fd(out[1]);
+    close_fd(err[1]);
+  }
+  ~Pipes() {
+    for (int* fd : {&in[0], &in[1], &out[0], &out[1], &err[0], &err[1]}) close_fd(*fd);
+  }
+};
+
+class ChildProcess : public RunningWorker, public std::enable_shared_from_this<ChildProcess> {
+ public:
+  ChildProcess(asio::io_context& io, const ProcessLimits& limits,
+               WorkerRunner::LineHandler on_stderr, WorkerRunner::DoneHandler on_done)
+      : io_(io), limits_(limits), on_stderr_(std::move(on_stderr)), on_done_(std::move(on_done)),
+        stdin_(io), stdout_(io), stderr_(io), pidfd_(io), timeout_timer_(io), kill_timer_(io),
+        drain_timer_(io), poll_timer_(io) {}
+
+  // Spawns the child; on failure returns the reason and nothing is left running.
+  std::optional<std::string> spawn(const WorkerInvocation& inv) {
+    Pipes pipes;
+    if (!pipes.open()) return std::string("cannot create pipes: ") + std::strerror(errno);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_adddup2(&actions, pipes.in[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, pipes.out[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, pipes.err[1], 2);
+    // Whatever a library opened without O_CLOEXEC must not leak into workers.
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+
+    // Own process group, so a timeout or cancel reaches the worker's children too.
+    short flags = POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    posix_spawnattr_setflags(&attr, flags);
+    posix_spawnattr_setpgroup(&attr, 0);
+    sigset_t empty, defaults;
+    sigemptyset(&empty);
+    posix_spawnattr_setsigmask(&attr, &empty);
+    sigemptyset(&defaults);
+    for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2})
+      sigaddset(&defaults, sig);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+
+    std::vector<char*> argv, envp;
+    for (const auto& a : inv.argv) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    for (const auto& e : inv.env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+
+    int rc = ::posix_spawn(&pid_, inv.executable.c_str(), &actions, &attr, argv.data(),
+                           envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+      pid_ = -1;
+      return "cannot start " + inv.executable + ": " + std::strerror(rc);
+    }
+    pipes.close_child_ends();
+    stdin_.assign(std::exchange(pipes.in[1], -1));
+    stdout_.assign(std::exchange(pipes.out[0], -1));
+    stderr_.assign(std::exchange(pipes.err[0], -1));
+    int pidfd = pidfd_open(pid_);
+    if (pidfd >= 0) pidfd_.assign(pidfd);
+    return std::nullopt;
+  }
+
+  void begin(std::string input, Millis timeout) {
+    input_ = std::move(input);
+    auto self = shared_from_this();
+    write_stdin();
+    read_stdout();
+    read_stderr();
+    wait_exit();
+    timeout_timer_.expires_after(timeout);
+    timeout_timer_.async_wait([self](const boost::system::error_code& ec) {
+      if (!ec && !self->reaped_) self->terminate(Kind::TimedOut);
+    });
+  }
+
+  void cancel() override {
+    if (!reaped_) terminate(Kind::Cancelled);
+  }
+  int pid() const override { return pid_; }
+
+ private:
+  void write_stdin() {
+    if (input_.empty()) {
+      stdin_.close();
+      return;
+    }
+    auto self = shared_from_this();
+    asio::async_write(stdin_, asio::buffer(input_),
+                      [self](const boost::system::error_code&, size_t) {
+                        // EPIPE here only means the worker did not read all of its input.
+                        boost::system::error_code ignored;
+                        self->stdin_.close(ignored);
+                        self->input_.clear();
+                        self->input_.shrink_to_fit();
+                      });
+  }
+
+  void read_stdout() {
+    auto self = shared_from_this();
+    stdout_.async_read_some(asio::buffer(out_buf_), [self](const boost::system::error_code& ec,
+                                                          size_t n) {
+      if (!ec) {
+        if (self->output_.size() + n > self->limits_.stdout_cap) {
+          self->close(self->stdout_, self->stdout_open_);
+          self->terminate(Kind::OutputTooLarge);
+          self->maybe_finish();
+          return;
+        }
+        self->output_.append(self->out_buf_.data(), n);
+        self->read_stdout();
+        return;
+      }
+      self->close(self->stdout_, self->stdout_open_);
+      self->maybe_finish();
+    });
+  }
+
+  void read_stderr() {
+    auto self = shared_from_this();
+    stderr_.async_read_some(asio::buffer(err_buf_), [self](const boost::system::error_code& ec,
+                                                          size_t n) {
+      if (!ec) {
+        self->take_stderr(self->err_buf_.data(), n);
+        self->read_stderr();
+        return;
+      }
+      self->close(self->stderr_, self->stderr_open_);
+      self->maybe_finish();
+    });
+  }
+
+  void take_stderr(const char* p, size_t n) {
+    const char* end = p + n;
+    while (p < end) {
+      const char* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
+      const char* stop = nl ? nl : end;
+      size_t len = static_cast<size_t>(stop - p);
+      size_t room = limits_.stderr_line_max > err_line_.size()
+                        ? limits_.stderr_line_max - err_line_.size() : 0;
+      err_line_.append(p, std::min(len, room));
+      if (len > room) err_line_cut_ += len - room;
+      if (!nl) break;
+      emit_stderr_line();
+      p = nl + 1;
+    }
+  }
+
+  void emit_stderr_line() {
+    if (!err_line_.empty() && err_line_.back() == '\r') err_line_.pop_back();
+    std::string line = std::move(err_line_);
+    err_line_.clear();
+    if (err_line_cut_) {
+      line += " [line cut: " + std::to_string(err_line_cut_) + " more bytes]";
+      err_line_cut_ = 0;
+    }
+    tail_.push_back(line);
+    if (tail_.size() > limits_.stderr_tail_lines) tail_.pop_front();
+    if (err_lines_ < limits_.stderr_lines_max) {
+      ++err_lines_;
+      if (on_stderr_) on_stderr_(line);
+    } else {
+      ++err_lines_dropped_;
+    }
+  }
+
+  void wait_exit() {
+    auto self = shared_from_this();
+    if (pidfd_.is_open()) {
+      pidfd_.async_wait(asio::posix::descriptor_base::wait_read,
+                        [self](const boost::system::error_code& ec) {
+                          if (ec == asio::error::operation_aborted) return;
+                          self->try_reap();
+                        });
+    } else {
+      // Kernels without pidfd: poll waitpid for this one child (never waitpid(-1)).
+      poll_timer_.expires_after(std::chrono::milliseconds(20));
+      poll_timer_.async_wait([self](const boost::system::error_code& ec) {
+        if (!ec) self->try_reap();
+      });
+    }
+  }
+
+  void try_reap() {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        info.si_pid == 0) {
+      wait_exit();  // not exited yet
+      return;
+    }
+    // While the exited leader is unreaped its process-group id cannot be reused, so this is
+    // the moment to clear out anything the worker left behind (grandchildren holding pipes).
+    ::kill(-pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);  // does not block: the child has exited
+    reaped_ = true;
+    wait_status_ = status;
+    timeout_timer_.cancel();
+    kill_timer_.cancel();
+    boost::system::error_code ignored;
+    pidfd_.close(ignored);
+    if (stdout_open_ || stderr_open_) {
+      // Something outside the group (a setsid'd daemon) may still hold the pipes.
+      auto self = shared_from_this();
+      drain_timer_.expires_after(limits_.pipe_drain_grace);
+      drain_timer_.async_wait([self](const boost::system::error_code& ec) {
+        if (ec) return;
+        self->close(self->stdout_, self->stdout_open_);
+        self->close(self->stderr_, self->stderr_open_);
+        self->maybe_finish();
+      });
+    }
+    maybe_finish();
+  }
+
+  void terminate(Kind why) {
+    if (!forced_) forced_ = why;
+    if (reaped_ || terminating_) return;
+    terminating_ = true;
+    ::kill(-pid_, SIGTERM);
+    auto self = shared_from_this();
+    kill_timer_.expires_after(limits_.kill_grace);
+    kill_timer_.async_wait([self](const boost::system::error_code& ec) {
+      if (!ec && !self->reaped_) ::kill(-self->pid_, SIGKILL);
+    });
+  }
+
+  void close(asio::posix::stream_descriptor& d, bool& open_flag) {
+    boost::system::error_code ignored;
+    d.close(ignored);
+    open_flag = false;
+  }
+
+  void maybe_finish() {
+    if (done_ || !reaped_ || stdout_open_ || stderr_open_) return;
+    done_ = true;
+    drain_timer_.cancel();
+    if (!err_line_.empty() || err_line_cut_) emit_stderr_line();
+    if (err_lines_dropped_) {
+      std::string note = "[" + std::to_string(err_lines_dropped_) +
+                         " more stderr lines not kept in the log]";
+      if (on_stderr_) on_stderr_(note);
+    }
+    WorkerOutcome out;
+    if (WIFEXITED(wait_status_)) {
+      out.kind = Kind::Exited;
+      out.code = WEXITSTATUS(wait_status_);
+    } else if (WIFSIGNALED(wait_status_)) {
+      out.kind = Kind::Signaled;
+      out.code = WTERMSIG(wait_status_);
+    }
+    if (forced_) out.kind = *forced_;
+    out.output = std::move(output_);
+    out.stderr_tail.assign(tail_.begin(), tail_.end());
+    auto done = std::move(on_done_);
+    on_stderr_ = nullptr;
+    done(std::move(out));
+  }
+
+  asio::io_context& io_;
+  ProcessLimits limits_;
+  WorkerRunner::LineHandler on_stderr_;
+  WorkerRunner::DoneHandler on_done_;
+  pid_t pid_ = -1;
+  asio::posix::stream_descriptor stdin_, stdout_, stderr_, pidfd_;
+  asio::steady_timer timeout_timer_, kill_timer_, drain_timer_, poll_timer_;
+  std::string input_;
+  std::array<char, 65536> out_buf_{};
+  std::array<char, 16384> err_buf_{};
+  std::string output_;
+  std::string err_line_;
+  size_t err_line_cut_ = 0;
+  size_t err_lines_ = 0;
+  size_t err_lines_dropped_ = 0;
+  std::deque<std::string> tail_;
+  bool stdout_open_ = true, stderr_open_ = true;
+  bool reaped_ = false, terminating_ = false, done_ = false;
+  int wait_status_ = 0;
+  std::optional<Kind> forced_;
+};
+
+// Stands in for a worker that never started, so the engine sees one shape of failure.
+class NotStarted : public RunningWorker {
+ public:
+  void cancel() override {}
+  int pid() const override { return -1; }
+};
+
+}  // namespace
+
+ProcessWorkerRunner::ProcessWorkerRunner(asio::io_context& io, ProcessLimits limits)
+    : io_(io), limits_(limits) {
+  // A worker that exits without reading stdin must not kill the bot with SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
+}
+
+std::shared_ptr<RunningWorker> ProcessWorkerRunner::start(WorkerInvocation inv,
+                                                          LineHandler on_stderr,
+                                                          DoneHandler on_done) {
+  auto child = std::make_shared<ChildProcess>(io_, limits_, std::move(on_stderr), on_done);
+  if (auto error = child->spawn(inv)) {
+    WorkerOutcome out;
+    out.kind = Kind::SpawnFailed;
+    out.error = *error;
+    asio::post(io_, [on_done = std::move(on_done), out = std::move(out)]() mutable {
+      on_done(std::move(out));
+    });
+    return std::make_shared<NotStarted>();
+  }
+  child->begin(std::move(inv.input), inv.timeout);
+  return child;
+}
+
+void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+std::string signal_name(int sig) {
+  switch (sig) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGILL: return "SIGILL";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGQUIT: return "SIGQUIT";
+    default: return "signal " + std::to_string(sig);
+  }
+}
+
+}  // namespace jarvis

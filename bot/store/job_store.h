@@ -1,0 +1,122 @@
+#pragma once
+// The job store: the single source of truth for jobs, their stages, clipboards, logs and the
+// audit trail. Every front and every `jarvis` process reads and writes jobs through it.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bot/pipeline/pipeline.h"
+
+namespace jarvis {
+
+enum class JobState { Queued, Running, Ready, Failed, Cancelled };
+std::string_view to_string(JobState s);
+std::optional<JobState> parse_job_state(std::string_view s);
+inline bool is_active(JobState s) { return s == JobState::Queued || s == JobState::Running; }
+
+struct JobRecord {
+  int64_t id = 0;
+  std::string host;
+  std::string design_ref;  // what was asked for: a file, a URL, a DN
+  std::string pipeline;
+  std::vector<TaskSpec> tasks;  // snapshot taken when the job was created
+  JobState state = JobState::Queued;
+  int stage = 0;    // 0-based: the stage running, next to run, or where it failed
+  int attempt = 0;  // attempt of that stage, 1-based once started
+  std::string requested_by;
+  std::string origin;  // "cli", "console", later "irc:#ops" ...
+  int64_t created_ms = 0, started_ms = 0, ended_ms = 0, stage_started_ms = 0;
+  int64_t retry_at_ms = 0;  // set while waiting to retry a failed attempt
+  std::string reason;       // why the last attempt failed / why the job failed
+  std::string owner;        // id of the engine running it; empty when nobody has it
+  bool cancel_requested = false;
+  std::string cancelled_by;
+  std::string clipboard;  // the clipboard before `stage`
+  int worker_pid = 0;     // process group of the running worker, for cleanup after a crash
+
+  int stage_count() const { return static_cast<int>(tasks.size()); }
+};
+
+struct NewJob {
+  std::string host, design_ref, pipeline;
+  std::vector<TaskSpec> tasks;
+  std::string requested_by, origin;
+  std::string clipboard;
+};
+
+struct CreateResult {
+  int64_t id = 0;                     // the new job, or 0 when refused
+  std::optional<JobRecord> conflict;  // the host's job already in flight
+};
+
+struct RequeueResult {
+  bool ok = false;
+  std::string error;                  // why not, for the user
+  std::optional<JobRecord> conflict;  // another job of the host in flight
+};
+
+struct LogLine {
+  int64_t at_ms = 0;
+  int stage = 0;  // 1-based; 0 for lines about the job as a whole
+  std::string line;
+};
+
+struct AuditEntry {
+  int64_t at_ms = 0;
+  std::string who;       // identity as the front knows it
+  std::string protocol;  // cli, console, irc, ...
+  std::string place;     // channel, room, tty
+  std::string command;   // the command as typed
+  std::string outcome;   // accepted, refused: ..., error: ...
+};
+
+class JobStore {
+ public:
+  virtual ~JobStore() = default;
+
+  // Creates a job owned by `owner` (may be empty), unless the host already has one in flight.
+  virtual CreateResult create_job(const NewJob& job, const std::string& owner) = 0;
+  virtual std::optional<JobRecord> job(int64_t id) = 0;
+  virtual std::optional<JobRecord> latest_for_host(const std::string& host) = 0;
+  virtual std::vector<JobRecord> active_jobs() = 0;  // queued and running, oldest first
+  virtual std::vector<JobRecord> recent_finished(int limit) = 0;
+  virtual int queued_ahead(int64_t id) = 0;  // queued jobs created before this one
+
+  virtual void mark_running(int64_t id, int64_t now) = 0;
+  virtual void stage_started(int64_t id, int stage, int attempt, const std::string& task,
+                             int64_t now, int worker_pid) = 0;
+  // The attempt failed and another follows at retry_at.
+  virtual void stage_will_retry(int64_t id, int stage, int attempt, int64_t now,
+                                const std::string& reason, int64_t retry_at) = 0;
+  // Saves the clipboard and moves on; after the last stage the job is ready.
+  virtual void stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
+                               const std::string& clipboard) = 0;
+  virtual void stage_failed(int64_t id, int stage, int attempt, int64_t now,
+                            const std::string& reason) = 0;
+  virtual void job_cancelled(int64_t id, int64_t now, const std::string& reason) = 0;
+
+  virtual void append_log(int64_t id, int stage, const std::string& line) = 0;
+  virtual std::vector<LogLine> log(int64_t id, int limit) = 0;  // the last `limit` lines
+
+  virtual void audit(const AuditEntry& entry) = 0;
+  virtual std::vector<AuditEntry> audit_trail(int limit) = 0;
+
+  // Asks whoever runs the job to cancel it; false if it is not in flight.
+  virtual bool request_cancel(int64_t id, const std::string& by) = 0;
+  // A failed or cancelled job goes back to the queue at the stage where it stopped.
+  virtual RequeueResult requeue(int64_t id, const std::string& new_owner) = 0;
+  // Compare-and-set of the owner: how an engine adopts a job nobody runs.
+  virtual bool claim(int64_t id, const std::string& expected_owner,
+                     const std::string& new_owner) = 0;
+  // In-flight jobs with their owners, for adopting orphans and noticing cancel requests.
+  struct Watched {
+    int64_t id = 0;
+    std::string owner;
+    bool cancel_requested = false;
+  };
+  virtual std::vector<Watched> jobs_to_watch() = 0;
+};
+
+}  // namespace jarvis

@@ -1,0 +1,472 @@
+#include "bot/store/sqlite_job_store.h"
+
+#include <sqlite3.h>
+
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+#include "bot/util/duration.h"
+
+namespace jarvis {
+
+std::string_view to_string(JobState s) {
+  switch (s) {
+    case JobState::Queued: return "queued";
+    case JobState::Running: return "running";
+    case JobState::Ready: return "ready";
+    case JobState::Failed: return "failed";
+    case JobState::Cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+std::optional<JobState> parse_job_state(std::string_view s) {
+  for (auto st : {JobState::Queued, JobState::Running, JobState::Ready, JobState::Failed,
+                  JobState::Cancelled})
+    if (to_string(st) == s) return st;
+  return std::nullopt;
+}
+
+namespace {
+
+const char* kSchema = R"SQL(
+CREATE TABLE IF NOT EXISTS jobs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  host TEXT NOT NULL,
+  design_ref TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  tasks TEXT NOT NULL,
+  state TEXT NOT NULL,
+  stage INTEGER NOT NULL DEFAULT 0,
+  attempt INTEGER NOT NULL DEFAULT 0,
+  requested_by TEXT NOT NULL,
+  origin TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  started_ms INTEGER NOT NULL DEFAULT 0,
+  ended_ms INTEGER NOT NULL DEFAULT 0,
+  stage_started_ms INTEGER NOT NULL DEFAULT 0,
+  retry_at_ms INTEGER NOT NULL DEFAULT 0,
+  reason TEXT NOT NULL DEFAULT '',
+  owner TEXT NOT NULL DEFAULT '',
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  cancelled_by TEXT NOT NULL DEFAULT '',
+  clipboard TEXT NOT NULL,
+  worker_pid INTEGER NOT NULL DEFAULT 0,
+  stage_count INTEGER NOT NULL
+);
+-- The per-host lock: at most one job in flight per host, enforced by the database itself so
+-- that it holds across every process sharing the store.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_in_flight_per_host
+  ON jobs(host) WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS jobs_by_host ON jobs(host, id);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, id);
+CREATE TABLE IF NOT EXISTS stages (
+  job_id INTEGER NOT NULL REFERENCES jobs(id),
+  stage INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  task TEXT NOT NULL,
+  started_ms INTEGER NOT NULL,
+  ended_ms INTEGER NOT NULL DEFAULT 0,
+  result TEXT NOT NULL DEFAULT 'running',
+  reason TEXT NOT NULL DEFAULT '',
+  clipboard_after TEXT,
+  PRIMARY KEY (job_id, stage, attempt)
+);
+CREATE TABLE IF NOT EXISTS log (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  job_id INTEGER NOT NULL,
+  at_ms INTEGER NOT NULL,
+  stage INTEGER NOT NULL,
+  line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_by_job ON log(job_id, id);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_ms INTEGER NOT NULL,
+  who TEXT NOT NULL,
+  protocol TEXT NOT NULL,
+  place TEXT NOT NULL,
+  command TEXT NOT NULL,
+  outcome TEXT NOT NULL
+);
+)SQL";
+
+std::string encode_tasks(const std::vector<TaskSpec>& tasks) {
+  std::ostringstream out;
+  for (const auto& t : tasks)
+    out << t.name << '\t' << t.timeout.count() << '\t' << t.retries << '\t'
+        << (t.destructive ? 1 : 0) << '\n';
+  return out.str();
+}
+
+std::vector<TaskSpec> decode_tasks(const std::string& text) {
+  std::vector<TaskSpec> tasks;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    TaskSpec t;
+    int64_t timeout = 0;
+    int destructive = 0;
+    std::getline(fields, t.name, '\t');
+    fields >> timeout >> t.retries >> destructive;
+    t.timeout = Millis(timeout);
+    t.destructive = destructive != 0;
+    tasks.push_back(std::move(t));
+  }
+  return tasks;
+}
+
+}  // namespace
+
+class SqliteJobStore::Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) != SQLITE_OK)
+      throw std::runtime_error(std::string("sqlite prepare: ") + sqlite3_errmsg(db));
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+
+  Statement& bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); return *this; }
+  Statement& bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  // True while there is a row; throws on error.
+  bool step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    std::string msg = sqlite3_errmsg(db_);
+    int ext = sqlite3_extended_errcode(db_);
+    reset();
+    if (ext == SQLITE_CONSTRAINT_UNIQUE) throw UniqueViolation(msg);
+    throw std::runtime_error("sqlite: " + msg);
+  }
+  void run() { step(); reset(); }
+  void reset() { sqlite3_reset(stmt_); sqlite3_clear_bindings(stmt_); }
+  int64_t i64(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::string text(int col) const {
+    auto p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))) : std::string();
+  }
+
+  struct UniqueViolation : std::runtime_error { using std::runtime_error::runtime_error; };
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+struct SqliteJobStore::Cache {
+  std::map<const char*, std::unique_ptr<Statement>> statements;
+};
+
+namespace {
+// Reads a row laid out as JOB_SELECT.
+template <typename Stmt>
+JobRecord read_job(const Stmt& s) {
+  JobRecord j;
+  j.id = s.i64(0);
+  j.host = s.text(1);
+  j.design_ref = s.text(2);
+  j.pipeline = s.text(3);
+  j.tasks = decode_tasks(s.text(4));
+  j.state = parse_job_state(s.text(5)).value_or(JobState::Failed);
+  j.stage = static_cast<int>(s.i64(6));
+  j.attempt = static_cast<int>(s.i64(7));
+  j.requested_by = s.text(8);
+  j.origin = s.text(9);
+  j.created_ms = s.i64(10);
+  j.started_ms = s.i64(11);
+  j.ended_ms = s.i64(12);
+  j.stage_started_ms = s.i64(13);
+  j.retry_at_ms = s.i64(14);
+  j.reason = s.text(15);
+  j.owner = s.text(16);
+  j.cancel_requested = s.i64(17) != 0;
+  j.cancelled_by = s.text(18);
+  j.clipboard = s.text(19);
+  j.worker_pid = static_cast<int>(s.i64(20));
+  return j;
+}
+
+// Commits on scope exit unless an exception is in flight, then rolls back.
+class Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) { exec("BEGIN IMMEDIATE"); }
+  ~Transaction() { exec(std::uncaught_exceptions() ? "ROLLBACK" : "COMMIT"); }
+ private:
+  void exec(const char* sql) { sqlite3_exec(db_, sql, nullptr, nullptr, nullptr); }
+  sqlite3* db_;
+};
+}  // namespace
+
+SqliteJobStore::SqliteJobStore(const std::string& path) : cache_(std::make_unique<Cache>()) {
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
+    std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw std::runtime_error("cannot open the job store " + path + ": " + msg);
+  }
+  sqlite3_extended_result_codes(db_, 1);
+  // Other jarvis processes (a CLI next to `serve`) may hold the write lock briefly.
+  sqlite3_busy_timeout(db_, 5000);
+  // WAL: readers never block the writer. synchronous=NORMAL: a committed transaction survives
+  // the process being killed; only a power loss can take back the last few.
+  exec("PRAGMA journal_mode=WAL");
+  exec("PRAGMA synchronous=NORMAL");
+  exec("PRAGMA foreign_keys=ON");
+  exec(kSchema);
+}
+
+SqliteJobStore::~SqliteJobStore() {
+  cache_.reset();
+  sqlite3_close(db_);
+}
+
+void SqliteJobStore::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    throw std::runtime_error("sqlite: " + msg);
+  }
+}
+
+SqliteJobStore::Statement& SqliteJobStore::prepare(const char* sql) {
+  auto& slot = cache_->statements[sql];
+  if (!slot) slot = std::make_unique<Statement>(db_, sql);
+  return *slot;
+}
+
+std::vector<JobRecord> SqliteJobStore::query_jobs(const char* sql, std::optional<int64_t> arg) {
+  auto& s = prepare(sql);
+  if (arg) s.bind(1, *arg);
+  std::vector<JobRecord> out;
+  while (s.step()) out.push_back(read_job(s));
+  s.reset();
+  return out;
+}
+
+#define JOB_SELECT                                                                            \
+  "SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, requested_by, origin, " \
+  "created_ms, started_ms, ended_ms, stage_started_ms, retry_at_ms, reason, owner, "           \
+  "cancel_requested, cancelled_by, clipboard, worker_pid FROM jobs "
+
+CreateResult SqliteJobStore::create_job(const NewJob& job, const std::string& owner) {
+  CreateResult result;
+  auto& s = prepare(
+      "INSERT INTO jobs (host, design_ref, pipeline, tasks, state, requested_by, origin, "
+      "created_ms, owner, clipboard, stage_count) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)");
+  s.bind(1, job.host).bind(2, job.design_ref).bind(3, job.pipeline)
+      .bind(4, encode_tasks(job.tasks)).bind(5, job.requested_by).bind(6, job.origin)
+      .bind(7, now_ms()).bind(8, owner).bind(9, job.clipboard)
+      .bind(10, static_cast<int64_t>(job.tasks.size()));
+  try {
+    s.run();
+    result.id = sqlite3_last_insert_rowid(db_);
+  } catch (const Statement::UniqueViolation&) {
+    auto current = latest_for_host(job.host);
+    if (current && is_active(current->state)) result.conflict = current;
+    else throw;
+  }
+  return result;
+}
+
+std::optional<JobRecord> SqliteJobStore::job(int64_t id) {
+  auto rows = query_jobs(JOB_SELECT "WHERE id = ?", id);
+  if (rows.empty()) return std::nullopt;
+  return rows.front();
+}
+
+std::optional<JobRecord> SqliteJobStore::latest_for_host(const std::string& host) {
+  auto& s = prepare(JOB_SELECT "WHERE host = ? ORDER BY id DESC LIMIT 1");
+  s.bind(1, host);
+  std::optional<JobRecord> out;
+  if (s.step()) out = read_job(s);
+  s.reset();
+  return out;
+}
+
+std::vector<JobRecord> SqliteJobStore::active_jobs() {
+  return query_jobs(JOB_SELECT "WHERE state IN ('queued', 'running') ORDER BY id", std::nullopt);
+}
+
+std::vector<JobRecord> SqliteJobStore::recent_finished(int limit) {
+  return query_jobs(JOB_SELECT
+                    "WHERE state IN ('ready', 'failed', 'cancelled') ORDER BY ended_ms DESC, id "
+                    "DESC LIMIT ?",
+                    limit);
+}
+
+int SqliteJobStore::queued_ahead(int64_t id) {
+  auto& s = prepare("SELECT count(*) FROM jobs WHERE state = 'queued' AND id < ?");
+  s.bind(1, id);
+  int n = s.step() ? static_cast<int>(s.i64(0)) : 0;
+  s.reset();
+  return n;
+}
+
+void SqliteJobStore::mark_running(int64_t id, int64_t now) {
+  prepare("UPDATE jobs SET state = 'running', started_ms = CASE WHEN started_ms = 0 THEN ?1 "
+          "ELSE started_ms END WHERE id = ?2")
+      .bind(1, now).bind(2, id).run();
+}
+
+void SqliteJobStore::stage_started(int64_t id, int stage, int attempt, const std::string& task,
+                                   int64_t now, int worker_pid) {
+  Transaction tx(db_);
+  prepare("UPDATE jobs SET stage = ?1, attempt = ?2, stage_started_ms = ?3, retry_at_ms = 0, "
+          "worker_pid = ?4 WHERE id = ?5")
+      .bind(1, stage).bind(2, attempt).bind(3, now).bind(4, worker_pid).bind(5, id).run();
+  // A row left 'running' by a crashed process becomes 'interrupted' when the stage reruns.
+  prepare("UPDATE stages SET result = 'interrupted', ended_ms = ?1 WHERE job_id = ?2 AND "
+          "result = 'running'")
+      .bind(1, now).bind(2, id).run();
+  prepare("INSERT OR REPLACE INTO stages (job_id, stage, attempt, task, started_ms) "
+          "SELECT ?1, ?2, ?3, ?4, ?5")
+      .bind(1, id).bind(2, stage).bind(3, attempt)
+      .bind(4, task).bind(5, now).run();
+}
+
+void SqliteJobStore::stage_will_retry(int64_t id, int stage, int attempt, int64_t now,
+                                      const std::string& reason, int64_t retry_at) {
+  Transaction tx(db_);
+  prepare("UPDATE stages SET result = 'failed', ended_ms = ?1, reason = ?2 WHERE job_id = ?3 "
+          "AND stage = ?4 AND attempt = ?5")
+      .bind(1, now).bind(2, reason).bind(3, id).bind(4, stage).bind(5, attempt).run();
+  prepare("UPDATE jobs SET reason = ?1, retry_at_ms = ?2, worker_pid = 0 WHERE id = ?3")
+      .bind(1, reason).bind(2, retry_at).bind(3, id).run();
+}
+
+void SqliteJobStore::stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
+                                     const std::string& clipboard) {
+  Transaction tx(db_);
+  prepare("UPDATE stages SET result = 'ok', ended_ms = ?1, clipboard_after = ?2 WHERE job_id = "
+          "?3 AND stage = ?4 AND attempt = ?5")
+      .bind(1, now).bind(2, clipboard).bind(3, id).bind(4, stage).bind(5, attempt).run();
+  // The clipboard and the stage move together, so a restart resumes exactly here.
+  prepare("UPDATE jobs SET clipboard = ?1, stage = ?2 + 1, attempt = 0, reason = '', "
+          "worker_pid = 0, stage_started_ms = ?3, "
+          "state = CASE WHEN ?2 + 1 >= stage_count THEN 'ready' ELSE state END, "
+          "ended_ms = CASE WHEN ?2 + 1 >= stage_count THEN ?3 ELSE 0 END WHERE id = ?4")
+      .bind(1, clipboard).bind(2, stage).bind(3, now).bind(4, id).run();
+}
+
+void SqliteJobStore::stage_failed(int64_t id, int stage, int attempt, int64_t now,
+                                  const std::string& reason) {
+  Transaction tx(db_);
+  prepare("UPDATE stages SET result = 'failed', ended_ms = ?1, reason = ?2 WHERE job_id = ?3 "
+          "AND stage = ?4 AND attempt = ?5")
+      .bind(1, now).bind(2, reason).bind(3, id).bind(4, stage).bind(5, attempt).run();
+  prepare("UPDATE jobs SET state = 'failed', reason = ?1, ended_ms = ?2, worker_pid = 0, "
+          "retry_at_ms = 0, cancel_requested = 0 WHERE id = ?3")
+      .bind(1, reason).bind(2, now).bind(3, id).run();
+}
+
+void SqliteJobStore::job_cancelled(int64_t id, int64_t now, const std::string& reason) {
+  Transaction tx(db_);
+  prepare("UPDATE stages SET result = 'cancelled', ended_ms = ?1 WHERE job_id = ?2 AND result = "
+          "'running'")
+      .bind(1, now).bind(2, id).run();
+  prepare("UPDATE jobs SET state = 'cancelled', reason = ?1, ended_ms = ?2, worker_pid = 0, "
+          "retry_at_ms = 0 WHERE id = ?3")
+      .bind(1, reason).bind(2, now).bind(3, id).run();
+}
+
+void SqliteJobStore::append_log(int64_t id, int stage, const std::string& line) {
+  prepare("INSERT INTO log (job_id, at_ms, stage, line) VALUES (?, ?, ?, ?)")
+      .bind(1, id).bind(2, now_ms()).bind(3, stage).bind(4, line).run();
+}
+
+std::vector<LogLine> SqliteJobStore::log(int64_t id, int limit) {
+  auto& s = prepare("SELECT at_ms, stage, line FROM (SELECT id, at_ms, stage, line FROM log "
+                    "WHERE job_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id");
+  s.bind(1, id).bind(2, limit);
+  std::vector<LogLine> out;
+  while (s.step()) out.push_back({s.i64(0), static_cast<int>(s.i64(1)), s.text(2)});
+  s.reset();
+  return out;
+}
+
+void SqliteJobStore::audit(const AuditEntry& e) {
+  prepare("INSERT INTO audit (at_ms, who, protocol, place, command, outcome) VALUES (?, ?, ?, "
+          "?, ?, ?)")
+      .bind(1, e.at_ms ? e.at_ms : now_ms()).bind(2, e.who).bind(3, e.protocol).bind(4, e.place)
+      .bind(5, e.command).bind(6, e.outcome).run();
+}
+
+std::vector<AuditEntry> SqliteJobStore::audit_trail(int limit) {
+  auto& s = prepare("SELECT at_ms, who, protocol, place, command, outcome FROM (SELECT * FROM "
+                    "audit ORDER BY id DESC LIMIT ?) ORDER BY id");
+  s.bind(1, limit);
+  std::vector<AuditEntry> out;
+  while (s.step())
+    out.push_back({s.i64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5)});
+  s.reset();
+  return out;
+}
+
+bool SqliteJobStore::request_cancel(int64_t id, const std::string& by) {
+  auto& s = prepare("UPDATE jobs SET cancel_requested = 1, cancelled_by = ? WHERE id = ? AND "
+                    "state IN ('queued', 'running')");
+  s.bind(1, by).bind(2, id).run();
+  return sqlite3_changes(db_) > 0;
+}
+
+RequeueResult SqliteJobStore::requeue(int64_t id, const std::string& new_owner) {
+  RequeueResult r;
+  auto j = job(id);
+  if (!j) { r.error = "there is no job " + std::to_string(id); return r; }
+  if (is_active(j->state)) { r.error = "job " + std::to_string(id) + " is still in flight"; return r; }
+  if (j->state == JobState::Ready) {
+    r.error = "job " + std::to_string(id) + " finished; deploy again to start a new job";
+    return r;
+  }
+  try {
+    prepare("UPDATE jobs SET state = 'queued', owner = ?1, reason = '', ended_ms = 0, attempt = 0, "
+            "retry_at_ms = 0, cancel_requested = 0, cancelled_by = '', worker_pid = 0 "
+            "WHERE id = ?2 AND state IN ('failed', 'cancelled')")
+        .bind(1, new_owner).bind(2, id).run();
+  } catch (const Statement::UniqueViolation&) {
+    auto current = latest_for_host(j->host);
+    r.error = j->host + " has another job in flight";
+    if (current && is_active(current->state)) r.conflict = current;
+    return r;
+  }
+  r.ok = sqlite3_changes(db_) > 0;
+  if (!r.ok) r.error = "job " + std::to_string(id) + " changed meanwhile; try again";
+  return r;
+}
+
+bool SqliteJobStore::claim(int64_t id, const std::string& expected_owner,
+                           const std::string& new_owner) {
+  prepare("UPDATE jobs SET owner = ? WHERE id = ? AND owner = ? AND state IN ('queued', "
+          "'running')")
+      .bind(1, new_owner).bind(2, id).bind(3, expected_owner).run();
+  return sqlite3_changes(db_) > 0;
+}
+
+std::vector<JobStore::Watched> SqliteJobStore::jobs_to_watch() {
+  auto& s = prepare("SELECT id, owner, cancel_requested FROM jobs WHERE state IN ('queued', "
+                    "'running') ORDER BY id");
+  std::vector<Watched> out;
+  while (s.step()) out.push_back({s.i64(0), s.text(1), s.i64(2) != 0});
+  s.reset();
+  return out;
+}
+
+std::vector<std::string> SqliteJobStore::stage_clipboards(int64_t id) {
+  auto& s = prepare("SELECT clipboard_after FROM stages WHERE job_id = ? AND result = 'ok' "
+                    "ORDER BY stage");
+  s.bind(1, id);
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
+  s.reset();
+  return out;
+}
+
+}  // namespace jarvis

@@ -1,0 +1,60 @@
+#pragma once
+#include <memory>
+#include <string>
+
+#include "bot/store/job_store.h"
+
+struct sqlite3;
+
+namespace jarvis {
+
+// The embedded default: one SQLite file in WAL mode, safe to share between a running
+// `jarvis serve` and `jarvis status` from a shell.
+class SqliteJobStore : public JobStore {
+ public:
+  // Opens (creating if needed) the database; throws std::runtime_error on failure.
+  explicit SqliteJobStore(const std::string& path);
+  ~SqliteJobStore() override;
+  SqliteJobStore(const SqliteJobStore&) = delete;
+  SqliteJobStore& operator=(const SqliteJobStore&) = delete;
+
+  CreateResult create_job(const NewJob& job, const std::string& owner) override;
+  std::optional<JobRecord> job(int64_t id) override;
+  std::optional<JobRecord> latest_for_host(const std::string& host) override;
+  std::vector<JobRecord> active_jobs() override;
+  std::vector<JobRecord> recent_finished(int limit) override;
+  int queued_ahead(int64_t id) override;
+  void mark_running(int64_t id, int64_t now) override;
+  void stage_started(int64_t id, int stage, int attempt, const std::string& task, int64_t now,
+                     int worker_pid) override;
+  void stage_will_retry(int64_t id, int stage, int attempt, int64_t now,
+                        const std::string& reason, int64_t retry_at) override;
+  void stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
+                       const std::string& clipboard) override;
+  void stage_failed(int64_t id, int stage, int attempt, int64_t now,
+                    const std::string& reason) override;
+  void job_cancelled(int64_t id, int64_t now, const std::string& reason) override;
+  void append_log(int64_t id, int stage, const std::string& line) override;
+  std::vector<LogLine> log(int64_t id, int limit) override;
+  void audit(const AuditEntry& entry) override;
+  std::vector<AuditEntry> audit_trail(int limit) override;
+  bool request_cancel(int64_t id, const std::string& by) override;
+  RequeueResult requeue(int64_t id, const std::string& new_owner) override;
+  bool claim(int64_t id, const std::string& expected_owner, const std::string& new_owner) override;
+  std::vector<Watched> jobs_to_watch() override;
+
+  // The clipboards saved after each completed stage, in order (for tests and `log`).
+  std::vector<std::string> stage_clipboards(int64_t id);
+
+ private:
+  class Statement;
+  Statement& prepare(const char* sql);
+  void exec(const char* sql);
+  std::vector<JobRecord> query_jobs(const char* sql, std::optional<int64_t> arg);
+
+  sqlite3* db_ = nullptr;
+  struct Cache;
+  std::unique_ptr<Cache> cache_;
+};
+
+}  // namespace jarvis

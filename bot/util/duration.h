@@ -1,0 +1,20 @@
+#pragma once
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace jarvis {
+
+using Millis = std::chrono::milliseconds;
+
+// Parses "500ms", "30s", "5m", "1h" or a bare number of seconds. Empty on anything else.
+std::optional<Millis> parse_duration(std::string_view text);
+
+// Human form for chat and the CLI: "850ms", "41s", "3m02s", "1h05m".
+std::string format_duration(Millis d);
+
+// Milliseconds since the Unix epoch (what the store records).
+int64_t now_ms();
+
+}  // namespace jarvis

@@ -1,0 +1,69 @@
+#include "bot/util/log.h"
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+namespace jarvis::log {
+namespace {
+Format g_format = Format::Text;
+
+spdlog::level::level_enum to_spdlog(Level l) {
+  switch (l) {
+    case Level::Debug: return spdlog::level::debug;
+    case Level::Info: return spdlog::level::info;
+    case Level::Warn: return spdlog::level::warn;
+    case Level::Error: return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
+}  // namespace
+
+void init(Format format, Level level) {
+  g_format = format;
+  // Logs go to stderr: stdout belongs to replies and progress.
+  auto logger = spdlog::stderr_logger_st("jarvis");
+  spdlog::set_default_logger(logger);
+  if (format == Format::Json) {
+    spdlog::set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l",%v})");
+  } else {
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %l %v");
+  }
+  spdlog::set_level(to_spdlog(level));
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 8);
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out;
+}
+
+void write(Level level, int64_t job, std::string_view message) {
+  auto lvl = to_spdlog(level);
+  if (!spdlog::default_logger_raw()->should_log(lvl)) return;
+  std::string job_text = job == kNoJob ? std::string("-") : std::to_string(job);
+  if (g_format == Format::Json) {
+    spdlog::log(lvl, "\"job\":{},\"msg\":\"{}\"", job == kNoJob ? "null" : job_text,
+                json_escape(message));
+  } else {
+    spdlog::log(lvl, "job={} {}", job_text, message);
+  }
+}
+
+}  // namespace jarvis::log

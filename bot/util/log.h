@@ -1,0 +1,39 @@
+#pragma once
+// Logging through spdlog with the job id on every line ("job=-" for lines about no job).
+// Text for people, or one JSON object per line with --log-format json.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <spdlog/fmt/fmt.h>
+
+namespace jarvis::log {
+
+enum class Format { Text, Json };
+enum class Level { Debug, Info, Warn, Error };
+
+void init(Format format, Level level = Level::Info);
+std::string json_escape(std::string_view s);
+
+void write(Level level, int64_t job, std::string_view message);
+
+template <typename... Args>
+void info(int64_t job, fmt::format_string<Args...> f, Args&&... args) {
+  write(Level::Info, job, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+void warn(int64_t job, fmt::format_string<Args...> f, Args&&... args) {
+  write(Level::Warn, job, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+void error(int64_t job, fmt::format_string<Args...> f, Args&&... args) {
+  write(Level::Error, job, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+void debug(int64_t job, fmt::format_string<Args...> f, Args&&... args) {
+  write(Level::Debug, job, fmt::format(f, std::forward<Args>(args)...));
+}
+
+constexpr int64_t kNoJob = 0;
+
+}  // namespace jarvis::log

@@ -1,0 +1,211 @@
+"""Helpers for jarvis workers written in Python (see docs/workers.md).
+
+A worker reads the clipboard (a YAML mapping) on stdin, logs to stderr, and
+prints the whole clipboard on stdout, or nothing to leave it unchanged.
+
+    import jarvis_worker as jw
+
+    def task(w):                       # w: Worker
+        w.put("instance.checked", True)
+        w.log("checked " + w.host)
+
+    jw.run(task)
+
+load() and dump() round-trip the clipboard without changing what any value
+means.  Plain yaml.safe_load/safe_dump would: it reads a plain `yes` as true,
+`0777` as 511 and `1:20` as 80 and writes them back that way, and it writes the
+strings "1e3", "0o17" and "-.5" without quotes, which a YAML 1.2 reader (the
+bot's yaml-cpp) takes for numbers.  So load() resolves no types: every scalar
+comes back as a Scalar, a str that remembers its quoting, and dump() writes it
+back the same way.  Values a worker adds are ordinary Python values; new
+strings are quoted whenever YAML 1.1 or 1.2 would read them as anything else.
+"""
+import copy
+import os
+import re
+import sys
+import traceback
+
+import yaml
+
+
+class Scalar(str):
+    """A scalar from the input: its exact text and its style (None = plain)."""
+    style = None
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.yaml_implicit_resolvers = {}    # no type guessing: untagged scalars are text
+
+
+def _construct_scalar(loader, node):
+    text = Scalar(loader.construct_scalar(node))
+    text.style = node.style
+    return text
+
+
+_Loader.add_constructor("tag:yaml.org,2002:str", _construct_scalar)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+# SafeDumper quotes strings that YAML 1.1 would read as non-strings; also quote
+# the ones only YAML 1.2 reads as numbers.
+_Dumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    list("-+.0123456789"))
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^0o[0-7]+$"), ["0"])
+
+
+def _represent_scalar(dumper, data):
+    text = str(data)
+    if data.style is None:
+        # Plain in, plain out: tag it as whatever a reader will take it for,
+        # so the emitter writes it plain and untagged.
+        return yaml.ScalarNode(dumper.resolve(yaml.ScalarNode, text, (True, False)), text)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=data.style)
+
+
+_Dumper.add_representer(Scalar, _represent_scalar)
+
+
+def load(text):
+    """Parse a clipboard (str or bytes). Raises ValueError unless it is a mapping."""
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{e.problem or e.context}{where}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(" ".join(str(e).split())) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"it is a {type(data).__name__}, not a mapping")
+    return data
+
+
+def dump(clipboard):
+    """The clipboard as YAML text, block style, keys in their original order."""
+    return yaml.dump(clipboard, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=1 << 30)
+
+
+def flag(value):
+    """A YAML boolean read leniently: true/yes/on/1 (any case) are true."""
+    return value is True or str(value).strip().lower() in ("true", "yes", "on", "y", "1")
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+class Failure(Exception):
+    """Fail the stage: the message is printed as the last stderr line."""
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
+
+
+class Skip(Exception):
+    """The step does not apply: log 'skipped: ...' and leave the clipboard as it is."""
+
+
+def _int_env(name, default):
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+class Worker:
+    """One run of a worker: the job's environment and the clipboard."""
+
+    def __init__(self):
+        script = os.path.realpath(sys.argv[0])
+        default_task = f"{os.path.basename(os.path.dirname(script))}:{os.path.basename(script)}"
+        self.task = os.environ.get("JARVIS_TASK") or default_task
+        self.module, _, self.name = self.task.partition(":")
+        self.job = os.environ.get("JARVIS_JOB") or "manual"
+        self.stage = _int_env("JARVIS_STAGE", 1)
+        self.stages = _int_env("JARVIS_STAGES", 1)
+        self.attempt = _int_env("JARVIS_ATTEMPT", 1)
+        self.state_dir = os.environ.get("JARVIS_STATE_DIR")
+        try:
+            self.clipboard = load(sys.stdin.buffer.read())
+        except ValueError as e:
+            raise Failure(f"the clipboard on stdin is not a YAML mapping: {e}", 2)
+        self.original = copy.deepcopy(self.clipboard)
+
+    log = staticmethod(log)
+
+    def get(self, path, default=None):
+        """The value at a dotted path ("instance.ip"), or default."""
+        node = self.clipboard
+        for key in path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return default
+            node = node[key]
+        return node
+
+    def need(self, path, hint=""):
+        """The value at a dotted path; fails the stage (exit 2) if it is missing or empty."""
+        value = self.get(path)
+        if value is None or value == "":
+            raise Failure(f"{path} is missing from the clipboard" + (f": {hint}" if hint else ""), 2)
+        return value
+
+    def put(self, path, value):
+        """Set the value at a dotted path, creating mappings on the way."""
+        *parents, last = path.split(".")
+        node = self.clipboard
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[last] = value
+
+    @property
+    def host(self):
+        """instance.hostname (else JARVIS_HOST), checked to be a valid host name."""
+        host = str(self.get("instance.hostname") or os.environ.get("JARVIS_HOST") or "")
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", host):
+            raise Failure(f"instance.hostname {host!r} is not a valid host name", 2)
+        return host
+
+    def prepare(self):
+        """Hook run before the task body (subclasses: checks, simulated delays)."""
+
+    def perform(self, body):
+        body(self)
+
+
+def run(body, worker_class=Worker):
+    """Run body(worker); print the clipboard if it changed; exit 0 or fail the stage."""
+    task = os.environ.get("JARVIS_TASK") or os.path.basename(sys.argv[0])
+    try:
+        w = worker_class()
+        task = w.task
+        w.prepare()
+        w.perform(body)
+    except Skip as s:
+        log(f"skipped: {s}")
+        sys.exit(0)
+    except Failure as f:
+        log(str(f))
+        sys.exit(f.code)
+    except Exception as e:      # a bug: the traceback, then a one-line reason last
+        traceback.print_exc()
+        log(f"{task}: internal error: {type(e).__name__}: {e}")
+        sys.exit(1)
+    if w.clipboard != w.original:
+        sys.stdout.write(dump(w.clipboard))
+        sys.stdout.flush()
