@@ -2,6 +2,7 @@
 
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/mark.h>
@@ -18,7 +19,8 @@ std::string where(const YAML::Mark& m) {
   return "line " + std::to_string(m.line + 1) + ", column " + std::to_string(m.column + 1);
 }
 
-// Counts depth, nodes and aliases as the parser streams events; throws at the first excess.
+// Counts depth, nodes, aliases and the size the document would have with every alias
+// expanded, as the parser streams events; throws at the first excess.
 class LimitChecker : public YAML::EventHandler {
  public:
   explicit LimitChecker(const YamlLimits& limits) : limits_(limits) {}
@@ -27,52 +29,90 @@ class LimitChecker : public YAML::EventHandler {
 
   void OnDocumentStart(const YAML::Mark&) override {}
   void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { node(m, "null"); }
-  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override {
-    node(m, "alias");
+  void OnNull(const YAML::Mark& m, YAML::anchor_t anchor) override { leaf(m, "null", anchor); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t anchor) override {
     if (++aliases_ > limits_.max_aliases)
       throw LimitExceeded(where(m) + ": more than " + std::to_string(limits_.max_aliases) +
                           " aliases");
+    uint64_t size = anchor < anchor_sizes_.size() ? anchor_sizes_[anchor] : 1;
+    add(m, "alias", size);
   }
-  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t anchor,
                 const std::string&) override {
-    node(m, "scalar");
+    leaf(m, "scalar", anchor);
   }
-  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t anchor,
                        YAML::EmitterStyle::value) override {
-    node(m, "list");
-    enter(m);
+    open(m, "list", anchor);
   }
-  void OnSequenceEnd() override { --depth_; }
-  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+  void OnSequenceEnd() override { close(); }
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t anchor,
                   YAML::EmitterStyle::value) override {
-    if (depth_ == 0) root_is_map_ = true;
-    node(m, "mapping");
-    enter(m);
+    if (open_.empty()) root_is_map_ = true;
+    open(m, "mapping", anchor);
   }
-  void OnMapEnd() override { --depth_; }
+  void OnMapEnd() override { close(); }
 
   bool root_is_map() const { return root_is_map_; }
 
  private:
-  void node(const YAML::Mark& m, const char* kind) {
-    if (depth_ == 0 && !root_is_map_ && !root_problem)
+  struct Open {
+    YAML::anchor_t anchor;
+    uint64_t size;  // expanded nodes inside, this collection included
+  };
+
+  void check_root(const YAML::Mark& m, const char* kind) {
+    if (open_.empty() && !root_is_map_ && !root_problem)
       root_problem = std::string("the document is a ") + kind + " at " + where(m) +
                      ", not a mapping";
+  }
+  void count_node(const YAML::Mark& m) {
     if (++nodes_ > limits_.max_nodes)
       throw LimitExceeded(where(m) + ": more than " + std::to_string(limits_.max_nodes) +
                           " nodes");
   }
-  void enter(const YAML::Mark& m) {
-    if (++depth_ > limits_.max_depth)
+  // Adds `size` expanded nodes to every open collection (they all contain it).
+  void add(const YAML::Mark& m, const char* kind, uint64_t size) {
+    check_root(m, kind);
+    count_node(m);
+    total_ += size;
+    if (total_ > limits_.max_expanded_nodes)
+      throw LimitExceeded(where(m) + ": the document expands to more than " +
+                          std::to_string(limits_.max_expanded_nodes) +
+                          " nodes through its aliases");
+    if (!open_.empty()) open_.back().size += size;
+  }
+  void record_anchor(YAML::anchor_t anchor, uint64_t size) {
+    if (anchor == YAML::NullAnchor) return;
+    if (anchor >= anchor_sizes_.size()) anchor_sizes_.resize(anchor + 1, 1);
+    anchor_sizes_[anchor] = size;
+  }
+  void leaf(const YAML::Mark& m, const char* kind, YAML::anchor_t anchor) {
+    add(m, kind, 1);
+    record_anchor(anchor, 1);
+  }
+  void open(const YAML::Mark& m, const char* kind, YAML::anchor_t anchor) {
+    check_root(m, kind);
+    count_node(m);
+    ++total_;
+    if (static_cast<int>(open_.size()) >= limits_.max_depth)
       throw LimitExceeded(where(m) + ": nested deeper than " +
                           std::to_string(limits_.max_depth) + " levels");
+    open_.push_back({anchor, 1});
+  }
+  void close() {
+    Open done = open_.back();
+    open_.pop_back();
+    record_anchor(done.anchor, done.size);
+    if (!open_.empty()) open_.back().size += done.size;
   }
 
   const YamlLimits& limits_;
-  int depth_ = 0;
+  std::vector<Open> open_;
+  std::vector<uint64_t> anchor_sizes_;
   size_t nodes_ = 0;
   size_t aliases_ = 0;
+  uint64_t total_ = 0;
   bool root_is_map_ = false;
 };
 

@@ -3,6 +3,7 @@
 // events, never by walking a node tree, so an alias bomb is never expanded and nesting is
 // bounded before yaml-cpp recurses deep.
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,7 +16,10 @@ struct YamlLimits {
   size_t max_bytes = 8u << 20;   // whole document
   int max_depth = 64;            // nested mappings/sequences
   size_t max_nodes = 1'000'000;  // scalars + collections
-  size_t max_aliases = 256;      // "*name" references
+  size_t max_aliases = 1024;     // "*name" references
+  // Nodes the document would have if every alias were copied out; it never is, but a walk
+  // by a worker might, so a billion-laughs document is refused here.
+  uint64_t max_expanded_nodes = 1'000'000;
 };
 
 // True when the text holds nothing but whitespace (a worker that printed nothing).

@@ -1,0 +1,126 @@
+#include <gtest/gtest.h>
+
+#include "bot/commands/command.h"
+#include "bot/commands/command_service.h"
+#include "bot/design/file_design_source.h"
+#include "tests/test_support.h"
+
+namespace jarvis::testing {
+namespace {
+
+TEST(CommandParser, ParsesEveryVerb) {
+  auto c = parse_command("deploy loki --pipeline redeploy-sandbox");
+  ASSERT_TRUE(c.command) << c.error;
+  EXPECT_EQ(c.command->verb, Verb::Deploy);
+  EXPECT_EQ(c.command->argument, "loki");
+  EXPECT_EQ(c.command->pipeline, "redeploy-sandbox");
+  EXPECT_EQ(parse_command("STATUS loki").command->verb, Verb::Status);
+  EXPECT_EQ(parse_command("status job 17").command->argument, "17");
+  EXPECT_EQ(parse_command("jobs").command->verb, Verb::Jobs);
+  EXPECT_EQ(parse_command("help deploy").command->argument, "deploy");
+  EXPECT_EQ(parse_command("plan loki with deploy-sandbox").command->pipeline, "deploy-sandbox");
+}
+
+TEST(CommandParser, BadInputGetsAClearError) {
+  EXPECT_EQ(parse_command("destroy loki").error,
+            "I don't know \"destroy\". Say \"help\" for the commands.");
+  EXPECT_EQ(parse_command("deploy").error, "deploy needs an argument. Say \"help deploy\".");
+  EXPECT_EQ(parse_command("status a b").error, "status takes one argument. Say \"help status\".");
+  EXPECT_NE(parse_command(std::string(2000, 'a')).error.find("too long"), std::string::npos);
+  EXPECT_NE(parse_command("status lo\x01ki").error.find("control characters"), std::string::npos);
+  std::string error;
+  EXPECT_FALSE(parse_target("loki;rm -rf", error));
+  EXPECT_EQ(parse_target("#17", error)->job, 17);
+  EXPECT_EQ(parse_target("LOKI", error)->host, "loki");
+}
+
+JobRecord record(JobState state) {
+  JobRecord j;
+  j.id = 17;
+  j.host = "loki";
+  for (int i = 0; i < 12; ++i) j.tasks.push_back(Harness::task("m:t" + std::to_string(i)));
+  j.tasks[3].name = "sandbox:create";
+  j.tasks[5].name = "dns:update";
+  j.state = state;
+  j.requested_by = "alice";
+  return j;
+}
+
+TEST(Replies, StatusLinesHaveTheAgreedShape) {
+  auto running = record(JobState::Running);
+  running.stage = 3;
+  running.attempt = 1;
+  running.stage_started_ms = 1'000'000;
+  EXPECT_EQ(describe_job(running, 0, 1'041'000),
+            "loki: running stage 4/12 sandbox:create (41s, job 17, started by alice)");
+
+  auto failed = record(JobState::Failed);
+  failed.stage = 5;
+  failed.reason = "exit code 3: NOTAUTH";
+  EXPECT_EQ(describe_job(failed, 0, 0),
+            "loki: failed at stage 6/12 dns:update: exit code 3: NOTAUTH (job 17). Say \"retry "
+            "loki\" to resume.");
+
+  auto ready = record(JobState::Ready);
+  ready.stage = 12;
+  ready.started_ms = 0;
+  ready.ended_ms = 182'000;
+  EXPECT_EQ(describe_job(ready, 0, 0), "loki: ready (job 17, 12 stages in 3m02s)");
+
+  auto queued = record(JobState::Queued);
+  EXPECT_EQ(describe_job(queued, 3, 0),
+            "loki: queued, waiting for a free slot (3 jobs ahead; job 17, started by alice)");
+}
+
+TEST(Replies, AFailureReasonStaysOnOneLine) {
+  auto failed = record(JobState::Failed);
+  failed.reason = "first\nsecond\r\nthird";
+  auto line = describe_job(failed, 0, 0);
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  EXPECT_NE(line.find("first second  third"), std::string::npos);
+}
+
+// The command service end to end against a real store and engine.
+TEST(CommandService, DeployStatusCancelRetryThroughOneParser) {
+  Harness h;
+  h.worker("svc:wait", "cat >/dev/null; exec sleep 60");
+  write_file(h.tmp.file("designs/loki.yaml"), "instance:\n  hostname: loki\n  provider: svc\n");
+  write_file(h.tmp.file("pipelines/svc.yaml"),
+             "name: svc\nmatch: {provider: svc}\ntasks: [svc:wait, svc:wait]\n");
+  std::vector<std::string> errors;
+  auto pipelines = PipelineSet::load_dir(h.tmp.file("pipelines"), PipelineDefaults{}, errors);
+  h.start();
+  FileDesignSource designs(h.io, h.tmp.file("designs"));
+  CommandService svc(*h.store, pipelines, designs, h.config.workers_path, h.engine.get());
+  Requester alice{"alice", "console", "stdin"};
+  auto say = [&](const std::string& text) {
+    std::optional<Reply> reply;
+    svc.handle(text, alice, [&](Reply r) { reply = std::move(r); });
+    h.run_until([&] { return reply.has_value(); });
+    return *reply;
+  };
+  auto r = say("deploy loki");
+  ASSERT_TRUE(r.ok) << r.lines.at(0);
+  EXPECT_EQ(r.lines.at(0), "loki: deploying with svc, 2 stages (job 1)");
+  h.run_until([&] { return h.store->job(1)->worker_pid > 0; });
+  EXPECT_EQ(say("status loki").lines.at(0).rfind("loki: running stage 1/2 svc:wait (", 0), 0u);
+  auto again = say("deploy loki");
+  EXPECT_FALSE(again.ok);
+  EXPECT_NE(again.lines.at(0).find("already in flight"), std::string::npos) << again.lines.at(0);
+  EXPECT_NE(again.lines.at(0).find("job 1"), std::string::npos);
+  EXPECT_EQ(say("cancel loki").lines.at(0), "loki: cancelling job 1 at stage 1/2");
+  h.wait(1);
+  EXPECT_EQ(say("status 1").lines.at(0).rfind("loki: cancelled at stage 1/2 svc:wait", 0), 0u);
+  EXPECT_EQ(say("retry loki").lines.at(0),
+            "loki: retrying job 1 from stage 1/2 svc:wait with its saved clipboard");
+  EXPECT_FALSE(say("deploy ../../etc/passwd").ok) << "chat cannot name files outside designs";
+  auto plan = say("plan loki");
+  EXPECT_EQ(plan.lines.at(0), "loki: plan svc (2 stages); nothing runs");
+  auto trail = h.store->audit_trail(100);
+  ASSERT_GE(trail.size(), 7u);
+  EXPECT_EQ(trail.front().command, "deploy loki");
+  EXPECT_EQ(trail.front().who, "alice");
+}
+
+}  // namespace
+}  // namespace jarvis::testing

@@ -1,0 +1,123 @@
+#include <gtest/gtest.h>
+
+#include "bot/store/sqlite_job_store.h"
+#include "tests/test_support.h"
+
+namespace jarvis::testing {
+namespace {
+
+NewJob new_job(const std::string& host, int stages = 3) {
+  NewJob j;
+  j.host = host;
+  j.design_ref = host + ".yaml";
+  j.pipeline = "p";
+  for (int i = 0; i < stages; ++i) j.tasks.push_back(Harness::task("m:t" + std::to_string(i)));
+  j.requested_by = "alice";
+  j.origin = "cli:tty";
+  j.clipboard = "instance: {hostname: " + host + "}\n";
+  return j;
+}
+
+TEST(SqliteStore, AJobSurvivesReopeningTheStore) {
+  TempDir dir;
+  int64_t id;
+  {
+    SqliteJobStore store(dir.file("j.db"));
+    id = store.create_job(new_job("loki"), "e1").id;
+    store.mark_running(id, 1000);
+    store.stage_started(id, 0, 1, "m:t0", 1000, 4242);
+    store.stage_succeeded(id, 0, 1, 2000, "after: one\n");
+    store.stage_started(id, 1, 1, "m:t1", 2000, 4343);
+  }
+  SqliteJobStore store(dir.file("j.db"));
+  auto j = store.job(id);
+  ASSERT_TRUE(j);
+  EXPECT_EQ(j->state, JobState::Running);
+  EXPECT_EQ(j->stage, 1);
+  EXPECT_EQ(j->clipboard, "after: one\n") << "the clipboard saved before the running stage";
+  EXPECT_EQ(j->worker_pid, 4343);
+  EXPECT_EQ(j->tasks.size(), 3u);
+  EXPECT_EQ(j->tasks[2].name, "m:t2");
+  EXPECT_EQ(store.stage_clipboards(id), std::vector<std::string>{"after: one\n"});
+}
+
+TEST(SqliteStore, OneJobInFlightPerHost) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  auto first = store.create_job(new_job("loki"), "e1");
+  ASSERT_GT(first.id, 0);
+  auto second = store.create_job(new_job("loki"), "e2");
+  EXPECT_EQ(second.id, 0);
+  ASSERT_TRUE(second.conflict);
+  EXPECT_EQ(second.conflict->id, first.id);
+  // A second process sharing the file sees the same lock.
+  SqliteJobStore other(dir.file("j.db"));
+  EXPECT_EQ(other.create_job(new_job("loki"), "e3").id, 0);
+  store.stage_failed(first.id, 0, 1, 5, "boom");
+  EXPECT_GT(other.create_job(new_job("loki"), "e3").id, 0) << "a failed job holds no lock";
+}
+
+TEST(SqliteStore, RequeueOnlyFailedOrCancelledAndOnlyWhenTheHostIsFree) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  auto id = store.create_job(new_job("loki"), "e1").id;
+  EXPECT_FALSE(store.requeue(id, "e1").ok) << "still in flight";
+  store.mark_running(id, 5);
+  store.stage_started(id, 1, 1, "m:t1", 6, 0);
+  store.stage_failed(id, 1, 1, 10, "dns refused");
+  auto newer = store.create_job(new_job("loki"), "e2").id;
+  auto r = store.requeue(id, "e1");
+  EXPECT_FALSE(r.ok);
+  ASSERT_TRUE(r.conflict);
+  EXPECT_EQ(r.conflict->id, newer);
+  store.job_cancelled(newer, 20, "cancelled by bob");
+  r = store.requeue(id, "e1");
+  EXPECT_TRUE(r.ok) << r.error;
+  auto j = store.job(id);
+  EXPECT_EQ(j->state, JobState::Queued);
+  EXPECT_EQ(j->stage, 1) << "resumes where it failed";
+  EXPECT_EQ(j->reason, "");
+}
+
+TEST(SqliteStore, ClaimIsCompareAndSet) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  auto id = store.create_job(new_job("loki"), "dead-engine").id;
+  EXPECT_TRUE(store.claim(id, "dead-engine", "e2"));
+  EXPECT_FALSE(store.claim(id, "dead-engine", "e3")) << "only one engine adopts an orphan";
+  EXPECT_EQ(store.job(id)->owner, "e2");
+}
+
+TEST(SqliteStore, LastStageMakesTheJobReady) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  auto id = store.create_job(new_job("loki", 2), "e1").id;
+  store.mark_running(id, 100);
+  store.stage_succeeded(id, 0, 1, 200, "a: 1\n");
+  EXPECT_EQ(store.job(id)->state, JobState::Running);
+  store.stage_succeeded(id, 1, 1, 300, "a: 2\n");
+  auto j = store.job(id);
+  EXPECT_EQ(j->state, JobState::Ready);
+  EXPECT_EQ(j->ended_ms, 300);
+  EXPECT_EQ(store.recent_finished(5).at(0).id, id);
+}
+
+TEST(SqliteStore, LogAndAuditKeepOrder) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  auto id = store.create_job(new_job("loki"), "e1").id;
+  for (int i = 0; i < 30; ++i) store.append_log(id, 1, "line " + std::to_string(i));
+  auto last = store.log(id, 3);
+  ASSERT_EQ(last.size(), 3u);
+  EXPECT_EQ(last[0].line, "line 27");
+  EXPECT_EQ(last[2].line, "line 29");
+  store.audit({0, "alice", "cli", "tty", "deploy loki", "ok"});
+  store.audit({0, "mallory", "cli", "tty", "cancel loki", "refused: no"});
+  auto trail = store.audit_trail(10);
+  ASSERT_EQ(trail.size(), 2u);
+  EXPECT_EQ(trail[1].who, "mallory");
+  EXPECT_GT(trail[1].at_ms, 0);
+}
+
+}  // namespace
+}  // namespace jarvis::testing

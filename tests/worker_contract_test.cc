@@ -1,0 +1,167 @@
+// Every way a worker can misbehave, with real child processes: each gives a failed stage with
+// a clear reason, the clipboard stays as it was, and the bot and other jobs carry on.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "tests/test_support.h"
+
+namespace jarvis::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class WorkerContract : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    h.worker("good:step", "cat >/dev/null; echo 'step ok' >&2");
+    h.start();
+  }
+  // Runs a one-stage job whose worker is `body`; returns the finished record.
+  JobRecord run_one(const std::string& host, const std::string& body, Millis timeout = 20s) {
+    h.worker("bad:" + host, body);
+    auto s = h.submit(host, h.pipeline({Harness::task("bad:" + host, timeout)}));
+    EXPECT_GT(s.job, 0) << s.error;
+    return h.wait(s.job);
+  }
+  Harness h;
+};
+
+TEST_F(WorkerContract, OutputThatIsNotYamlFailsWithTheLine) {
+  auto j = run_one("notyaml", "cat >/dev/null; printf 'a: 1\\nb: [unclosed\\n'");
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_NE(j.reason.find("not a YAML mapping"), std::string::npos) << j.reason;
+  EXPECT_NE(j.reason.find("line "), std::string::npos) << j.reason;
+  EXPECT_EQ(j.clipboard, make_design("notyaml").text) << "the clipboard must stay as before";
+}
+
+TEST_F(WorkerContract, AYamlListIsNotAClipboard) {
+  auto j = run_one("alist", "cat >/dev/null; printf -- '- a\\n- b\\n'");
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_NE(j.reason.find("is a list at line 1"), std::string::npos) << j.reason;
+}
+
+TEST_F(WorkerContract, ExitZeroWithGarbageFails) {
+  auto j = run_one("garbage", "cat >/dev/null; printf '{{{ %%%% garbage ]]]\\n'; exit 0");
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_NE(j.reason.find("exited 0 but its output is not a YAML mapping"), std::string::npos)
+      << j.reason;
+}
+
+TEST_F(WorkerContract, HangPastTheTimeoutIsKilledWithItsGroup) {
+  std::string pidfile = h.tmp.file("hang.pid");
+  // The worker ignores SIGTERM, so only the SIGKILL after the grace period stops it.
+  auto j = run_one("hang",
+                   "trap '' TERM; cat >/dev/null; sleep 60 & echo $! > " + pidfile +
+                       "; wait; sleep 60",
+                   400ms);
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_NE(j.reason.find("timed out after 400ms"), std::string::npos) << j.reason;
+  int grandchild = std::stoi(read_file(pidfile));
+  h.run_until([&] { return !process_exists(grandchild); }, 3s);
+  EXPECT_FALSE(process_exists(grandchild)) << "the worker's child must die with it";
+}
+
+TEST_F(WorkerContract, GrandchildHoldingThePipeDoesNotHangTheStage) {
+  std::string pidfile = h.tmp.file("gc.pid");
+  auto start = std::chrono::steady_clock::now();
+  auto j = run_one("holder", "cat >/dev/null; sleep 60 & echo $! > " + pidfile + "; exit 0");
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(j.state, JobState::Ready) << j.reason;
+  EXPECT_LT(took, 5s);
+  int grandchild = std::stoi(read_file(pidfile));
+  EXPECT_FALSE(process_exists(grandchild)) << "leftovers in the worker's group are killed";
+}
+
+TEST_F(WorkerContract, DaemonOutsideTheGroupHoldingThePipeIsCutOffAfterAGrace) {
+  std::string pidfile = h.tmp.file("daemon.pid");
+  auto start = std::chrono::steady_clock::now();
+  auto j = run_one("daemon", "cat >/dev/null; setsid sleep 3 & echo $! > " + pidfile + "; exit 0");
+  EXPECT_EQ(j.state, JobState::Ready) << j.reason;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2500ms) << "must not wait for the daemon";
+}
+
+TEST_F(WorkerContract, SegfaultNamesTheSignal) {
+  auto j = run_one("segv", "cat >/dev/null; echo 'about to crash' >&2; kill -SEGV $$");
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_NE(j.reason.find("killed by SIGSEGV"), std::string::npos) << j.reason;
+  EXPECT_NE(j.reason.find("about to crash"), std::string::npos) << j.reason;
+}
+
+TEST_F(WorkerContract, FiftyMegabytesOfStdoutIsCutOff) {
+  auto j = run_one("flood", "cat >/dev/null; head -c 52428800 /dev/zero | tr '\\0' 'a'");
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_NE(j.reason.find("more than 8 MiB on stdout"), std::string::npos) << j.reason;
+}
+
+TEST_F(WorkerContract, AMegabyteStderrLineIsCutNotLost) {
+  auto j = run_one("longline",
+                   "cat >/dev/null; head -c 1048576 /dev/zero | tr '\\0' 'x' >&2; echo >&2; "
+                   "echo 'after the long line' >&2");
+  EXPECT_EQ(j.state, JobState::Ready) << j.reason;
+  auto lines = h.log_lines(j.id);
+  ASSERT_GE(lines.size(), 2u);
+  EXPECT_EQ(lines[0].substr(0, 4096), std::string(4096, 'x'));
+  EXPECT_NE(lines[0].find("[line cut: " + std::to_string(1048576 - 4096) + " more bytes]"),
+            std::string::npos);
+  EXPECT_EQ(lines[1], "after the long line");
+}
+
+TEST_F(WorkerContract, ExitingWithoutReadingStdinIsFine) {
+  // A large clipboard that the worker never reads: the bot gets EPIPE, not SIGPIPE.
+  std::string big = "padding: '" + std::string(600 * 1024, 'p') + "'\n";
+  h.worker("lazy:skip", "exit 0");
+  auto s = h.submit("lazy", h.pipeline({Harness::task("lazy:skip")}), big);
+  auto j = h.wait(s.job);
+  EXPECT_EQ(j.state, JobState::Ready) << j.reason;
+  EXPECT_NE(j.clipboard.find(std::string(1000, 'p')), std::string::npos);
+}
+
+TEST_F(WorkerContract, NonZeroExitQuotesTheLastStderrLines) {
+  auto j = run_one("exit3", "cat >/dev/null; echo 'connecting to ns1' >&2; "
+                            "echo 'ns1 refused the update: NOTAUTH' >&2; exit 3");
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_NE(j.reason.find("exit code 3: connecting to ns1 / ns1 refused the update: NOTAUTH"),
+            std::string::npos)
+      << j.reason;
+}
+
+TEST_F(WorkerContract, UnknownTaskFailsValidationBeforeAnyStageRuns) {
+  std::string marker = h.tmp.file("ran");
+  h.worker("first:stage", "cat >/dev/null; touch " + marker);
+  auto s = h.submit("unknown", h.pipeline({Harness::task("first:stage"),
+                                           Harness::task("nosuch:task")}));
+  EXPECT_EQ(s.job, 0);
+  EXPECT_NE(s.error.find("nosuch:task"), std::string::npos) << s.error;
+  h.run_until([] { return false; }, 200ms);
+  EXPECT_FALSE(std::filesystem::exists(marker)) << "no stage may run";
+  EXPECT_FALSE(h.store->latest_for_host("unknown")) << "no job is created";
+}
+
+TEST_F(WorkerContract, AWorkerThatCannotBeExecutedFailsTheStage) {
+  h.worker("broken:interp", "true");
+  write_file(h.tmp.file("workers/broken/interp"), "#!/nonexistent/interpreter\n");
+  auto s = h.submit("broken", h.pipeline({Harness::task("broken:interp")}));
+  auto j = h.wait(s.job);
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_NE(j.reason.find("cannot start"), std::string::npos) << j.reason;
+}
+
+TEST_F(WorkerContract, BadWorkersDoNotDisturbOtherJobs) {
+  h.worker("bad:segv", "cat >/dev/null; kill -SEGV $$");
+  h.worker("bad:flood", "cat >/dev/null; head -c 20000000 /dev/zero");
+  h.worker("bad:hang", "cat >/dev/null; sleep 60");
+  auto good = h.submit("good", h.pipeline({Harness::task("good:step"), Harness::task("good:step"),
+                                           Harness::task("good:step")}));
+  auto a = h.submit("segv", h.pipeline({Harness::task("bad:segv")}));
+  auto b = h.submit("flood", h.pipeline({Harness::task("bad:flood")}));
+  auto c = h.submit("hang", h.pipeline({Harness::task("bad:hang", 500ms)}));
+  EXPECT_EQ(h.wait(good.job).state, JobState::Ready);
+  EXPECT_EQ(h.wait(a.job).state, JobState::Failed);
+  EXPECT_EQ(h.wait(b.job).state, JobState::Failed);
+  EXPECT_EQ(h.wait(c.job).state, JobState::Failed);
+  EXPECT_EQ(h.engine->running(), 0);
+}
+
+}  // namespace
+}  // namespace jarvis::testing

@@ -1,0 +1,87 @@
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "bot/util/yaml_doc.h"
+
+namespace jarvis {
+namespace {
+
+std::optional<std::string> check(const std::string& text) {
+  return check_mapping_document(text, YamlLimits{});
+}
+
+TEST(YamlDoc, AcceptsOneMapping) {
+  EXPECT_FALSE(check("a: 1\nb: [x, y]\nc: {d: e}\n"));
+  EXPECT_FALSE(check("---\na: 1\n...\n"));
+}
+
+TEST(YamlDoc, RefusesWhatIsNotAMapping) {
+  EXPECT_EQ(*check("- a\n- b\n"), "the document is a list at line 1, column 1, not a mapping");
+  EXPECT_EQ(*check("just words\n"), "the document is a scalar at line 1, column 1, not a mapping");
+  EXPECT_EQ(*check("# only a comment\n"), "there is no YAML document");
+  EXPECT_EQ(*check("a: 1\n---\nb: 2\n"), "there is more than one YAML document");
+}
+
+TEST(YamlDoc, SyntaxErrorsNameTheLine) {
+  auto e = check("a: 1\nb: 2\nc: [unclosed\n");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->rfind("line ", 0), 0u) << *e;
+  auto e2 = check("a: 1\n  b: 2\n");
+  ASSERT_TRUE(e2);
+  EXPECT_NE(e2->find("line 2"), std::string::npos) << *e2;
+}
+
+TEST(YamlDoc, DepthIsBounded) {
+  std::string deep = "a: " + std::string(200, '[') + std::string(200, ']') + "\n";
+  auto e = check(deep);
+  ASSERT_TRUE(e);
+  EXPECT_NE(e->find("nested deeper than 64 levels"), std::string::npos) << *e;
+  // Far deeper than yaml-cpp's own recursion guard: still a clean refusal, no crash.
+  std::string abyss = "a: " + std::string(100000, '[');
+  EXPECT_TRUE(check(abyss));
+}
+
+TEST(YamlDoc, AnAliasBombIsRefusedWithoutExpandingIt) {
+  std::string bomb = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n";
+  char prev = 'a';
+  for (char c = 'b'; c <= 'z'; ++c) {
+    bomb += std::string(1, c) + ": &" + c + " [";
+    for (int i = 0; i < 9; ++i) bomb += std::string(i ? ",*" : "*") + prev;
+    bomb += "]\n";
+    prev = c;
+  }
+  auto start = std::chrono::steady_clock::now();
+  auto e = check(bomb);
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(e);
+  EXPECT_NE(e->find("expands to more than"), std::string::npos) << *e;
+  EXPECT_LT(took, std::chrono::seconds(1));
+}
+
+TEST(YamlDoc, SizeIsBounded) {
+  YamlLimits small;
+  small.max_bytes = 100;
+  auto e = check_mapping_document("a: '" + std::string(200, 'x') + "'\n", small);
+  ASSERT_TRUE(e);
+  EXPECT_NE(e->find("over the 100-byte limit"), std::string::npos);
+}
+
+TEST(YamlDoc, ScalarAtFollowsDottedPaths) {
+  auto root = load_mapping_document("instance:\n  hostname: loki\n  size: 512\nlist: [1]\n", YamlLimits{});
+  EXPECT_EQ(scalar_at(root, "instance.hostname"), "loki");
+  EXPECT_EQ(scalar_at(root, "instance.size"), "512");
+  EXPECT_FALSE(scalar_at(root, "instance.missing"));
+  EXPECT_FALSE(scalar_at(root, "list"));
+  EXPECT_FALSE(scalar_at(root, "instance.hostname.deeper"));
+  EXPECT_FALSE(root["instance"]["missing"]) << "lookups must not insert keys";
+}
+
+TEST(YamlDoc, BlankMeansNothingPrinted) {
+  EXPECT_TRUE(is_blank(""));
+  EXPECT_TRUE(is_blank(" \n\t\n"));
+  EXPECT_FALSE(is_blank("a: 1"));
+}
+
+}  // namespace
+}  // namespace jarvis
