@@ -57,7 +57,7 @@ void apply_workers(const std::string& file, const YAML::Node& w, Config& c) {
   if (!w.IsMap()) fail(file, w, "workers must be a mapping");
   for (auto it = w.begin(); it != w.end(); ++it) {
     std::string key = it->first.Scalar();
-    const YAML::Node& v = it->second;
+    YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
     if (key == "path") {
       c.workers_path.clear();
       for (const auto& p : strings(file, v, "workers.path")) c.workers_path.push_back(p);
@@ -103,7 +103,7 @@ void apply_file(const std::string& file, Config& c) {
   auto rel = [&](const std::string& p) { return fs::path(p).is_absolute() ? p : (base / p).string(); };
   for (auto it = doc.begin(); it != doc.end(); ++it) {
     std::string key = it->first.Scalar();
-    const YAML::Node& v = it->second;
+    YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
     if (key == "state_dir") c.state_dir = rel(text(file, v, "state_dir"));
     else if (key == "pipelines_dir") c.pipelines_dir = rel(text(file, v, "pipelines_dir"));
     else if (key == "designs_dir") c.designs_dir = rel(text(file, v, "designs_dir"));

@@ -47,7 +47,7 @@ std::optional<TaskSpec> parse_task(const YAML::Node& n, const PipelineDefaults& 
   } else if (n.IsMap()) {
     for (auto it = n.begin(); it != n.end(); ++it) {
       std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
-      const YAML::Node& v = it->second;
+      YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
       if (key == "task") {
         if (!v.IsScalar()) { report.at(v, "task must be a string like module:task"); continue; }
         spec.name = v.Scalar();
@@ -132,7 +132,7 @@ std::optional<Pipeline> PipelineSet::load_file(const std::string& path,
   std::string stem = std::filesystem::path(path).stem().string();
   for (auto it = doc.begin(); it != doc.end(); ++it) {
     std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
-    const YAML::Node& v = it->second;
+    YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
     if (key == "name") {
       if (!v.IsScalar() || !is_name_part(v.Scalar())) {
         report.at(v, "name must be lower case letters, digits, '_' and '-'");

@@ -1,0 +1,51 @@
+"""Helpers for end-to-end tests that drive the real `jarvis` binary."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+class Jarvis:
+    def __init__(self, binary, source_dir, build_dir, workers_path=None, pipelines_dir=None):
+        self.binary = binary
+        self.source = source_dir
+        self.tmp = tempfile.mkdtemp(prefix="jarvis-it-")
+        self.state = os.path.join(self.tmp, "state")
+        self.workers_path = workers_path or f"{source_dir}/workers:{build_dir}/workers"
+        self.pipelines_dir = pipelines_dir or f"{source_dir}/pipelines"
+
+    def args(self, *words):
+        return [self.binary, *words, "--state-dir", self.state, "--workers-path",
+                self.workers_path, "--pipelines-dir", self.pipelines_dir]
+
+    def run(self, *words, timeout=120, expect=None):
+        p = subprocess.run(self.args(*words), capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+        if expect is not None and p.returncode != expect:
+            fail(f"jarvis {' '.join(words)} exited {p.returncode}, expected {expect}\n"
+                 f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+        return p
+
+    def status(self, target):
+        return self.run("status", target).stdout.strip()
+
+
+def fail(message):
+    print("FAIL:", message, file=sys.stderr)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def wait_for(predicate, timeout, what):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    fail(f"timed out after {timeout}s waiting for {what}")
