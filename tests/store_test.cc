@@ -26,7 +26,8 @@ TEST(SqliteStore, AJobSurvivesReopeningTheStore) {
     id = store.create_job(new_job("loki"), "e1").id;
     store.mark_running(id, 1000);
     store.stage_started(id, 0, 1, "m:t0", 1000, 4242);
-    store.stage_succeeded(id, 0, 1, 2000, "after: one\n");
+    std::string one = "after: one\n";
+    store.stage_succeeded(id, 0, 1, 2000, &one);
     store.stage_started(id, 1, 1, "m:t1", 2000, 4343);
   }
   SqliteJobStore store(dir.file("j.db"));
@@ -93,12 +94,17 @@ TEST(SqliteStore, LastStageMakesTheJobReady) {
   SqliteJobStore store(dir.file("j.db"));
   auto id = store.create_job(new_job("loki", 2), "e1").id;
   store.mark_running(id, 100);
-  store.stage_succeeded(id, 0, 1, 200, "a: 1\n");
+  store.stage_started(id, 0, 1, "m:t0", 100, 0);
+  store.stage_started(id, 1, 1, "m:t1", 100, 0);
+  std::string a1 = "a: 1\n";
+  store.stage_succeeded(id, 0, 1, 200, &a1);
   EXPECT_EQ(store.job(id)->state, JobState::Running);
-  store.stage_succeeded(id, 1, 1, 300, "a: 2\n");
+  store.stage_succeeded(id, 1, 1, 300, nullptr);  // unchanged by stage 2
   auto j = store.job(id);
   EXPECT_EQ(j->state, JobState::Ready);
   EXPECT_EQ(j->ended_ms, 300);
+  EXPECT_EQ(j->clipboard, "a: 1\n");
+  EXPECT_EQ(store.stage_clipboards(id), (std::vector<std::string>{"a: 1\n", "a: 1\n"}));
   EXPECT_EQ(store.recent_finished(5).at(0).id, id);
 }
 

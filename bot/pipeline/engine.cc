@@ -184,11 +184,16 @@ void Engine::enqueue(int64_t id) {
 }
 
 void Engine::pump() {
-  while (!stopping_ && running_ < config_.max_running && !queue_.empty()) {
+  // A few jobs per turn of the loop, like spawns: a thousand queued jobs starting at once
+  // must not stall everything else for the length of a thousand store writes.
+  constexpr int kStartsPerTurn = 8;
+  for (int n = 0; n < kStartsPerTurn && !stopping_ && running_ < config_.max_running && !queue_.empty(); ++n) {
     int64_t id = queue_.front();
     queue_.pop_front();
     start_job(id);
   }
+  if (!stopping_ && running_ < config_.max_running && !queue_.empty())
+    boost::asio::post(io_, [this] { pump(); });
 }
 
 void Engine::start_job(int64_t id) {
@@ -225,6 +230,32 @@ std::vector<std::string> Engine::worker_env(const ActiveJob& job) const {
 }
 
 void Engine::run_stage(ActiveJob& job) {
+  // Workers start one per turn of the loop: under heavy load a burst of spawns must not
+  // hold up commands waiting behind them (`status` answers between two spawns).
+  spawn_queue_.push_back(job.rec.id);
+  if (!spawning_) {
+    spawning_ = true;
+    boost::asio::post(io_, [this] { spawn_next(); });
+  }
+}
+
+void Engine::spawn_next() {
+  spawning_ = false;
+  while (!spawn_queue_.empty()) {
+    int64_t id = spawn_queue_.front();
+    spawn_queue_.pop_front();
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || stopping_) continue;
+    start_worker(*it->second);
+    break;
+  }
+  if (!spawn_queue_.empty() && !stopping_) {
+    spawning_ = true;
+    boost::asio::post(io_, [this] { spawn_next(); });
+  }
+}
+
+void Engine::start_worker(ActiveJob& job) {
   auto& rec = job.rec;
   if (job.cancelling) return finish(rec.id, JobState::Cancelled, job.cancelled_by);
   const TaskSpec& task = rec.tasks[static_cast<size_t>(rec.stage)];
@@ -285,8 +316,9 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
   int64_t now = now_ms();
   if (reason.empty()) {
     // Blank output means "unchanged"; otherwise the worker's text is passed on as printed.
-    if (!is_blank(outcome.output)) rec.clipboard = std::move(outcome.output);
-    store_.stage_succeeded(id, rec.stage, rec.attempt, now, rec.clipboard);
+    bool changed = !is_blank(outcome.output) && outcome.output != rec.clipboard;
+    if (changed) rec.clipboard = std::move(outcome.output);
+    store_.stage_succeeded(id, rec.stage, rec.attempt, now, changed ? &rec.clipboard : nullptr);
     log::info(id, "stage {}/{} {} done in {}", rec.stage + 1, rec.stage_count(), task.name,
               format_duration(elapsed));
     auto ev = event_for(job, Kind::StageSucceeded);

@@ -101,6 +101,8 @@ class Engine {
   void pump();
   void start_job(int64_t id);
   void run_stage(ActiveJob& job);
+  void spawn_next();
+  void start_worker(ActiveJob& job);
   void stage_done(int64_t id, WorkerOutcome outcome);
   void finish(int64_t id, JobState state, const std::string& text);
   void watch();
@@ -119,6 +121,8 @@ class Engine {
   int running_ = 0;
   std::map<int64_t, std::unique_ptr<ActiveJob>> jobs_;  // every job this engine owns
   std::deque<int64_t> queue_;                           // owned, waiting for a slot
+  std::deque<int64_t> spawn_queue_;                     // stages about to start a worker
+  bool spawning_ = false;
   boost::asio::steady_timer watch_timer_;
   std::vector<Observer> observers_;
 };

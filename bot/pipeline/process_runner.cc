@@ -105,7 +105,11 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
       pid_ = -1;
       return "cannot start " + inv.executable + ": " + std::strerror(rc);
     }
+    // Lower priority for the worker (and whatever it forks): the bot must keep answering
+    // while hundreds of workers compete for the CPU.
+    if (limits_.nice > 0) ::setpriority(PRIO_PROCESS, static_cast<id_t>(pid_), limits_.nice);
     pipes.close_child_ends();
+    ::fcntl(pipes.in[1], F_SETFL, ::fcntl(pipes.in[1], F_GETFL) | O_NONBLOCK);
     stdin_.assign(std::exchange(pipes.in[1], -1));
     stdout_.assign(std::exchange(pipes.out[0], -1));
     stderr_.assign(std::exchange(pipes.err[0], -1));
@@ -134,10 +138,26 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
 
  private:
   void write_stdin() {
-    if (input_.empty()) {
-      stdin_.close();
+    // Most clipboards fit in the pipe: write now and close, so the worker sees EOF at once
+    // instead of after whatever else this turn of the loop has to do.
+    size_t written = 0;
+    while (written < input_.size()) {
+      ssize_t n = ::write(stdin_.native_handle(), input_.data() + written, input_.size() - written);
+      if (n > 0) {
+        written += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else {
+        break;  // EAGAIN: the rest goes asynchronously; EPIPE: the worker is not reading
+      }
+    }
+    if (written == input_.size() || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      boost::system::error_code ignored;
+      stdin_.close(ignored);
+      input_.clear();
       return;
     }
+    input_.erase(0, written);
     auto self = shared_from_this();
     asio::async_write(stdin_, asio::buffer(input_),
                       [self](const boost::system::error_code&, size_t) {

@@ -14,6 +14,7 @@ struct ProcessLimits {
   size_t stderr_tail_lines = 5;       // kept for the failure reason
   Millis kill_grace{5000};            // SIGTERM -> SIGKILL
   Millis pipe_drain_grace{1000};      // after exit, wait this long for pipes held elsewhere
+  int nice = 10;                      // workers yield the CPU to the bot itself under load
 };
 
 class ProcessWorkerRunner : public WorkerRunner {

@@ -90,9 +90,10 @@ class JobStore {
   // The attempt failed and another follows at retry_at.
   virtual void stage_will_retry(int64_t id, int stage, int attempt, int64_t now,
                                 const std::string& reason, int64_t retry_at) = 0;
-  // Saves the clipboard and moves on; after the last stage the job is ready.
+  // Saves the clipboard (when the worker changed it; nullptr: unchanged) and moves on;
+  // after the last stage the job is ready.
   virtual void stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
-                               const std::string& clipboard) = 0;
+                               const std::string* changed_clipboard) = 0;
   virtual void stage_failed(int64_t id, int stage, int attempt, int64_t now,
                             const std::string& reason) = 0;
   virtual void job_cancelled(int64_t id, int64_t now, const std::string& reason) = 0;

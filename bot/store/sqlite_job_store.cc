@@ -51,9 +51,15 @@ CREATE TABLE IF NOT EXISTS jobs (
   owner TEXT NOT NULL DEFAULT '',
   cancel_requested INTEGER NOT NULL DEFAULT 0,
   cancelled_by TEXT NOT NULL DEFAULT '',
-  clipboard TEXT NOT NULL,
   worker_pid INTEGER NOT NULL DEFAULT 0,
   stage_count INTEGER NOT NULL
+);
+-- The documents live apart from the job row: the row changes at every stage and must stay
+-- small, while the clipboard changes only when a worker prints a new one.
+CREATE TABLE IF NOT EXISTS job_documents (
+  job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+  design TEXT NOT NULL,
+  clipboard TEXT NOT NULL
 );
 -- The per-host lock: at most one job in flight per host, enforced by the database itself so
 -- that it holds across every process sharing the store.
@@ -147,6 +153,7 @@ class SqliteJobStore::Statement {
   void run() { step(); reset(); }
   void reset() { sqlite3_reset(stmt_); sqlite3_clear_bindings(stmt_); }
   int64_t i64(int col) const { return sqlite3_column_int64(stmt_, col); }
+  sqlite3_stmt* raw() const { return stmt_; }
   std::string text(int col) const {
     auto p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
     return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))) : std::string();
@@ -187,8 +194,7 @@ JobRecord read_job(const Stmt& s) {
   j.owner = s.text(16);
   j.cancel_requested = s.i64(17) != 0;
   j.cancelled_by = s.text(18);
-  j.clipboard = s.text(19);
-  j.worker_pid = static_cast<int>(s.i64(20));
+  j.worker_pid = static_cast<int>(s.i64(19));
   return j;
 }
 
@@ -220,11 +226,41 @@ SqliteJobStore::SqliteJobStore(const std::string& path) : cache_(std::make_uniqu
   exec("PRAGMA synchronous=NORMAL");
   exec("PRAGMA foreign_keys=ON");
   exec(kSchema);
+  exec("PRAGMA wal_autocheckpoint=0");
+  checkpointer_ = std::thread([this, path] { checkpoint_loop(path); });
 }
 
 SqliteJobStore::~SqliteJobStore() {
+  {
+    std::lock_guard lock(checkpoint_mutex_);
+    checkpoint_stop_ = true;
+  }
+  checkpoint_wake_.notify_all();
+  checkpointer_.join();
   cache_.reset();
   sqlite3_close(db_);
+}
+
+void SqliteJobStore::checkpoint_loop(std::string path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
+    sqlite3_close(db);
+    return;  // the main connection's own error handling has already reported a bad file
+  }
+  sqlite3_busy_timeout(db, 1000);
+  std::unique_lock lock(checkpoint_mutex_);
+  while (true) {
+    checkpoint_wake_.wait_for(lock, std::chrono::milliseconds(250), [this] { return checkpoint_stop_; });
+    bool stop = checkpoint_stop_;
+    lock.unlock();
+    // PASSIVE never blocks the writer; what it cannot copy now it copies next time.
+    sqlite3_wal_checkpoint_v2(db, nullptr, stop ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE,
+                              nullptr, nullptr);
+    lock.lock();
+    if (stop) break;
+  }
+  sqlite3_close(db);
 }
 
 void SqliteJobStore::exec(const char* sql) {
@@ -254,21 +290,23 @@ std::vector<JobRecord> SqliteJobStore::query_jobs(const char* sql, std::optional
 #define JOB_SELECT                                                                            \
   "SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, requested_by, origin, " \
   "created_ms, started_ms, ended_ms, stage_started_ms, retry_at_ms, reason, owner, "           \
-  "cancel_requested, cancelled_by, clipboard, worker_pid FROM jobs "
+  "cancel_requested, cancelled_by, worker_pid FROM jobs "
 
 CreateResult SqliteJobStore::create_job(const NewJob& job, const std::string& owner) {
   CreateResult result;
-  auto& s = prepare(
-      "INSERT INTO jobs (host, design_ref, pipeline, tasks, state, requested_by, origin, "
-      "created_ms, owner, clipboard, stage_count) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)");
-  s.bind(1, job.host).bind(2, job.design_ref).bind(3, job.pipeline)
-      .bind(4, encode_tasks(job.tasks)).bind(5, job.requested_by).bind(6, job.origin)
-      .bind(7, now_ms()).bind(8, owner).bind(9, job.clipboard)
-      .bind(10, static_cast<int64_t>(job.tasks.size()));
   try {
-    s.run();
+    Transaction tx(db_);
+    prepare("INSERT INTO jobs (host, design_ref, pipeline, tasks, state, requested_by, origin, "
+            "created_ms, owner, stage_count) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)")
+        .bind(1, job.host).bind(2, job.design_ref).bind(3, job.pipeline)
+        .bind(4, encode_tasks(job.tasks)).bind(5, job.requested_by).bind(6, job.origin)
+        .bind(7, now_ms()).bind(8, owner).bind(9, static_cast<int64_t>(job.tasks.size()))
+        .run();
     result.id = sqlite3_last_insert_rowid(db_);
+    prepare("INSERT INTO job_documents (job_id, design, clipboard) VALUES (?, ?, ?)")
+        .bind(1, result.id).bind(2, job.clipboard).bind(3, job.clipboard).run();
   } catch (const Statement::UniqueViolation&) {
+    result.id = 0;
     auto current = latest_for_host(job.host);
     if (current && is_active(current->state)) result.conflict = current;
     else throw;
@@ -279,6 +317,10 @@ CreateResult SqliteJobStore::create_job(const NewJob& job, const std::string& ow
 std::optional<JobRecord> SqliteJobStore::job(int64_t id) {
   auto rows = query_jobs(JOB_SELECT "WHERE id = ?", id);
   if (rows.empty()) return std::nullopt;
+  auto& s = prepare("SELECT clipboard FROM job_documents WHERE job_id = ?");
+  s.bind(1, id);
+  if (s.step()) rows.front().clipboard = s.text(0);
+  s.reset();
   return rows.front();
 }
 
@@ -343,17 +385,24 @@ void SqliteJobStore::stage_will_retry(int64_t id, int stage, int attempt, int64_
 }
 
 void SqliteJobStore::stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
-                                     const std::string& clipboard) {
+                                     const std::string* changed_clipboard) {
   Transaction tx(db_);
-  prepare("UPDATE stages SET result = 'ok', ended_ms = ?1, clipboard_after = ?2 WHERE job_id = "
-          "?3 AND stage = ?4 AND attempt = ?5")
-      .bind(1, now).bind(2, clipboard).bind(3, id).bind(4, stage).bind(5, attempt).run();
+  // clipboard_after stays NULL when the stage left the clipboard as it was: the history
+  // reads it from the stage before, and an unchanged document is not written twice.
+  auto& s = prepare("UPDATE stages SET result = 'ok', ended_ms = ?1, clipboard_after = ?2 "
+                    "WHERE job_id = ?3 AND stage = ?4 AND attempt = ?5");
+  s.bind(1, now);
+  if (changed_clipboard) s.bind(2, *changed_clipboard);
+  s.bind(3, id).bind(4, stage).bind(5, attempt).run();
   // The clipboard and the stage move together, so a restart resumes exactly here.
-  prepare("UPDATE jobs SET clipboard = ?1, stage = ?2 + 1, attempt = 0, reason = '', "
-          "worker_pid = 0, stage_started_ms = ?3, "
-          "state = CASE WHEN ?2 + 1 >= stage_count THEN 'ready' ELSE state END, "
-          "ended_ms = CASE WHEN ?2 + 1 >= stage_count THEN ?3 ELSE 0 END WHERE id = ?4")
-      .bind(1, clipboard).bind(2, stage).bind(3, now).bind(4, id).run();
+  if (changed_clipboard)
+    prepare("UPDATE job_documents SET clipboard = ? WHERE job_id = ?")
+        .bind(1, *changed_clipboard).bind(2, id).run();
+  prepare("UPDATE jobs SET stage = ?1 + 1, attempt = 0, reason = '', worker_pid = 0, "
+          "stage_started_ms = ?2, "
+          "state = CASE WHEN ?1 + 1 >= stage_count THEN 'ready' ELSE state END, "
+          "ended_ms = CASE WHEN ?1 + 1 >= stage_count THEN ?2 ELSE 0 END WHERE id = ?3")
+      .bind(1, stage).bind(2, now).bind(3, id).run();
 }
 
 void SqliteJobStore::stage_failed(int64_t id, int stage, int attempt, int64_t now,
@@ -459,12 +508,30 @@ std::vector<JobStore::Watched> SqliteJobStore::jobs_to_watch() {
   return out;
 }
 
+std::string SqliteJobStore::initial_clipboard(int64_t id) {
+  auto& s = prepare("SELECT design FROM job_documents WHERE job_id = ?");
+  s.bind(1, id);
+  std::string out = s.step() ? s.text(0) : std::string();
+  s.reset();
+  return out;
+}
+
 std::vector<std::string> SqliteJobStore::stage_clipboards(int64_t id) {
   auto& s = prepare("SELECT clipboard_after FROM stages WHERE job_id = ? AND result = 'ok' "
                     "ORDER BY stage");
   s.bind(1, id);
   std::vector<std::string> out;
-  while (s.step()) out.push_back(s.text(0));
+  std::optional<std::string> initial;
+  while (s.step()) {
+    if (sqlite3_column_type(s.raw(), 0) != SQLITE_NULL) {
+      out.push_back(s.text(0));
+    } else if (!out.empty()) {
+      out.push_back(out.back());  // unchanged by that stage
+    } else {
+      if (!initial) initial = initial_clipboard(id);
+      out.push_back(*initial);
+    }
+  }
   s.reset();
   return out;
 }

@@ -1,6 +1,9 @@
 #pragma once
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "bot/store/job_store.h"
 
@@ -30,7 +33,7 @@ class SqliteJobStore : public JobStore {
   void stage_will_retry(int64_t id, int stage, int attempt, int64_t now,
                         const std::string& reason, int64_t retry_at) override;
   void stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
-                       const std::string& clipboard) override;
+                       const std::string* changed_clipboard) override;
   void stage_failed(int64_t id, int stage, int attempt, int64_t now,
                     const std::string& reason) override;
   void job_cancelled(int64_t id, int64_t now, const std::string& reason) override;
@@ -45,6 +48,8 @@ class SqliteJobStore : public JobStore {
 
   // The clipboards saved after each completed stage, in order (for tests and `log`).
   std::vector<std::string> stage_clipboards(int64_t id);
+  // The design document as the job was created with it.
+  std::string initial_clipboard(int64_t id);
 
  private:
   class Statement;
@@ -52,9 +57,17 @@ class SqliteJobStore : public JobStore {
   void exec(const char* sql);
   std::vector<JobRecord> query_jobs(const char* sql, std::optional<int64_t> arg);
 
+  void checkpoint_loop(std::string path);
+
   sqlite3* db_ = nullptr;
   struct Cache;
   std::unique_ptr<Cache> cache_;
+  // WAL checkpoints fsync; they run on their own thread and connection so that the loop
+  // that writes the store never waits for the disk.
+  std::mutex checkpoint_mutex_;
+  std::condition_variable checkpoint_wake_;
+  bool checkpoint_stop_ = false;
+  std::thread checkpointer_;
 };
 
 }  // namespace jarvis

@@ -54,6 +54,8 @@ std::string json_escape(std::string_view s) {
   return out;
 }
 
+bool enabled(Level level) { return spdlog::default_logger_raw()->should_log(to_spdlog(level)); }
+
 void write(Level level, int64_t job, std::string_view message) {
   auto lvl = to_spdlog(level);
   if (!spdlog::default_logger_raw()->should_log(lvl)) return;

@@ -16,22 +16,23 @@ void init(Format format, Level level = Level::Info);
 std::string json_escape(std::string_view s);
 
 void write(Level level, int64_t job, std::string_view message);
+bool enabled(Level level);
 
 template <typename... Args>
 void info(int64_t job, fmt::format_string<Args...> f, Args&&... args) {
-  write(Level::Info, job, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Info)) write(Level::Info, job, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void warn(int64_t job, fmt::format_string<Args...> f, Args&&... args) {
-  write(Level::Warn, job, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Warn)) write(Level::Warn, job, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void error(int64_t job, fmt::format_string<Args...> f, Args&&... args) {
-  write(Level::Error, job, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Error)) write(Level::Error, job, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void debug(int64_t job, fmt::format_string<Args...> f, Args&&... args) {
-  write(Level::Debug, job, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Debug)) write(Level::Debug, job, fmt::format(f, std::forward<Args>(args)...));
 }
 
 constexpr int64_t kNoJob = 0;
