@@ -183,18 +183,24 @@ TEST(Engine, AnOrphanedJobIsAdoptedAndResumedAtTheStageThatWasRunning) {
     a.config.workers_path = {shared.file("workers")};
     a.worker("res:one", "cat >/dev/null; echo one >> " + ran +
                             "; printf 'instance:\\n  hostname: res\\nafter_one: kept\\n'");
+    // Stage 2 leaves a child in its group, then its leader is killed with the engine, so
+    // only the child is left to find the group by.
     a.worker("res:two", "c=$(cat); echo \"two $c\" | tr '\\n' ' ' >> " + ran + "; echo >> " + ran +
-                            "; [ -e " + shared.file("go") + " ] || exec sleep 60");
+                            "; [ -e " + shared.file("go") + " ] || { sleep 60 & echo $! > " +
+                            shared.file("child") + "; wait; }");
     a.worker("res:three", "cat >/dev/null; echo three >> " + ran);
     a.start();
     auto p = a.pipeline({Harness::task("res:one"), Harness::task("res:two"), Harness::task("res:three")});
     job = a.submit("res", p).job;
     ASSERT_TRUE(a.run_until([&] { auto j = a.store->job(job); return j->stage == 1 && j->worker_pid > 0; }));
     int stale_worker = a.store->job(job)->worker_pid;
+    ASSERT_TRUE(a.run_until([&] { return !read_file(shared.file("child")).empty(); }));
+    int stale_child = std::stoi(read_file(shared.file("child")));
     a.engine.reset();  // like kill -9: no stop(), the store still says "running stage 2"
     a.runner.reset();
     a.io.stop();
-    EXPECT_TRUE(process_exists(stale_worker));
+    ::kill(stale_worker, SIGKILL);
+    EXPECT_TRUE(process_exists(stale_child));
 
     write_file(shared.file("go"), "");
     Harness b;
@@ -204,7 +210,7 @@ TEST(Engine, AnOrphanedJobIsAdoptedAndResumedAtTheStageThatWasRunning) {
     b.start();
     auto j = b.wait(job);
     EXPECT_EQ(j.state, JobState::Ready) << j.reason;
-    EXPECT_FALSE(process_exists(stale_worker)) << "the dead engine's worker is killed first";
+    EXPECT_FALSE(process_exists(stale_child)) << "what is left of the dead engine's worker is killed";
   }
   std::string log = read_file(ran);
   EXPECT_EQ(log.rfind("one\n", 0), 0u) << log;

@@ -32,6 +32,7 @@ constexpr const char* kUsage = R"(usage: jarvis [options] <command> [arguments]
 
 commands:
   run DESIGN [--pipeline NAME]   run one job in the foreground with live progress
+  deploy DESIGN [...]            the same as run
   serve                          the long-running bot (console front: commands on stdin)
   status [HOST|JOB]              where a job is; without an argument, like jobs
   jobs                           jobs in flight and the last ones finished
@@ -445,6 +446,7 @@ int cli_main(int argc, char** argv) {
     std::cout << kUsage;
     return args->command.empty() && !args->help ? 2 : 0;
   }
+  if (args->command == "deploy") args->command = "run";
   static const char* known[] = {"run", "serve", "status", "jobs", "log", "cancel",
                                 "retry", "plan", "check-config", "help"};
   if (std::find(std::begin(known), std::end(known), args->command) == std::end(known)) {

@@ -72,6 +72,7 @@ void apply_workers(const std::string& file, const YAML::Node& w, Config& c) {
       }
     } else if (key == "default_timeout") {
       c.default_timeout = duration(file, v, "workers.default_timeout");
+      if (c.default_timeout.count() == 0) fail(file, v, "workers.default_timeout must be more than 0");
     } else if (key == "kill_grace") {
       c.process.kill_grace = duration(file, v, "workers.kill_grace");
     } else if (key == "output_cap_bytes") {
@@ -86,6 +87,15 @@ void apply_workers(const std::string& file, const YAML::Node& w, Config& c) {
       fail(file, it->first, "unknown key workers." + key);
     }
   }
+}
+
+// A variable both passed through and set would reach workers twice, with a value that
+// depends on their libc; refuse the ambiguity.
+void check_env(const std::string& file, const YAML::Node& workers, const Config& c) {
+  for (const auto& name : c.env_allow)
+    for (const auto& set : c.env_set)
+      if (set.rfind(name + "=", 0) == 0)
+        fail(file, workers, "workers.env and workers.env_allow both name " + name);
 }
 
 void apply_file(const std::string& file, Config& c) {
@@ -111,6 +121,7 @@ void apply_file(const std::string& file, Config& c) {
     else if (key == "log_format") c.log_format = parse_log_format(text(file, v, "log_format"));
     else if (key == "workers") {
       apply_workers(file, v, c);
+      check_env(file, v, c);
       for (auto& p : c.workers_path) p = rel(p);
     } else {
       fail(file, it->first, "unknown key '" + key + "'");

@@ -50,8 +50,8 @@ std::string short_line(std::string s, size_t max = 200) {
   return s;
 }
 
-// A process group left by a crashed engine is killed only if it really is this job's worker.
-bool is_worker_of(int pid, int64_t job) {
+// True if /proc/<pid>/environ holds JARVIS_JOB=<job>: the process is that job's worker.
+bool has_job_env(int pid, int64_t job) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
   if (!in) return false;
   std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -66,6 +66,28 @@ bool is_worker_of(int pid, int64_t job) {
   return false;
 }
 
+// A process group left by a crashed engine is killed only if one of its members really is
+// this job's worker (the leader may be gone while its children still run).
+bool kill_stale_worker_group(int pgid, int64_t job) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    auto paren = text.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::istringstream fields(text.substr(paren + 2));
+    std::string state;
+    int ppid = 0, pgrp = 0;
+    fields >> state >> ppid >> pgrp;
+    if (pgrp != pgid || !has_job_env(std::stoi(name), job)) continue;
+    ::kill(-pgid, SIGKILL);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 std::string describe_failure(const WorkerOutcome& o, Millis timeout, const YamlLimits& limits) {
@@ -76,8 +98,8 @@ std::string describe_failure(const WorkerOutcome& o, Millis timeout, const YamlL
       reason = "timed out after " + format_duration(timeout) + " and was killed";
       break;
     case WorkerOutcome::Kind::OutputTooLarge:
-      reason = "printed more than " + std::to_string(limits.max_bytes >> 20) +
-               " MiB on stdout (the clipboard cap) and was killed";
+      reason = "printed more than " + format_bytes(limits.max_bytes) +
+               " on stdout (the clipboard cap) and was killed";
       break;
     case WorkerOutcome::Kind::Cancelled: reason = "cancelled"; break;
     case WorkerOutcome::Kind::Signaled:
@@ -445,12 +467,13 @@ void Engine::adopt(int64_t id, const std::string& previous_owner) {
   if (!store_.claim(id, previous_owner, id_)) return;  // someone else was quicker
   auto rec = store_.job(id);
   if (!rec) return;
-  if (rec->worker_pid > 0 && is_worker_of(rec->worker_pid, id)) {
-    // The previous engine died with this worker running: stop it before running the stage again.
-    ::kill(-rec->worker_pid, SIGKILL);
+  if (rec->worker_pid > 0 && kill_stale_worker_group(rec->worker_pid, id)) {
+    // The previous engine died with this worker running: it is stopped before the stage reruns.
     log::warn(id, "killed worker process group {} left by {}", rec->worker_pid, previous_owner);
   }
   if (rec->state == JobState::Running) {
+    // Until it gets a slot here it is waiting, and status should say so.
+    store_.mark_queued(id);
     std::string note = "resumed by " + id_ + " at stage " + std::to_string(rec->stage + 1) + "/" +
                        std::to_string(rec->stage_count()) +
                        " with the clipboard saved before it (the stage runs again)";

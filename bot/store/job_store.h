@@ -85,6 +85,8 @@ class JobStore {
   virtual int queued_ahead(int64_t id) = 0;  // queued jobs created before this one
 
   virtual void mark_running(int64_t id, int64_t now) = 0;
+  // Back to waiting for a slot (an adopted job), keeping its stage and clipboard.
+  virtual void mark_queued(int64_t id) = 0;
   virtual void stage_started(int64_t id, int stage, int attempt, const std::string& task,
                              int64_t now, int worker_pid) = 0;
   // The attempt failed and another follows at retry_at.

@@ -358,6 +358,11 @@ void SqliteJobStore::mark_running(int64_t id, int64_t now) {
       .bind(1, now).bind(2, id).run();
 }
 
+void SqliteJobStore::mark_queued(int64_t id) {
+  prepare("UPDATE jobs SET state = 'queued', worker_pid = 0 WHERE id = ? AND state = 'running'")
+      .bind(1, id).run();
+}
+
 void SqliteJobStore::stage_started(int64_t id, int stage, int attempt, const std::string& task,
                                    int64_t now, int worker_pid) {
   Transaction tx(db_);

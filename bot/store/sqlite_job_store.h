@@ -28,6 +28,7 @@ class SqliteJobStore : public JobStore {
   std::vector<JobRecord> recent_finished(int limit) override;
   int queued_ahead(int64_t id) override;
   void mark_running(int64_t id, int64_t now) override;
+  void mark_queued(int64_t id) override;
   void stage_started(int64_t id, int stage, int attempt, const std::string& task, int64_t now,
                      int worker_pid) override;
   void stage_will_retry(int64_t id, int stage, int attempt, int64_t now,

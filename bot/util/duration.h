@@ -14,6 +14,9 @@ std::optional<Millis> parse_duration(std::string_view text);
 // Human form for chat and the CLI: "850ms", "41s", "3m02s", "1h05m".
 std::string format_duration(Millis d);
 
+// "512 bytes", "64 KiB", "8 MiB" (rounded down).
+std::string format_bytes(size_t bytes);
+
 // Milliseconds since the Unix epoch (what the store records).
 int64_t now_ms();
 

@@ -65,6 +65,13 @@ check("unknown command 'frobnicate'" in usage.stderr, usage.stderr)
 jobs = j.run("jobs", expect=0).stdout
 check("no jobs in flight" in jobs and "loki: cancelled" in jobs, jobs)
 
+# Logs as JSON lines for machines, a job id on every line.
+import json  # noqa: E402
+js = j.run("--log-format", "json", "run", loki_fails)
+records = [json.loads(line) for line in js.stderr.splitlines() if line.strip()]
+check(records and all("job" in r and "level" in r and "msg" in r for r in records), js.stderr)
+check(any(r["job"] == 4 and "dns:update failed" in r["msg"] for r in records), js.stderr)
+
 # A broken pipeline file is reported as file:line.
 bad_dir = os.path.join(j.tmp, "pipelines")
 os.makedirs(bad_dir)
