@@ -1,0 +1,64 @@
+#include <gtest/gtest.h>
+
+#include "bot/app/config.h"
+#include "tests/test_support.h"
+
+namespace jarvis::testing {
+namespace {
+
+std::string load_error(TempDir& dir, const std::string& text) {
+  write_file(dir.file("jarvis.yaml"), text);
+  ConfigOverrides o;
+  o.config_file = dir.file("jarvis.yaml");
+  try {
+    load_config(o);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, RelativePathsResolveAgainstTheFileAndFlagsWin) {
+  TempDir dir;
+  write_file(dir.file("etc/jarvis.yaml"),
+             "state_dir: ../state\nmax_running_jobs: 4\nworkers:\n  path: [w1, /abs/w2]\n"
+             "  env_allow: [HOME]\n  env: {PATH: /opt/bin}\n  default_timeout: 90s\n");
+  ConfigOverrides o;
+  o.config_file = dir.file("etc/jarvis.yaml");
+  Config c = load_config(o);
+  EXPECT_EQ(c.state_dir, dir.file("state"));
+  EXPECT_EQ(c.workers_path, (std::vector<std::string>{dir.file("etc/w1"), "/abs/w2"}));
+  EXPECT_EQ(c.max_running_jobs, 4);
+  EXPECT_EQ(c.default_timeout, std::chrono::seconds(90));
+  EXPECT_NE(std::find(c.env_set.begin(), c.env_set.end(), "PATH=/opt/bin"), c.env_set.end());
+  EXPECT_EQ(std::count_if(c.env_set.begin(), c.env_set.end(),
+                          [](const std::string& e) { return e.rfind("PATH=", 0) == 0; }),
+            1);
+  o.state_dir = "/override/state";
+  EXPECT_EQ(load_config(o).state_dir, "/override/state");
+}
+
+TEST(Config, MistakesNameTheFileAndLine) {
+  TempDir dir;
+  std::string f = dir.file("jarvis.yaml");
+  EXPECT_EQ(load_error(dir, "state_dir: s\nmax_runing_jobs: 3\n"), f + ":2: unknown key 'max_runing_jobs'");
+  EXPECT_EQ(load_error(dir, "workers:\n  default_timeout: soon\n"),
+            f + ":2: workers.default_timeout must be a duration like 500ms, 30s, 5m");
+  EXPECT_EQ(load_error(dir, "workers:\n  default_timeout: 0s\n"),
+            f + ":2: workers.default_timeout must be more than 0");
+  EXPECT_EQ(load_error(dir, "max_running_jobs: 0\n"),
+            f + ":1: max_running_jobs must be a whole number from 1 to 100000");
+  EXPECT_EQ(load_error(dir, "workers:\n  env_allow: [TOKEN]\n  env: {TOKEN: x}\n"),
+            f + ":2: workers.env and workers.env_allow both name TOKEN");
+  EXPECT_EQ(load_error(dir, "log_format: xml\n"), "log format must be text or json, not 'xml'");
+}
+
+TEST(Config, TheExampleConfigLoads) {
+  ConfigOverrides o;
+  o.config_file = JARVIS_SOURCE_DIR "/config/jarvis.example.yaml";
+  Config c = load_config(o);
+  EXPECT_EQ(c.pipelines_dir, JARVIS_SOURCE_DIR "/pipelines");
+}
+
+}  // namespace
+}  // namespace jarvis::testing
