@@ -46,11 +46,19 @@ std::string read_all(const std::string& path) {
   return b.str();
 }
 
+// A state dir, the shipped pipelines and the loki design, and an engine on a loop with the
+// real process runner and SQLite store: what both benchmarks run on.
 struct Setup {
   std::string source;
   std::string state;
   PipelineSet pipelines;
   std::string design_text;
+  boost::asio::io_context io;
+  std::unique_ptr<SqliteJobStore> store;
+  std::unique_ptr<ProcessWorkerRunner> runner;
+  EngineConfig cfg;
+  std::unique_ptr<Engine> engine;
+  int finished = 0, failed = 0;
 
   explicit Setup(const std::string& source_dir) : source(source_dir) {
     state = (fs::temp_directory_path() / ("jarvis-bench-" + std::to_string(::getpid()))).string();
@@ -60,8 +68,30 @@ struct Setup {
     pipelines = PipelineSet::load_dir(source + "/pipelines", PipelineDefaults{}, errors);
     for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
     design_text = read_all(source + "/config/designs/loki.yaml");
+    store = std::make_unique<SqliteJobStore>(state + "/jarvis.db");
+    runner = std::make_unique<ProcessWorkerRunner>(io, ProcessLimits{});
+    cfg.workers_path = {source + "/workers"};
+    cfg.state_dir = state;
   }
-  ~Setup() { fs::remove_all(state); }
+  ~Setup() {
+    if (engine) {
+      engine->stop();
+      io.run();
+      engine.reset();
+    }
+    store.reset();
+    fs::remove_all(state);
+  }
+
+  void start_engine(int max_running) {
+    cfg.max_running = max_running;
+    engine = std::make_unique<Engine>(io, *store, *runner, cfg);
+    engine->add_observer([this](const EngineEvent& e) {
+      if (e.kind == EngineEvent::Kind::JobReady) ++finished;
+      if (e.kind == EngineEvent::Kind::JobFailed) { ++finished; ++failed; }
+    });
+    engine->start();
+  }
 
   Design design(int i) const {
     std::string host = "bench" + std::to_string(i);
@@ -135,19 +165,10 @@ int overhead(const std::string& source, int jobs) {
   Setup s(source);
   const Pipeline* noop = s.pipelines.find("noop");
   if (!noop) return 1;
-  boost::asio::io_context io;
-  SqliteJobStore store(s.state + "/jarvis.db");
-  ProcessWorkerRunner runner(io, ProcessLimits{});
-  EngineConfig cfg;
-  cfg.workers_path = {source + "/workers"};
-  cfg.state_dir = s.state;
-  Engine engine(io, store, runner, cfg);
-  engine.start();
-  int finished = 0;
-  engine.add_observer([&](const EngineEvent& e) {
-    if (e.kind == EngineEvent::Kind::JobReady || e.kind == EngineEvent::Kind::JobFailed) ++finished;
-  });
-  std::string worker = *resolve_worker(cfg.workers_path, "noop:noop");
+  s.start_engine(EngineConfig{}.max_running);
+  auto& io = s.io;
+  int& finished = s.finished;
+  std::string worker = *resolve_worker(s.cfg.workers_path, "noop:noop");
   const int rounds = 10;
   int per_round = std::max(1, jobs / rounds);
   int stages = per_round * static_cast<int>(noop->tasks.size());
@@ -161,7 +182,7 @@ int overhead(const std::string& source, int jobs) {
     auto start = Clock::now();
     for (int i = 0; i < per_round; ++i) {
       // One job at a time: this measures the cost per stage, not parallelism.
-      engine.submit(s.design(host++), *noop, "bench", "bench");
+      s.engine->submit(s.design(host++), *noop, "bench", "bench");
       int want = finished + 1;
       while (finished < want) io.run_one();
     }
@@ -188,8 +209,6 @@ int overhead(const std::string& source, int jobs) {
   std::printf("  ratio engine/floor: median %.2fx, best %.2fx, worst %.2fx (target <= 1.3x)\n",
               median(ratios), *std::min_element(ratios.begin(), ratios.end()),
               *std::max_element(ratios.begin(), ratios.end()));
-  engine.stop();
-  io.run();
   return 0;
 }
 
@@ -198,24 +217,12 @@ int load(const std::string& source, int jobs) {
   const Pipeline* sleep5 = s.pipelines.find("sleep5");
   if (!sleep5) return 1;
   raise_fd_limit();
-  boost::asio::io_context io;
-  SqliteJobStore store(s.state + "/jarvis.db");
-  ProcessWorkerRunner runner(io, ProcessLimits{});
-  EngineConfig cfg;
-  cfg.workers_path = {source + "/workers"};
-  cfg.state_dir = s.state;
-  cfg.max_running = jobs;
-  Engine engine(io, store, runner, cfg);
-  engine.start();
+  s.start_engine(jobs);
+  auto& io = s.io;
+  int& finished = s.finished;
   FileDesignSource designs(io, std::nullopt);
-  CommandService commands(store, s.pipelines, designs, cfg.workers_path, &engine);
+  CommandService commands(*s.store, s.pipelines, designs, s.cfg.workers_path, s.engine.get());
   Requester who{"bench", "bench", "loop"};
-
-  int finished = 0, failed = 0;
-  engine.add_observer([&](const EngineEvent& e) {
-    if (e.kind == EngineEvent::Kind::JobReady) ++finished;
-    if (e.kind == EngineEvent::Kind::JobFailed) { ++finished; ++failed; }
-  });
 
   // Ask `status <host>` every 5 ms through the same command path a chat front uses, until
   // `done()`. Latency counts from when the request was due, so time spent waiting behind
@@ -257,29 +264,28 @@ int load(const std::string& source, int jobs) {
   double idle_rss = rss_mb();
 
   auto start = Clock::now();
-  for (int i = 0; i < jobs; ++i) engine.submit(s.design(i), *sleep5, "bench", "bench");
+  for (int i = 0; i < jobs; ++i) s.engine->submit(s.design(i), *sleep5, "bench", "bench");
   std::vector<double> latencies;
   probe(latencies, [&] { return finished >= jobs; });
   double wall = ms_since(start);
 
   int ready = 0;
   for (int i = 1; i <= jobs; ++i) {
-    auto j = store.job(i);
+    auto j = s.store->job(i);
     ready += j && j->state == JobState::Ready;
   }
   double ideal = 5 * 50.0;
   std::printf("load: %d concurrent jobs x 5 stages of a 50 ms worker\n", jobs);
   std::printf("  wall time: %.0f ms (one job alone sleeps %.0f ms; bench/run times the same\n"
               "             workers run by plain shell loops as the machine's baseline)\n", wall, ideal);
-  std::printf("  jobs ready: %d of %d, failed: %d, lost: %d\n", ready, jobs, failed, jobs - ready - failed);
+  std::printf("  jobs ready: %d of %d, failed: %d, lost: %d\n", ready, jobs, s.failed,
+              jobs - ready - s.failed);
   std::printf("  status latency idle (baseline, %zu requests): p50 %.2f ms, p99 %.2f ms\n",
               idle.size(), pct(idle, 0.50), pct(idle, 0.99));
   std::printf("  status latency under load (%zu requests): p50 %.2f ms, p99 %.2f ms, max %.2f ms (target p99 < 20 ms)\n",
               latencies.size(), pct(latencies, 0.50), pct(latencies, 0.99), pct(latencies, 1.0));
   std::printf("  RSS of the bot: %.1f MB idle (baseline), %.1f MB peak under load (target < 150 MB)\n",
               idle_rss, rss_mb());
-  engine.stop();
-  io.run();
   return ready == jobs ? 0 : 1;
 }
 
