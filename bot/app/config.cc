@@ -119,6 +119,10 @@ void apply_file(const std::string& file, Config& c) {
     else if (key == "designs_dir") c.designs_dir = rel(text(file, v, "designs_dir"));
     else if (key == "max_running_jobs") c.max_running_jobs = static_cast<int>(number(file, v, "max_running_jobs", 1, 100000));
     else if (key == "log_format") c.log_format = parse_log_format(text(file, v, "log_format"));
+    else if (key == "secret_patterns") {
+      c.secret_patterns = strings(file, v, "secret_patterns");
+      if (c.secret_patterns.empty()) fail(file, v, "secret_patterns must name at least one pattern");
+    }
     else if (key == "workers") {
       apply_workers(file, v, c);
       check_env(file, v, c);
@@ -140,6 +144,7 @@ EngineConfig Config::engine_config() const {
   e.env_set = env_set;
   e.output_limits.max_bytes = process.stdout_cap;
   e.retry_backoff = retry_backoff;
+  e.secret_patterns = SecretPatterns(secret_patterns);
   return e;
 }
 

@@ -8,6 +8,7 @@
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/util/log.h"
+#include "bot/util/secrets.h"
 
 namespace jarvis {
 
@@ -23,6 +24,7 @@ struct Config {
   std::vector<std::string> env_set = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"};
   ProcessLimits process;
   Millis retry_backoff{2000};
+  std::vector<std::string> secret_patterns = SecretPatterns::defaults();
 
   std::string store_path() const { return state_dir + "/jarvis.db"; }
   EngineConfig engine_config() const;

@@ -32,6 +32,7 @@ struct Engine::ActiveJob {
   boost::asio::steady_timer retry_timer;  // waiting to retry a failed attempt
   bool waiting_retry = false;
   std::chrono::steady_clock::time_point stage_start;
+  Redactor redactor;  // secret values seen on this job's clipboards, never forgotten
 };
 
 namespace {
@@ -195,6 +196,7 @@ void Engine::enqueue(int64_t id) {
   if (!rec) return;
   auto job = std::make_unique<ActiveJob>(io_);
   job->rec = std::move(*rec);
+  job->redactor.add(secret_values(job->rec.clipboard, config_.secret_patterns));
   ActiveJob& ref = *job;
   jobs_[id] = std::move(job);
   queue_.push_back(id);
@@ -298,10 +300,10 @@ void Engine::start_worker(ActiveJob& job) {
     job.worker = runner_.start(
         std::move(inv),
         [this, id, stage_number](std::string_view line) {
-          std::string text(line);
-          store_.append_log(id, stage_number, text);
           auto it = jobs_.find(id);
           if (it == jobs_.end()) return;
+          std::string text = it->second->redactor.redact(line);
+          store_.append_log(id, stage_number, text);
           auto ev = event_for(*it->second, Kind::StageLog);
           ev.text = std::move(text);
           emit(std::move(ev));
@@ -334,12 +336,16 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
                                                     job.stage_start);
   if (job.cancelling) return finish(id, JobState::Cancelled, job.cancelled_by);
 
-  std::string reason = describe_failure(outcome, task.timeout, config_.output_limits);
+  std::string reason =
+      job.redactor.redact(describe_failure(outcome, task.timeout, config_.output_limits));
   int64_t now = now_ms();
   if (reason.empty()) {
     // Blank output means "unchanged"; otherwise the worker's text is passed on as printed.
     bool changed = !is_blank(outcome.output) && outcome.output != rec.clipboard;
-    if (changed) rec.clipboard = std::move(outcome.output);
+    if (changed) {
+      rec.clipboard = std::move(outcome.output);
+      job.redactor.add(secret_values(rec.clipboard, config_.secret_patterns));
+    }
     store_.stage_succeeded(id, rec.stage, rec.attempt, now, changed ? &rec.clipboard : nullptr);
     log::info(id, "stage {}/{} {} done in {}", rec.stage + 1, rec.stage_count(), task.name,
               format_duration(elapsed));

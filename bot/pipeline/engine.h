@@ -17,6 +17,7 @@
 #include "bot/pipeline/pipeline.h"
 #include "bot/pipeline/worker_runner.h"
 #include "bot/store/job_store.h"
+#include "bot/util/secrets.h"
 #include "bot/util/yaml_doc.h"
 
 namespace jarvis {
@@ -32,6 +33,7 @@ struct EngineConfig {
   Millis retry_backoff_max{std::chrono::minutes(2)};
   Millis watch_interval{500};            // how often the store is checked for cancel requests
   bool adopt_orphans = true;             // resume jobs whose engine is gone (serve does)
+  SecretPatterns secret_patterns;        // clipboard keys whose values never leave the bot
 };
 
 struct EngineEvent {
