@@ -20,6 +20,7 @@ constexpr VerbInfo kVerbs[] = {
     {Verb::Jobs, "jobs", false},     {Verb::Log, "log", true},
     {Verb::Cancel, "cancel", true},  {Verb::Retry, "retry", true},
     {Verb::Plan, "plan", true},      {Verb::Help, "help", false},
+    {Verb::Audit, "audit", false},
 };
 
 std::string lower(std::string_view s) {

@@ -7,7 +7,7 @@
 
 namespace jarvis {
 
-enum class Verb { Deploy, Status, Jobs, Log, Cancel, Retry, Plan, Help };
+enum class Verb { Deploy, Status, Jobs, Log, Cancel, Retry, Plan, Help, Audit };
 
 std::string_view verb_name(Verb v);
 

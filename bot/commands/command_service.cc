@@ -1,5 +1,7 @@
 #include "bot/commands/command_service.h"
 
+#include <ctime>
+
 #include "bot/pipeline/worker_path.h"
 #include "bot/util/duration.h"
 #include "bot/util/log.h"
@@ -129,7 +131,8 @@ void CommandService::run(const Command& c, const Requester& who, Done done) {
       case Verb::Log: r = log(c); break;
       case Verb::Cancel: r = cancel(c, who); break;
       case Verb::Retry: r = retry(c); break;
-      case Verb::Help: r = help(c); break;
+      case Verb::Help: r = help(c, who); break;
+      case Verb::Audit: r = audit_trail(c); break;
       default: break;
     }
   } catch (const std::exception& e) {
@@ -285,7 +288,45 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
   });
 }
 
-Reply CommandService::help(const Command& c) {
+Reply CommandService::audit_trail(const Command& c) {
+  std::string host;
+  if (!c.argument.empty()) {
+    std::string error;
+    auto t = parse_target(c.argument, error);
+    if (!t || t->job) return {{"audit takes a host name: " + (error.empty() ? c.argument : error)}, false};
+    host = t->host;
+  }
+  Reply r;
+  // The newest entries that mention the host as a word of the command.
+  auto entries = store_.audit_trail(host.empty() ? 10 : 500);
+  std::vector<AuditEntry> picked;
+  for (auto it = entries.rbegin(); it != entries.rend() && picked.size() < 10; ++it) {
+    if (!host.empty()) {
+      std::string padded = " " + it->command + " ";
+      if (padded.find(" " + host + " ") == std::string::npos) continue;
+    }
+    picked.push_back(*it);
+  }
+  std::reverse(picked.begin(), picked.end());
+  for (const auto& e : picked) {
+    time_t secs = static_cast<time_t>(e.at_ms / 1000);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::gmtime(&secs));
+    r.lines.push_back(std::string(when) + " " + e.who + " (" + e.protocol + " " + e.place + "): " +
+                      one_line(e.command, 200) + " -> " + one_line(e.outcome, 200));
+  }
+  if (picked.empty()) r.lines.push_back(host.empty() ? "the audit trail is empty" : "no audit entries about " + host);
+  return r;
+}
+
+void CommandService::audit_refusal(const Requester& who, const std::string& text,
+                                   const std::string& why) {
+  Command c;
+  c.text = text.substr(0, kMaxCommandLength);
+  audit(who, c, Reply{{why}, false});
+}
+
+Reply CommandService::help(const Command& c, const Requester& who) {
   struct Entry { Verb verb; const char* usage; const char* what; };
   static const Entry entries[] = {
       {Verb::Deploy, "deploy <design> [--pipeline NAME]", "start a job that builds the host in the design"},
@@ -296,6 +337,7 @@ Reply CommandService::help(const Command& c) {
       {Verb::Retry, "retry <host|job>", "resume a failed or cancelled job at the stage where it stopped"},
       {Verb::Plan, "plan <design> [--pipeline NAME]", "dry run: the pipeline and stages a deploy would run"},
       {Verb::Help, "help [command]", "this list, or one command in detail"},
+      {Verb::Audit, "audit [host]", "who asked for what, when and from where (the last 10)"},
   };
   Reply r;
   if (!c.argument.empty()) {
@@ -307,14 +349,15 @@ Reply CommandService::help(const Command& c) {
     }
     return {{"there is no command \"" + c.argument.substr(0, 40) + "\". Say \"help\" for the list."}, false};
   }
-  for (const auto& e : entries) r.lines.push_back(std::string(e.usage) + ": " + e.what);
+  for (const auto& e : entries)
+    if (!who.may || who.may(e.verb)) r.lines.push_back(std::string(e.usage) + ": " + e.what);
   return r;
 }
 
 void CommandService::audit(const Requester& who, const Command& c, const Reply& reply) {
   AuditEntry e;
   e.at_ms = now_ms();
-  e.who = who.who;
+  e.who = who.id.empty() ? who.who : who.id;
   e.protocol = who.protocol;
   e.place = who.place;
   e.command = c.text;

@@ -14,9 +14,14 @@
 namespace jarvis {
 
 struct Requester {
-  std::string who;       // "alice"
-  std::string protocol;  // "cli", "console"
-  std::string place;     // "tty", "#ops"
+  Requester() = default;
+  Requester(std::string who_, std::string protocol_, std::string place_)
+      : who(std::move(who_)), protocol(std::move(protocol_)), place(std::move(place_)) {}
+  std::string who;       // "alice": how replies and status lines name them
+  std::string protocol;  // "cli", "console", "irc"
+  std::string place;     // "tty", "#ops", "@alice" for a direct message
+  std::string id;        // the full identity for the audit trail ("irc:alice!al@host")
+  std::function<bool(Verb)> may;  // what `help` lists; everything when empty
 };
 
 struct Reply {
@@ -43,6 +48,8 @@ class CommandService {
   // Parses and runs `text`; `done` runs once with the reply (later, for deploy and plan).
   void handle(const std::string& text, const Requester& who, Done done);
   void run(const Command& command, const Requester& who, Done done);
+  // Records a command a front refused before running it (ACL, rate limit).
+  void audit_refusal(const Requester& who, const std::string& text, const std::string& why);
 
  private:
   Reply status(const Command& c);
@@ -50,7 +57,8 @@ class CommandService {
   Reply log(const Command& c);
   Reply cancel(const Command& c, const Requester& who);
   Reply retry(const Command& c);
-  Reply help(const Command& c);
+  Reply help(const Command& c, const Requester& who);
+  Reply audit_trail(const Command& c);
   void deploy_or_plan(const Command& c, const Requester& who, Done done);
   std::optional<JobRecord> find_job(const std::string& argument, std::string& error);
   void audit(const Requester& who, const Command& c, const Reply& reply);

@@ -517,6 +517,8 @@ EngineEvent Engine::event_for(const ActiveJob& job, Kind kind) const {
     ev.task = job.rec.tasks[static_cast<size_t>(job.rec.stage)].name;
   ev.attempt = job.rec.attempt;
   ev.requested_by = job.rec.requested_by;
+  ev.pipeline = job.rec.pipeline;
+  ev.origin = job.rec.origin;
   return ev;
 }
 

@@ -59,6 +59,8 @@ struct EngineEvent {
   Millis elapsed{0};  // of the stage, or of the whole job for JobReady
   Millis delay{0};
   std::string requested_by;
+  std::string pipeline;
+  std::string origin;  // where the job was asked for: "irc:#ops", "irc:@alice", "cli:tty"
 };
 
 struct SubmitResult {

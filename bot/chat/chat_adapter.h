@@ -1,0 +1,51 @@
+#pragma once
+// The seam every chat protocol implements (IRC, later XMPP and Slack, and an in-memory one
+// for tests): connect, join rooms, hear messages, send one line to a room or a user.
+// Reconnecting, flood control, addressing, ACL and commands live above it, once.
+#include <cstddef>
+#include <string>
+
+namespace jarvis {
+
+struct Identity {
+  std::string protocol;  // "irc"
+  std::string name;      // what to call them, and where direct replies go: the IRC nick
+  std::string full;      // what the server vouches for: nick!user@host on IRC
+  std::string account;   // services account, when the server says
+  std::string label() const { return protocol + ":" + (full.empty() ? name : full); }
+};
+
+struct ChatMessage {
+  Identity sender;
+  std::string room;  // "#ops"; empty for a direct message
+  std::string text;
+  bool direct() const { return room.empty(); }
+};
+
+class ChatAdapter {
+ public:
+  class Listener {
+   public:
+    virtual ~Listener() = default;
+    virtual void on_connected() = 0;
+    virtual void on_disconnected(const std::string& reason) = 0;
+    virtual void on_message(const ChatMessage& message) = 0;
+  };
+
+  virtual ~ChatAdapter() = default;
+  virtual std::string protocol() const = 0;
+  // The name people address the bot by right now (an IRC nick may have fallen back).
+  virtual std::string own_name() const = 0;
+  virtual void set_listener(Listener* listener) = 0;
+  // Starts connecting; the listener hears on_connected or on_disconnected later, never inline.
+  virtual void connect() = 0;
+  virtual void disconnect() = 0;
+  virtual bool connected() const = 0;
+  virtual void join(const std::string& room) = 0;
+  // Sends one line (no CR/LF: the caller splits; the adapter still cleans) to a room or user.
+  virtual void send(const std::string& target, const std::string& line) = 0;
+  // The longest line the protocol carries safely, in bytes.
+  virtual size_t max_line_bytes() const = 0;
+};
+
+}  // namespace jarvis

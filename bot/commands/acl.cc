@@ -1,0 +1,72 @@
+#include "bot/commands/acl.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+
+namespace jarvis {
+namespace {
+
+bool glob(const std::string& pattern, const std::string& text) {
+  return ::fnmatch(pattern.c_str(), text.c_str(), FNM_CASEFOLD) == 0;
+}
+
+bool names(const std::vector<std::string>& list, const std::string& verb) {
+  return std::any_of(list.begin(), list.end(),
+                     [&](const std::string& c) { return c == "*" || c == verb; });
+}
+
+bool who_matches(const std::string& pattern, const Identity& id) {
+  if (pattern == "*") return true;
+  std::string account_prefix = id.protocol + ":account:";
+  if (pattern.rfind(account_prefix, 0) == 0)
+    return !id.account.empty() && glob(pattern.substr(account_prefix.size()), id.account);
+  std::string proto_prefix = id.protocol + ":";
+  if (pattern.rfind(proto_prefix, 0) != 0) return false;
+  return glob(pattern.substr(proto_prefix.size()), id.full.empty() ? id.name : id.full);
+}
+
+bool where_matches(const std::string& pattern, const Identity& id, const std::string& room) {
+  if (pattern == "*") return true;
+  if (room.empty()) return pattern == "direct" || pattern == id.protocol + ":direct";
+  return glob(pattern, id.protocol + ":" + room);
+}
+
+}  // namespace
+
+Acl::Acl(std::vector<AclRule> rules, std::vector<std::string> open)
+    : rules_(std::move(rules)), open_(std::move(open)) {}
+
+bool Acl::allows(const Identity& who, const std::string& room, Verb verb) const {
+  std::string v(verb_name(verb));
+  if (names(open_, v)) return true;
+  for (const auto& r : rules_) {
+    if (!names(r.commands, v)) continue;
+    bool w = std::any_of(r.who.begin(), r.who.end(), [&](const auto& p) { return who_matches(p, who); });
+    bool place = std::any_of(r.where.begin(), r.where.end(),
+                             [&](const auto& p) { return where_matches(p, who, room); });
+    if (w && place) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> Acl::problems() const {
+  std::vector<std::string> out;
+  auto known = [](const std::string& c) {
+    if (c == "*") return true;
+    for (auto v : {Verb::Deploy, Verb::Status, Verb::Jobs, Verb::Log, Verb::Cancel, Verb::Retry,
+                   Verb::Plan, Verb::Help, Verb::Audit})
+      if (verb_name(v) == c) return true;
+    return false;
+  };
+  for (const auto& c : open_)
+    if (!known(c)) out.push_back("acl.open names an unknown command '" + c + "'");
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    for (const auto& c : rules_[i].commands)
+      if (!known(c)) out.push_back("acl rule " + std::to_string(i + 1) + " names an unknown command '" + c + "'");
+    if (rules_[i].who.empty()) out.push_back("acl rule " + std::to_string(i + 1) + " has no 'who'");
+  }
+  return out;
+}
+
+}  // namespace jarvis

@@ -1,0 +1,203 @@
+// The protocol-neutral chat layer against the in-memory adapter: addressing, ACL, rate
+// limits, audit of refusals, the outbox (pacing, splitting, offline queue, coalescing),
+// reconnecting, and announcements.
+#include <gtest/gtest.h>
+
+#include "bot/chat/addressing.h"
+#include "bot/chat/announcer.h"
+#include "bot/chat/chat_front.h"
+#include "bot/chat/memory/memory_adapter.h"
+#include "bot/design/file_design_source.h"
+#include "tests/test_support.h"
+
+namespace jarvis::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Addressing, LikeEveryChatBot) {
+  EXPECT_EQ(addressed_command("jarvis: status loki", "jarvis", "!", false), "status loki");
+  EXPECT_EQ(addressed_command("Jarvis, status loki", "jarvis", "!", false), "status loki");
+  EXPECT_EQ(addressed_command("@jarvis status loki", "jarvis", "!", false), "status loki");
+  EXPECT_EQ(addressed_command("!status loki", "jarvis", "!", false), "status loki");
+  EXPECT_EQ(addressed_command("status loki", "jarvis", "!", true), "status loki");
+  EXPECT_EQ(addressed_command("jarvis:", "jarvis", "!", false), "help");
+  EXPECT_FALSE(addressed_command("status loki", "jarvis", "!", false));
+  EXPECT_FALSE(addressed_command("jarvisbot: status", "jarvis", "!", false));
+  EXPECT_FALSE(addressed_command("I asked jarvis: nothing", "jarvis", "!", false));
+  EXPECT_FALSE(addressed_command("!status", "jarvis", "", false));
+}
+
+Identity irc(const std::string& full, const std::string& account = "") {
+  return Identity{"irc", full.substr(0, full.find('!')), full, account};
+}
+
+TEST(Acl, OpenReadsClosedChangesAndRulesByMaskAccountAndRoom) {
+  Acl acl({AclRule{{"irc:*!*@ops.example.com", "irc:account:alice"}, {"deploy", "retry"}, {"irc:#ops", "direct"}},
+           AclRule{{"irc:root!*@*"}, {"*"}, {"*"}}});
+  auto bob = irc("bob!bob@home.example.net");
+  EXPECT_TRUE(acl.allows(bob, "#ops", Verb::Status));
+  EXPECT_TRUE(acl.allows(bob, "#ops", Verb::Help));
+  EXPECT_FALSE(acl.allows(bob, "#ops", Verb::Deploy));
+  EXPECT_FALSE(acl.allows(bob, "#ops", Verb::Cancel));
+  auto carol = irc("carol!c@ops.example.com");
+  EXPECT_TRUE(acl.allows(carol, "#ops", Verb::Deploy));
+  EXPECT_TRUE(acl.allows(carol, "", Verb::Deploy)) << "direct";
+  EXPECT_FALSE(acl.allows(carol, "#random", Verb::Deploy)) << "only in the rooms named";
+  EXPECT_FALSE(acl.allows(carol, "#ops", Verb::Cancel)) << "only the commands named";
+  EXPECT_TRUE(acl.allows(irc("anyone!x@y", "alice"), "#ops", Verb::Retry)) << "by account";
+  EXPECT_FALSE(acl.allows(irc("alice!x@y"), "#ops", Verb::Retry)) << "a nick is not an account";
+  EXPECT_TRUE(acl.allows(irc("root!r@anywhere"), "#x", Verb::Cancel));
+  EXPECT_TRUE(Acl({AclRule{{"*"}, {"deploy", "frobnicate"}, {"*"}}}).problems().size() == 1);
+}
+
+TEST(Outbox, SplitsLongLinesAtSpacesAndNeverInsideACharacter) {
+  auto parts = split_line("alpha beta gamma delta", 11);
+  EXPECT_EQ(parts, (std::vector<std::string>{"alpha beta", "gamma delta"}));
+  auto utf8 = split_line("ééééé", 5);  // 2 bytes each
+  for (const auto& p : utf8) EXPECT_LE(p.size(), 5u);
+  std::string joined;
+  for (const auto& p : utf8) joined += p;
+  EXPECT_EQ(joined, "ééééé");
+  EXPECT_EQ(split_line("one\r\nPRIVMSG #x :evil", 100).at(0), "one  PRIVMSG #x :evil");
+}
+
+struct ChatHarness : Harness {
+  ChatHarness() {
+    worker("chat:step", "cat >/dev/null; sleep 0.1");
+    write_file(tmp.file("designs/loki.yaml"), "instance:\n  hostname: loki\n  provider: chat\n");
+    write_file(tmp.file("pipelines/chat.yaml"),
+               "name: chat\nmatch: {provider: chat}\ntasks: [chat:step, chat:step]\n");
+    std::vector<std::string> errors;
+    pipelines = PipelineSet::load_dir(tmp.file("pipelines"), PipelineDefaults{}, errors);
+    start();
+    designs = std::make_unique<FileDesignSource>(io, tmp.file("designs"));
+    commands = std::make_unique<CommandService>(*store, pipelines, *designs, config.workers_path, engine.get());
+  }
+  std::unique_ptr<ChatFront> front(const Acl& acl, ChatFrontConfig cfg = {}) {
+    cfg.rooms = {"#ops"};
+    cfg.outbox.per_second = 1000;
+    cfg.outbox.burst = 1000;
+    cfg.outbox.target_per_second = 1000;
+    cfg.outbox.target_burst = 1000;
+    cfg.backoff.initial = 20ms;
+    auto f = std::make_unique<ChatFront>(io, adapter, *commands, acl, cfg);
+    f->start();
+    run_until([&] { return adapter.connected(); });
+    return f;
+  }
+  std::vector<std::string> said(const std::string& target, size_t at_least) {
+    run_until([&] { return adapter.lines_to(target).size() >= at_least; }, 5s);
+    return adapter.lines_to(target);
+  }
+  MemoryAdapter adapter{io};
+  PipelineSet pipelines;
+  std::unique_ptr<FileDesignSource> designs;
+  std::unique_ptr<CommandService> commands;
+};
+
+TEST(ChatFront, RefusesWhatTheAclClosesAuditsItAndRepliesWhereAsked) {
+  ChatHarness h;
+  Acl acl({AclRule{{"memory:alice!*@*"}, {"deploy", "cancel"}, {"*"}}});
+  auto f = h.front(acl);
+  EXPECT_EQ(h.adapter.joined, std::vector<std::string>{"#ops"});
+  h.adapter.receive("mallory", "#ops", "jarvis: deploy loki");
+  EXPECT_EQ(h.said("#ops", 1).at(0), "mallory: you may not deploy here; ask an admin to add you to the ACL");
+  auto trail = h.store->audit_trail(10);
+  ASSERT_EQ(trail.size(), 1u);
+  EXPECT_EQ(trail[0].who, "memory:mallory!mallory@test");
+  EXPECT_EQ(trail[0].place, "#ops");
+  EXPECT_EQ(trail[0].outcome, "refused: not allowed by the ACL");
+  EXPECT_FALSE(h.store->latest_for_host("loki"));
+
+  h.adapter.receive("alice", "#ops", "jarvis, deploy loki");
+  EXPECT_EQ(h.said("#ops", 2).at(1), "loki: deploying with chat, 2 stages (job 1)");
+  h.adapter.receive("mallory", "", "status loki");  // a direct message: the reply is direct
+  auto direct = h.said("mallory", 1);
+  EXPECT_EQ(direct.at(0).rfind("loki: ", 0), 0u) << direct.at(0);
+  h.adapter.receive("bob", "#ops", "!help");
+  auto help = h.said("#ops", 3);
+  bool lists_deploy = false;
+  for (const auto& l : help) lists_deploy |= l.rfind("deploy <design>", 0) == 0;
+  EXPECT_FALSE(lists_deploy) << "help lists only what the asker may run";
+  h.adapter.receive("carol", "#ops", "someone said jarvis is slow");
+  h.run_until([] { return false; }, 100ms);
+  EXPECT_EQ(h.adapter.lines_to("#ops").size(), help.size()) << "chatter is not a command";
+}
+
+TEST(ChatFront, RateLimitsPerPersonAndAuditsIt) {
+  ChatHarness h;
+  Acl acl;
+  ChatFrontConfig cfg;
+  cfg.command_burst = 2;
+  cfg.commands_per_second = 0.01;
+  auto f = h.front(acl, cfg);
+  for (int i = 0; i < 3; ++i) h.adapter.receive("spammer", "#ops", "!jobs");
+  auto lines = h.said("#ops", 3);
+  EXPECT_EQ(lines.back(), "spammer: slow down; try again in a few seconds");
+  EXPECT_EQ(h.store->audit_trail(10).back().outcome, "refused: rate limited");
+  h.adapter.receive("someone_else", "#ops", "!jobs");
+  EXPECT_EQ(h.said("#ops", 4).back(), "no jobs in flight") << "others are not slowed";
+}
+
+TEST(ChatFront, QueuesWhileOfflineAndDeliversAfterReconnectingAndRejoining) {
+  ChatHarness h;
+  Acl acl;
+  auto f = h.front(acl);
+  h.adapter.refuse_connect = true;
+  h.adapter.drop("ping timeout");
+  for (int i = 0; i < 5; ++i) f->say("#ops", "announcement " + std::to_string(i), false);
+  h.run_until([&] { return h.adapter.connect_attempts >= 3; }, 5s);
+  EXPECT_TRUE(h.adapter.lines_to("#ops").empty());
+  EXPECT_EQ(f->pending(), 5u);
+  h.adapter.refuse_connect = false;
+  auto lines = h.said("#ops", 5);
+  EXPECT_EQ(lines, (std::vector<std::string>{"announcement 0", "announcement 1", "announcement 2",
+                                             "announcement 3", "announcement 4"}));
+  EXPECT_EQ(h.adapter.joined, (std::vector<std::string>{"#ops", "#ops"})) << "rejoined";
+}
+
+TEST(Outbox, PacesToTheTokenBucketAndMergesProgressWhenBehind) {
+  boost::asio::io_context io;
+  MemoryAdapter adapter(io);
+  OutboxLimits limits;
+  limits.per_second = 20;
+  limits.burst = 2;
+  limits.target_per_second = 20;
+  limits.target_burst = 2;
+  Outbox outbox(io, adapter, limits);
+  adapter.connect();
+  io.run_for(10ms);
+  io.restart();
+  outbox.resume();
+  for (int i = 0; i < 30; ++i) outbox.send("#ops", "loki: stage " + std::to_string(i) + " done", true);
+  outbox.send("#ops", "loki: ready", false);
+  auto start = std::chrono::steady_clock::now();
+  while (outbox.pending() > 0 && std::chrono::steady_clock::now() - start < 5s) {
+    io.restart();
+    io.run_for(10ms);
+  }
+  auto lines = adapter.lines_to("#ops");
+  std::string all;
+  for (const auto& l : lines) all += l + "\n";
+  for (int i = 0; i < 30; ++i)
+    EXPECT_NE(all.find("loki: stage " + std::to_string(i) + " done"), std::string::npos) << "never dropped: " << i;
+  EXPECT_LT(lines.size(), 15u) << "merged when behind";
+  EXPECT_EQ(lines.back(), "loki: ready");
+  for (const auto& l : lines) EXPECT_LE(l.size(), adapter.max_line);
+}
+
+TEST(Announcer, GoesToConfiguredRoomsAndBackToTheRequester) {
+  AnnounceConfig cfg;
+  cfg.everywhere = {"memory:#ops"};
+  cfg.by_pipeline["chat"] = {"memory:#deploys"};
+  Announcer a(cfg);
+  EngineEvent e;
+  e.kind = EngineEvent::Kind::JobReady;
+  e.pipeline = "chat";
+  e.origin = "memory:@alice";
+  EXPECT_EQ(a.places_for(e), (std::vector<std::string>{"memory:#deploys", "memory:#ops", "memory:@alice"}));
+}
+
+}  // namespace
+}  // namespace jarvis::testing
