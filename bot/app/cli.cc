@@ -15,6 +15,9 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "bot/app/config.h"
+#include "bot/chat/announcer.h"
+#include "bot/chat/chat_front.h"
+#include "bot/chat/irc/irc_adapter.h"
 #include "bot/chat/console/console_front.h"
 #include "bot/commands/command_service.h"
 #include "bot/design/file_design_source.h"
@@ -386,6 +389,24 @@ int cmd_serve(Context& ctx) {
                        [](const std::string& line) { std::cout << line << '\n' << std::flush; });
   engine.add_observer([&](const EngineEvent& e) { console.announce(e); });
 
+  // Chat fronts, each on its own connection; one outage does not touch the others.
+  Acl acl(ctx.config.acl_rules, ctx.config.acl_open);
+  Announcer announcer(ctx.config.announce);
+  std::unique_ptr<IrcAdapter> irc;
+  std::unique_ptr<ChatFront> irc_front;
+  if (ctx.config.irc) {
+    irc = std::make_unique<IrcAdapter>(io, *ctx.config.irc);
+    ChatFrontConfig front_config = ctx.config.chat;
+    front_config.rooms = ctx.config.irc_channels;
+    irc_front = std::make_unique<ChatFront>(io, *irc, service, acl, front_config);
+    announcer.add_front(*irc_front);
+    log::info(log::kNoJob, "irc: connecting to {}:{} ({}) as {}", ctx.config.irc->server,
+              ctx.config.irc->port, ctx.config.irc->tls ? "TLS" : "plaintext", ctx.config.irc->nick);
+    if (!ctx.config.irc->tls) log::warn(log::kNoJob, "irc: plaintext connection; use tls: true on any real network");
+    irc_front->start();
+  }
+  engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
+
   log::info(log::kNoJob, "jarvis serve: {} pipelines, state dir {}, workers path {}, up to {} jobs at once",
             ctx.pipelines.all().size(), ctx.config.state_dir, join(ctx.config.workers_path),
             ctx.config.max_running_jobs);
@@ -400,6 +421,7 @@ int cmd_serve(Context& ctx) {
     log::info(log::kNoJob, "{}: stopping; {} jobs in flight resume on the next start",
               sig == SIGINT ? "SIGINT" : "SIGTERM", engine.in_flight());
     console.stop();
+    if (irc_front) irc_front->stop();
     engine.stop();
   });
   io.run();

@@ -98,6 +98,125 @@ void check_env(const std::string& file, const YAML::Node& workers, const Config&
         fail(file, workers, "workers.env and workers.env_allow both name " + name);
 }
 
+bool boolean(const std::string& file, const YAML::Node& n, const char* key) {
+  try {
+    return n.as<bool>();
+  } catch (const YAML::Exception&) {
+    fail(file, n, std::string(key) + " must be true or false");
+  }
+}
+
+// A secret named by `<key>_env` (an environment variable) or `<key>_file` (a file whose first
+// line is the secret); inline secrets are refused so they never sit in a config file.
+std::string secret(const std::string& file, const YAML::Node& section, const std::string& key) {
+  if (section[key]) fail(file, section[key], key + " may not be written inline: use " + key + "_env or " + key + "_file");
+  if (const YAML::Node env = section[key + "_env"]) {
+    const char* v = std::getenv(text(file, env, (key + "_env").c_str()).c_str());
+    if (!v || !*v) fail(file, env, "the environment variable " + env.Scalar() + " (" + key + "_env) is not set");
+    return v;
+  }
+  if (const YAML::Node f = section[key + "_file"]) {
+    fs::path path = text(file, f, (key + "_file").c_str());
+    if (path.is_relative()) path = fs::path(file).parent_path() / path;
+    std::ifstream in(path);
+    std::string line;
+    if (!in || !std::getline(in, line)) fail(file, f, "cannot read " + f.Scalar() + " (" + key + "_file)");
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    return line;
+  }
+  return {};
+}
+
+void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
+  if (!n.IsMap()) fail(file, n, "irc must be a mapping");
+  IrcConfig irc;
+  static const std::vector<std::string> known = {
+      "server", "port", "tls", "tls_verify", "tls_ca_file", "tls_server_name", "nick", "username",
+      "realname", "password_env", "password_file", "nickserv_password_env",
+      "nickserv_password_file", "channels", "ping_interval", "ping_timeout", "flood",
+      "password", "nickserv_password"};
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    std::string key = it->first.Scalar();
+    if (std::find(known.begin(), known.end(), key) == known.end())
+      fail(file, it->first, "unknown key irc." + key);
+  }
+  if (n["server"]) irc.server = text(file, n["server"], "irc.server");
+  if (n["port"]) irc.port = static_cast<unsigned short>(number(file, n["port"], "irc.port", 1, 65535));
+  else irc.port = 6697;
+  if (n["tls"]) irc.tls = boolean(file, n["tls"], "irc.tls");
+  if (!n["port"] && !irc.tls) irc.port = 6667;
+  if (n["tls_verify"]) irc.tls_verify = boolean(file, n["tls_verify"], "irc.tls_verify");
+  if (n["tls_ca_file"]) irc.tls_ca_file = text(file, n["tls_ca_file"], "irc.tls_ca_file");
+  if (n["tls_server_name"]) irc.tls_server_name = text(file, n["tls_server_name"], "irc.tls_server_name");
+  if (n["nick"]) irc.nick = text(file, n["nick"], "irc.nick");
+  if (!is_safe_irc_target(irc.nick) || irc.nick[0] == '#') fail(file, n["nick"], "irc.nick is not a nickname");
+  if (n["username"]) irc.username = text(file, n["username"], "irc.username");
+  if (n["realname"]) irc.realname = text(file, n["realname"], "irc.realname");
+  irc.server_password = secret(file, n, "password");
+  irc.nickserv_password = secret(file, n, "nickserv_password");
+  if (n["ping_interval"]) irc.ping_interval = duration(file, n["ping_interval"], "irc.ping_interval");
+  if (n["ping_timeout"]) irc.ping_timeout = duration(file, n["ping_timeout"], "irc.ping_timeout");
+  if (irc.ping_timeout <= irc.ping_interval)
+    fail(file, n, "irc.ping_timeout must be longer than irc.ping_interval");
+  if (n["channels"]) {
+    c.irc_channels = strings(file, n["channels"], "irc.channels");
+    for (const auto& ch : c.irc_channels)
+      if (!is_safe_irc_target(ch) || (ch[0] != '#' && ch[0] != '&'))
+        fail(file, n["channels"], "'" + ch + "' is not a channel name");
+  }
+  if (const YAML::Node f = n["flood"]) {
+    if (f["burst"]) c.chat.outbox.burst = static_cast<double>(number(file, f["burst"], "irc.flood.burst", 1, 100));
+    if (f["per_second"]) c.chat.outbox.per_second = f["per_second"].as<double>();
+    c.chat.outbox.target_burst = c.chat.outbox.burst;
+    c.chat.outbox.target_per_second = c.chat.outbox.per_second;
+  }
+  c.irc = irc;
+}
+
+void apply_chat(const std::string& file, const YAML::Node& n, Config& c) {
+  if (!n.IsMap()) fail(file, n, "chat must be a mapping");
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    std::string key = it->first.Scalar();
+    YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
+    if (key == "prefix") c.chat.prefix = text(file, v, "chat.prefix");
+    else if (key == "announce") c.announce.everywhere = strings(file, v, "chat.announce");
+    else if (key == "announce_to_requester") c.announce.to_requester = boolean(file, v, "chat.announce_to_requester");
+    else if (key == "announce_pipelines") {
+      if (!v.IsMap()) fail(file, v, "chat.announce_pipelines must map pipeline names to places");
+      for (auto p = v.begin(); p != v.end(); ++p)
+        c.announce.by_pipeline[p->first.Scalar()] = strings(file, p->second, "chat.announce_pipelines");
+    } else if (key == "commands_per_minute") {
+      c.chat.commands_per_second = static_cast<double>(number(file, v, "chat.commands_per_minute", 1, 6000)) / 60.0;
+    } else {
+      fail(file, it->first, "unknown key chat." + key);
+    }
+  }
+}
+
+void apply_acl(const std::string& file, const YAML::Node& n, Config& c) {
+  if (!n.IsMap()) fail(file, n, "acl must be a mapping");
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    std::string key = it->first.Scalar();
+    YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
+    if (key == "open") {
+      c.acl_open = strings(file, v, "acl.open");
+    } else if (key == "rules") {
+      if (!v.IsSequence()) fail(file, v, "acl.rules must be a list");
+      for (const auto& r : v) {
+        if (!r.IsMap() || !r["who"] || !r["commands"]) fail(file, r, "an acl rule needs who and commands");
+        AclRule rule;
+        rule.who = strings(file, r["who"], "acl.rules.who");
+        rule.commands = strings(file, r["commands"], "acl.rules.commands");
+        if (r["where"]) rule.where = strings(file, r["where"], "acl.rules.where");
+        c.acl_rules.push_back(rule);
+      }
+    } else {
+      fail(file, it->first, "unknown key acl." + key);
+    }
+  }
+  for (const auto& problem : Acl(c.acl_rules, c.acl_open).problems()) fail(file, n, problem);
+}
+
 void apply_file(const std::string& file, Config& c) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw std::runtime_error(file + ":0: cannot read the config file");
@@ -119,6 +238,12 @@ void apply_file(const std::string& file, Config& c) {
     else if (key == "designs_dir") c.designs_dir = rel(text(file, v, "designs_dir"));
     else if (key == "max_running_jobs") c.max_running_jobs = static_cast<int>(number(file, v, "max_running_jobs", 1, 100000));
     else if (key == "log_format") c.log_format = parse_log_format(text(file, v, "log_format"));
+    else if (key == "irc") {
+      apply_irc(file, v, c);
+      if (!c.irc->tls_ca_file.empty()) c.irc->tls_ca_file = rel(c.irc->tls_ca_file);
+    }
+    else if (key == "chat") apply_chat(file, v, c);
+    else if (key == "acl") apply_acl(file, v, c);
     else if (key == "secret_patterns") {
       c.secret_patterns = strings(file, v, "secret_patterns");
       if (c.secret_patterns.empty()) fail(file, v, "secret_patterns must name at least one pattern");

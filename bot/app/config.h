@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "bot/chat/announcer.h"
+#include "bot/chat/chat_front.h"
+#include "bot/chat/irc/irc_adapter.h"
+#include "bot/commands/acl.h"
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/util/log.h"
@@ -25,6 +29,14 @@ struct Config {
   ProcessLimits process;
   Millis retry_backoff{2000};
   std::vector<std::string> secret_patterns = SecretPatterns::defaults();
+
+  // Chat (jarvis serve).
+  std::optional<IrcConfig> irc;
+  std::vector<std::string> irc_channels;
+  ChatFrontConfig chat;  // prefix, rate limits, outbox pacing (rooms come per protocol)
+  AnnounceConfig announce;
+  std::vector<AclRule> acl_rules;
+  std::vector<std::string> acl_open = Acl::default_open();
 
   std::string store_path() const { return state_dir + "/jarvis.db"; }
   EngineConfig engine_config() const;

@@ -1,0 +1,381 @@
+#include "bot/chat/irc/irc_adapter.h"
+
+#include <libircclient.h>
+#include <libirc_rfcnumeric.h>
+#include <strings.h>
+#include <poll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+
+#include <boost/asio/post.hpp>
+
+#include "bot/chat/irc/tls_bridge.h"
+#include "bot/util/log.h"
+
+namespace jarvis {
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+std::string clean_irc_text(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    if (c == '\r' || c == '\n' || c == '\0') c = ' ';
+  return out;
+}
+
+bool is_safe_irc_target(std::string_view t) {
+  if (t.empty() || t.size() > 64 || t[0] == ':') return false;
+  for (unsigned char c : t)
+    if (c <= ' ' || c == ',' || c == 0x7f) return false;
+  return true;
+}
+
+namespace {
+
+IrcAdapter* self_of(irc_session_t* s) { return static_cast<IrcAdapter*>(irc_get_ctx(s)); }
+const char* param(const char** params, unsigned count, unsigned i) {
+  return i < count && params[i] ? params[i] : "";
+}
+
+void cb_connect(irc_session_t* s, const char*, const char*, const char** params, unsigned count) {
+  self_of(s)->on_connect_event(param(params, count, 0));
+}
+void cb_nick(irc_session_t* s, const char*, const char* origin, const char** params, unsigned count) {
+  self_of(s)->on_nick_event(origin ? origin : "", param(params, count, 0));
+}
+// libircclient tells channel and private messages apart by a prefix match on a nick it
+// tracks wrongly; one handler decides from the target itself.
+void cb_message(irc_session_t* s, const char*, const char* origin, const char** params, unsigned count) {
+  self_of(s)->on_message_event(origin ? origin : "", param(params, count, 0), param(params, count, 1));
+}
+void cb_numeric(irc_session_t* s, unsigned int code, const char*, const char** params, unsigned count) {
+  self_of(s)->on_numeric_event(code, params, count);
+}
+void cb_unknown(irc_session_t* s, const char* event, const char*, const char** params, unsigned count) {
+  self_of(s)->on_unknown_event(event ? event : "", params, count);
+}
+void cb_kick(irc_session_t* s, const char*, const char*, const char** params, unsigned count) {
+  self_of(s)->on_kick_event(param(params, count, 0), param(params, count, 1));
+}
+// Our own handler, so libircclient does not answer CTCP requests outside our flood control.
+void cb_ignore(irc_session_t*, const char*, const char*, const char**, unsigned) {}
+
+bool same_nick(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace
+
+IrcAdapter::IrcAdapter(asio::io_context& io, IrcConfig config)
+    : io_(io), config_(std::move(config)), resolver_(io), keepalive_timer_(io), nick_timer_(io),
+      own_nick_(config_.nick) {
+  if (config_.tls) {
+    tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    tls_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                      asio::ssl::context::no_tlsv1_1);
+    if (!config_.tls_ca_file.empty()) tls_->load_verify_file(config_.tls_ca_file);
+    else tls_->set_default_verify_paths();
+  }
+}
+
+IrcAdapter::~IrcAdapter() {
+  ++generation_;
+  if (socket_) socket_->release();
+  if (session_) irc_destroy_session(session_);
+  if (bridge_) bridge_->close();
+}
+
+void IrcAdapter::connect() {
+  if (active_) return;
+  active_ = true;
+  ++generation_;
+  int gen = generation_;
+  last_error_.clear();
+  // libircclient would resolve with a blocking gethostbyname; asio's resolver does not block.
+  resolver_.async_resolve(config_.server, std::to_string(config_.port),
+                          [this, gen](const boost::system::error_code& ec,
+                                      tcp::resolver::results_type results) {
+    if (gen != generation_) return;
+    if (ec || results.empty())
+      return teardown("cannot resolve " + config_.server + ": " + ec.message());
+    tcp::endpoint server = results.begin()->endpoint();
+    if (!config_.tls) return start_session(server.address().to_string(), server.port());
+    if (!config_.tls_verify) log::warn(log::kNoJob, "irc: TLS certificate verification is OFF");
+    bridge_ = std::make_shared<TlsBridge>(io_, *tls_);
+    std::string name = config_.tls_server_name.empty() ? config_.server : config_.tls_server_name;
+    bridge_->start(server, name, config_.tls_verify,
+                   [this, gen](const std::string& error, unsigned short port) {
+                     if (gen != generation_) return;
+                     if (!error.empty()) return teardown(error);
+                     start_session("127.0.0.1", port);
+                   },
+                   [this, gen](const std::string& reason) {
+                     if (gen == generation_) teardown(reason);
+                   });
+  });
+}
+
+void IrcAdapter::start_session(const std::string& address, unsigned short port) {
+  irc_callbacks_t cb{};
+  cb.event_connect = cb_connect;
+  cb.event_nick = cb_nick;
+  cb.event_kick = cb_kick;
+  cb.event_channel = cb_message;
+  cb.event_privmsg = cb_message;
+  cb.event_unknown = cb_unknown;
+  cb.event_numeric = cb_numeric;
+  cb.event_ctcp_req = cb_ignore;
+  session_ = irc_create_session(&cb);
+  if (!session_) return teardown("cannot create an IRC session");
+  irc_set_ctx(session_, this);
+  own_nick_ = config_.nick;
+  nick_attempt_ = 0;
+  registered_ = false;
+  const char* pass = config_.server_password.empty() ? nullptr : config_.server_password.c_str();
+  int rc = address.find(':') == std::string::npos
+               ? irc_connect(session_, address.c_str(), port, pass, config_.nick.c_str(),
+                             config_.username.c_str(), config_.realname.c_str())
+               : irc_connect6(session_, address.c_str(), port, pass, config_.nick.c_str(),
+                              config_.username.c_str(), config_.realname.c_str());
+  if (rc != 0) return teardown(std::string("cannot connect: ") + irc_strerror(irc_errno(session_)));
+  fd_set in, out;
+  FD_ZERO(&in);
+  FD_ZERO(&out);
+  int maxfd = 0;
+  irc_add_select_descriptors(session_, &in, &out, &maxfd);
+  socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, maxfd);
+  if (bridge_) {
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    ::getsockname(maxfd, reinterpret_cast<sockaddr*>(&local), &len);
+    bridge_->accept_from(ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port));
+  }
+  last_heard_ = std::chrono::steady_clock::now();
+  ping_sent_ = false;
+  keepalive();
+  watch();
+}
+
+// Asks libircclient what it wants (read, write) and waits for exactly that on the loop.
+// asio watches descriptors edge-triggered, and libircclient reads or writes at most one
+// buffer per call, so readiness left over from an earlier edge is checked with poll() first:
+// otherwise the rest of a burst from the server would sit unread until the next packet.
+void IrcAdapter::watch() {
+  if (!session_ || !socket_) return;
+  fd_set in, out;
+  FD_ZERO(&in);
+  FD_ZERO(&out);
+  int maxfd = 0;
+  if (irc_add_select_descriptors(session_, &in, &out, &maxfd) != 0) return;
+  int fd = socket_->native_handle();
+  bool want_read = FD_ISSET(fd, &in), want_write = FD_ISSET(fd, &out);
+  pollfd p{fd, static_cast<short>((want_read ? POLLIN : 0) | (want_write ? POLLOUT : 0)), 0};
+  int gen = generation_;
+  if (p.events && ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLOUT | POLLHUP | POLLERR))) {
+    bool r = want_read && (p.revents & (POLLIN | POLLHUP | POLLERR));
+    bool w = want_write && (p.revents & POLLOUT);
+    if (r || w) {
+      if (!process_posted_) {
+        process_posted_ = true;
+        asio::post(io_, [this, gen, r, w] {
+          if (gen != generation_) return;
+          process_posted_ = false;
+          process(r, w);
+        });
+      }
+      return;
+    }
+  }
+  if (want_read && !read_armed_) {
+    read_armed_ = true;
+    socket_->async_wait(asio::posix::descriptor_base::wait_read,
+                        [this, gen](const boost::system::error_code& ec) {
+                          if (gen != generation_) return;
+                          read_armed_ = false;
+                          if (!ec) process(true, false);
+                        });
+  }
+  if (want_write && !write_armed_) {
+    write_armed_ = true;
+    socket_->async_wait(asio::posix::descriptor_base::wait_write,
+                        [this, gen](const boost::system::error_code& ec) {
+                          if (gen != generation_) return;
+                          write_armed_ = false;
+                          if (!ec) process(false, true);
+                        });
+  }
+}
+
+void IrcAdapter::process(bool readable, bool writable) {
+  if (!session_) return;
+  // Only the direction asio reported: a read bit without data makes libircclient spin, a
+  // write bit with nothing queued makes it drop the connection.
+  fd_set in, out;
+  FD_ZERO(&in);
+  FD_ZERO(&out);
+  int fd = socket_->native_handle();
+  if (readable) {
+    FD_SET(fd, &in);
+    last_heard_ = std::chrono::steady_clock::now();
+    ping_sent_ = false;
+  }
+  if (writable) FD_SET(fd, &out);
+  int gen = generation_;
+  int rc = irc_process_select_descriptors(session_, &in, &out);
+  if (gen != generation_) return;
+  if (rc != 0 || !irc_is_connected(session_)) {
+    std::string why = last_error_.empty() ? irc_strerror(irc_errno(session_)) : last_error_;
+    // Not inside libircclient's call stack any more, but keep teardown off this frame anyway.
+    asio::post(io_, [this, gen, why] {
+      if (gen == generation_) teardown(why);
+    });
+    return;
+  }
+  feed();
+  watch();
+}
+
+void IrcAdapter::feed() {
+  while (session_ && registered_ && !raw_queue_.empty()) {
+    // libircclient's output buffer is 1 KB; a full buffer is NOMEM: keep the line for later.
+    if (irc_send_raw(session_, "%s", raw_queue_.front().c_str()) != 0) break;
+    raw_queue_.pop_front();
+  }
+}
+
+void IrcAdapter::send(const std::string& target, const std::string& line) {
+  if (!is_safe_irc_target(target)) {
+    log::warn(log::kNoJob, "irc: not sending to unsafe target '{}'", clean_irc_text(target));
+    return;
+  }
+  raw_queue_.push_back("PRIVMSG " + target + " :" + clean_irc_text(line));
+  feed();
+  watch();
+}
+
+void IrcAdapter::join(const std::string& room) {
+  if (!is_safe_irc_target(room)) return;
+  if (std::find(rooms_.begin(), rooms_.end(), room) == rooms_.end()) rooms_.push_back(room);
+  raw_queue_.push_back("JOIN " + room);
+  feed();
+  watch();
+}
+
+void IrcAdapter::disconnect() {
+  if (session_ && registered_) {
+    irc_send_raw(session_, "QUIT :jarvis stopping");
+    process(false, true);
+  }
+  active_ = false;
+  ++generation_;
+  keepalive_timer_.cancel();
+  nick_timer_.cancel();
+  if (socket_) socket_->release();
+  socket_.reset();
+  if (session_) irc_destroy_session(session_);
+  session_ = nullptr;
+  if (bridge_) bridge_->close();
+  bridge_.reset();
+  registered_ = false;
+}
+
+void IrcAdapter::teardown(const std::string& reason) {
+  bool was_active = active_;
+  disconnect();
+  raw_queue_.clear();  // the outbox above still holds everything not yet handed over
+  if (was_active && listener_) listener_->on_disconnected(reason);
+}
+
+void IrcAdapter::keepalive() {
+  int gen = generation_;
+  keepalive_timer_.expires_after(std::min(config_.ping_interval, config_.register_timeout) / 2);
+  keepalive_timer_.async_wait([this, gen](const boost::system::error_code& ec) {
+    if (ec || gen != generation_) return;
+    auto quiet = std::chrono::steady_clock::now() - last_heard_;
+    if (!registered_ && quiet > config_.register_timeout) return teardown("registration timed out");
+    if (quiet > config_.ping_timeout) return teardown("ping timeout: the server has been silent for " +
+                                                      format_duration(std::chrono::duration_cast<Millis>(quiet)));
+    if (registered_ && quiet > config_.ping_interval && !ping_sent_) {
+      // libircclient answers the server's PINGs but never asks: we do, to notice a dead link.
+      ping_sent_ = true;
+      irc_send_raw(session_, "PING :jarvis-keepalive");
+      watch();
+    }
+    keepalive();
+  });
+}
+
+void IrcAdapter::on_connect_event(const char* nick) {
+  own_nick_ = nick;
+  registered_ = true;
+  log::info(log::kNoJob, "irc: registered as {}", own_nick_);
+  if (!config_.nickserv_password.empty())
+    raw_queue_.push_front("PRIVMSG NickServ :IDENTIFY " + clean_irc_text(config_.nickserv_password));
+  if (!same_nick(own_nick_, config_.nick)) recover_nick();
+  // Tell the listener from the loop, not from inside libircclient's processing.
+  int gen = generation_;
+  asio::post(io_, [this, gen] {
+    if (gen == generation_ && listener_) listener_->on_connected();
+  });
+}
+
+void IrcAdapter::recover_nick() {
+  int gen = generation_;
+  nick_timer_.expires_after(config_.nick_recover_interval);
+  nick_timer_.async_wait([this, gen](const boost::system::error_code& ec) {
+    if (ec || gen != generation_ || !session_ || same_nick(own_nick_, config_.nick)) return;
+    raw_queue_.push_back("NICK " + config_.nick);
+    feed();
+    watch();
+    recover_nick();
+  });
+}
+
+void IrcAdapter::on_nick_event(const char* origin, const char* new_nick) {
+  std::string o(origin);
+  std::string nick = o.substr(0, o.find('!'));
+  if (same_nick(nick, own_nick_)) own_nick_ = new_nick;
+}
+
+void IrcAdapter::on_numeric_event(unsigned int code, const char** params, unsigned int count) {
+  (void)params;
+  (void)count;
+  if (code == LIBIRC_RFC_ERR_NICKNAMEINUSE || code == LIBIRC_RFC_ERR_ERRONEUSNICKNAME ||
+      code == LIBIRC_RFC_ERR_NICKCOLLISION || code == 437) {
+    if (registered_) return;  // a recovery attempt failed; the timer tries again later
+    // Taken at registration: fall back to jarvis_, jarvis__, jarvis1, jarvis2 ...
+    ++nick_attempt_;
+    std::string alt = nick_attempt_ <= 2 ? config_.nick + std::string(static_cast<size_t>(nick_attempt_), '_')
+                                         : config_.nick + std::to_string(nick_attempt_ - 2);
+    own_nick_ = alt;
+    irc_send_raw(session_, "NICK %s", alt.c_str());
+  }
+}
+
+void IrcAdapter::on_unknown_event(const char* event, const char** params, unsigned int count) {
+  if (std::string_view(event) == "ERROR") last_error_ = std::string("server: ") + param(params, count, 0);
+}
+
+void IrcAdapter::on_kick_event(const char* channel, const char* kicked) {
+  if (!same_nick(kicked, own_nick_)) return;
+  log::warn(log::kNoJob, "irc: kicked from {}; rejoining", channel);
+  raw_queue_.push_back("JOIN " + std::string(channel));
+}
+
+void IrcAdapter::on_message_event(const char* origin, const char* target, const char* text) {
+  if (!listener_ || !*origin) return;
+  std::string o(origin);
+  auto bang = o.find('!');
+  ChatMessage m;
+  m.sender.protocol = "irc";
+  m.sender.name = o.substr(0, bang);
+  m.sender.full = o;
+  std::string t(target);
+  bool room = !t.empty() && (t[0] == '#' || t[0] == '&' || t[0] == '+' || t[0] == '!');
+  if (room) m.room = t;
+  m.text = text;
+  listener_->on_message(m);
+}
+
+}  // namespace jarvis

@@ -1,0 +1,105 @@
+#pragma once
+// IRC through libircclient (the design card's choice), driven from the asio loop: its socket
+// is watched as a descriptor and libircclient only ever processes what asio reported ready.
+// Around it: name resolution off the loop (asio's resolver; libircclient would block in
+// gethostbyname), TLS through TlsBridge, nick fallback and recovery, our own keepalive (the
+// library has none), NickServ, and CR/LF cleaning of every outgoing line.
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "bot/chat/chat_adapter.h"
+#include "bot/util/duration.h"
+
+struct irc_session_s;
+
+namespace jarvis {
+
+class TlsBridge;
+
+struct IrcConfig {
+  std::string server = "127.0.0.1";
+  unsigned short port = 6697;
+  bool tls = true;
+  bool tls_verify = true;        // off only for a server you trust on a network you trust
+  std::string tls_ca_file;       // trust this CA (or self-signed certificate) instead of the system's
+  std::string tls_server_name;   // name the certificate must carry; defaults to `server`
+  std::string nick = "jarvis";
+  std::string username = "jarvis";
+  std::string realname = "jarvis deploy bot";
+  std::string server_password;   // read from an environment variable or a file, never inline
+  std::string nickserv_password;
+  Millis ping_interval{std::chrono::seconds(60)};  // quiet this long: we PING the server
+  Millis ping_timeout{std::chrono::seconds(120)};  // quiet this long: the link is dead
+  Millis register_timeout{std::chrono::seconds(30)};
+  Millis nick_recover_interval{std::chrono::seconds(60)};
+};
+
+// Removes what could end an IRC line or smuggle a second command into it.
+std::string clean_irc_text(std::string_view text);
+// A target (nick or channel) is sent only if it cannot carry anything but a name.
+bool is_safe_irc_target(std::string_view target);
+
+class IrcAdapter : public ChatAdapter {
+ public:
+  IrcAdapter(boost::asio::io_context& io, IrcConfig config);
+  ~IrcAdapter() override;
+
+  std::string protocol() const override { return "irc"; }
+  std::string own_name() const override { return own_nick_; }
+  void set_listener(Listener* l) override { listener_ = l; }
+  void connect() override;
+  void disconnect() override;
+  bool connected() const override { return registered_; }
+  void join(const std::string& room) override;
+  void send(const std::string& target, const std::string& line) override;
+  size_t max_line_bytes() const override { return 400; }
+
+  // libircclient callbacks land here (public for the C trampolines).
+  void on_connect_event(const char* nick);
+  void on_nick_event(const char* origin, const char* new_nick);
+  void on_message_event(const char* origin, const char* target, const char* text);
+  void on_numeric_event(unsigned int code, const char** params, unsigned int count);
+  void on_unknown_event(const char* event, const char** params, unsigned int count);
+  void on_kick_event(const char* channel, const char* kicked);
+
+ private:
+  void start_session(const std::string& address, unsigned short port);
+  void watch();
+  void process(bool readable, bool writable);
+  void feed();  // moves queued lines into libircclient while it has room
+  void keepalive();
+  void teardown(const std::string& reason);
+  void recover_nick();
+
+  boost::asio::io_context& io_;
+  IrcConfig config_;
+  Listener* listener_ = nullptr;
+  boost::asio::ip::tcp::resolver resolver_;
+  std::unique_ptr<boost::asio::ssl::context> tls_;
+  std::shared_ptr<TlsBridge> bridge_;
+  irc_session_s* session_ = nullptr;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> socket_;
+  bool read_armed_ = false, write_armed_ = false, process_posted_ = false;
+  boost::asio::steady_timer keepalive_timer_, nick_timer_;
+  std::chrono::steady_clock::time_point last_heard_;
+  bool ping_sent_ = false;
+  bool registered_ = false;
+  bool active_ = false;  // between connect() and teardown
+  int generation_ = 0;   // handlers from an older connection ignore themselves
+  std::string own_nick_;
+  int nick_attempt_ = 0;
+  std::deque<std::string> raw_queue_;  // lines waiting for room in libircclient's buffer
+  std::vector<std::string> rooms_;     // joined, for rejoin after a kick
+  std::string last_error_;
+};
+
+}  // namespace jarvis

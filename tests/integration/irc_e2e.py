@@ -1,0 +1,162 @@
+"""jarvis in IRC against a real ngircd started here: TLS with certificate verification, the
+commands, the ACL and its audit, direct messages, announcements, secrets and injection
+attempts; a wrong certificate is refused."""
+import os
+import stat
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from jarvis_test import check, fail, wait_for  # noqa: E402
+from irc_support import Client, Ngircd, make_cert  # noqa: E402
+
+binary, source, build = sys.argv[1:4]
+server = Ngircd()
+work = server.dir
+canary = "canary-5e1f0a77"
+
+# Workers: each stage logs and takes a moment; "hold" keeps stage 2 busy while the file exists.
+os.makedirs(f"{work}/workers/step")
+with open(f"{work}/workers/step/run", "w") as f:
+    f.write(f"""#!/bin/sh
+cat >/dev/null
+echo "stage $JARVIS_STAGE of $JARVIS_HOST" >&2
+while [ "$JARVIS_STAGE" = 2 ] && [ -e {work}/hold ]; do sleep 0.1; done
+sleep 0.2
+""")
+with open(f"{work}/workers/step/leak", "w") as f:
+    f.write(f"""#!/bin/sh
+cat >/dev/null
+echo "logging in with {canary}" >&2
+printf 'evil\\rQUIT :injected\\r\\n' >&2
+exit 1
+""")
+for w in ("run", "leak"):
+    os.chmod(f"{work}/workers/step/{w}", stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+os.makedirs(f"{work}/pipelines")
+with open(f"{work}/pipelines/three.yaml", "w") as f:
+    f.write("name: three\nmatch: {provider: test}\ntasks: [step:run, step:run, step:run]\n")
+with open(f"{work}/pipelines/leaky.yaml", "w") as f:
+    f.write("name: leaky\nmatch: {provider: leaky}\ntasks: [step:leak]\n")
+os.makedirs(f"{work}/designs")
+with open(f"{work}/designs/loki.yaml", "w") as f:
+    f.write("instance:\n  hostname: loki\n  provider: test\n")
+with open(f"{work}/designs/thor.yaml", "w") as f:
+    f.write(f"instance:\n  hostname: thor\n  provider: leaky\n  root_password: {canary}\n")
+
+
+def config(name, ca_file):
+    path = f"{work}/{name}.yaml"
+    with open(path, "w") as f:
+        f.write(f"""state_dir: {work}/state-{name}
+pipelines_dir: {work}/pipelines
+designs_dir: {work}/designs
+workers:
+  path: [{work}/workers]
+irc:
+  server: 127.0.0.1
+  port: {server.tls_port}
+  tls: true
+  tls_ca_file: {ca_file}
+  nick: {name}
+  channels: ["#ops"]
+  ping_interval: 2s
+  ping_timeout: 6s
+chat:
+  announce: ["irc:#ops"]
+acl:
+  rules:
+    - who: ["irc:alice!*@*"]
+      commands: [deploy, cancel, retry]
+      where: ["irc:#ops", "direct"]
+""")
+    return path
+
+
+bot = subprocess.Popen([binary, "serve", "--config", config("jarvis", server.cert)],
+                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                       stderr=open(f"{work}/jarvis.log", "w"))
+alice = Client(server, "alice")
+mallory = Client(server, "mallory")
+for c in (alice, mallory):
+    c.join("#ops")
+alice.wait(lambda l: l.startswith(":jarvis!") and " JOIN " in l, 20, "jarvis to join #ops over TLS")
+
+# help lists what the asker may run.
+alice.say("#ops", "jarvis: help")
+alice.expect("#ops", lambda t: t.startswith("deploy <design>"), what="help with deploy for alice")
+mallory.say("#ops", "!help")
+line = mallory.expect("#ops", lambda t: t.startswith("status <host|job>"), what="help for mallory")
+mallory.say("#ops", "jarvis: help deploy")  # asking about it is fine; running it is not
+
+# The ACL: mallory is refused, clearly, and it is audited.
+mallory.say("#ops", "jarvis: deploy loki")
+mallory.expect("#ops", lambda t: t == "mallory: you may not deploy here; ask an admin to add you to the ACL",
+               what="a refusal")
+
+# A deploy from alice: the reply, then progress announcements in #ops, then ready.
+alice.say("#ops", "jarvis, deploy loki")
+alice.expect("#ops", lambda t: t == "loki: deploying with three, 3 stages (job 1)", what="deploy reply")
+alice.expect("#ops", lambda t: "stage 2/3 step:run done" in t, what="a stage announcement")
+alice.expect("#ops", lambda t: t.startswith("loki: ready (job 1, 3 stages in"), what="ready")
+mallory.say("#ops", "!status loki")
+mallory.expect("#ops", lambda t: t.startswith("loki: ready (job 1"), what="status for anyone")
+alice.say("jarvis", "log loki")  # a direct message: the reply comes back directly
+alice.expect("alice", lambda t: t.startswith("loki 3/3 step:run: stage 3 of loki"), what="log by DM")
+alice.say("#ops", "jarvis: plan loki")
+alice.expect("#ops", lambda t: t == "loki: plan three (3 stages); nothing runs", what="plan")
+
+# cancel and retry, with stage 2 held.
+open(f"{work}/hold", "w").close()
+alice.say("#ops", "jarvis: deploy loki")
+alice.expect("#ops", lambda t: t == "loki: deploying with three, 3 stages (job 2)", what="second deploy")
+alice.expect("#ops", lambda t: "stage 2/3 step:run started" in t, what="stage 2 running")
+mallory.say("#ops", "jarvis: cancel loki")
+mallory.expect("#ops", lambda t: t.startswith("mallory: you may not cancel"), what="cancel refused")
+alice.say("#ops", "jarvis: jobs")
+alice.expect("#ops", lambda t: t.startswith("loki: running stage 2/3 step:run ("), what="jobs")
+alice.say("#ops", "jarvis: cancel loki")
+alice.expect("#ops", lambda t: t == "loki: cancelling job 2 at stage 2/3", what="cancelling")
+alice.expect("#ops", lambda t: t.startswith("loki: cancelled at stage 2/3 step:run by irc:alice") or
+             t.startswith("loki: cancelled at stage 2/3 step:run by alice"), what="cancelled")
+os.unlink(f"{work}/hold")
+alice.say("#ops", "jarvis: retry loki")
+alice.expect("#ops", lambda t: t.startswith("loki: retrying job 2 from stage 2/3"), what="retry")
+alice.expect("#ops", lambda t: t.startswith("loki: ready (job 2, 3 stages"), what="ready after retry")
+
+# Secrets and injection: a worker prints the root password and a CR-smuggled QUIT.
+alice.say("#ops", "jarvis: deploy thor")
+failed = alice.expect("#ops", lambda t: t.startswith("thor: failed at stage 1/1 step:leak"), what="failure")
+check(canary not in failed and "[redacted]" in failed, failed)
+alice.say("#ops", "jarvis: log thor")
+alice.expect("#ops", lambda t: "logging in with [redacted]" in t, what="redacted log")
+alice.say("#ops", "jarvis: status thor")
+alice.expect("#ops", lambda t: t.startswith("thor: failed"), what="jarvis still here after the injection attempt")
+alice.say("#ops", "jarvis: audit loki")
+alice.expect("#ops", lambda t: "irc:mallory!" in t and "deploy loki -> refused: not allowed by the ACL" in t,
+             what="the refusal in the audit trail")
+everything = "\n".join(alice.lines + mallory.lines)
+check(canary not in everything, "the canary leaked into IRC")
+check(canary not in open(f"{work}/jarvis.log").read(), "the canary leaked into the bot's log")
+
+# A bot that does not trust the server's certificate refuses to talk to it.
+wrong_ca, _ = make_cert(work, "other")
+impostor = subprocess.Popen([binary, "serve", "--config", config("jarvis2", wrong_ca)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(f"{work}/jarvis2.log", "w"))
+wait_for(lambda: "TLS handshake failed" in open(f"{work}/jarvis2.log").read(), 20,
+         "the wrong certificate to be refused")
+log2 = open(f"{work}/jarvis2.log").read()
+check("certificate" in log2, log2)
+alice.send("WHOIS jarvis2")
+alice.wait(lambda l: " 401 alice jarvis2 " in l, 10, "jarvis2 not to be on the server")
+impostor.terminate()
+impostor.wait(timeout=20)
+
+bot.terminate()
+check(bot.wait(timeout=30) == 0, "jarvis serve exits 0 on SIGTERM")
+alice.close()
+mallory.close()
+server.stop()
+print("ok")

@@ -1,0 +1,173 @@
+"""A real ngircd for tests (temp dir, free loopback ports, a TLS port with a test
+certificate) and a small raw IRC client that plays the users."""
+import os
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+
+from jarvis_test import check, fail, wait_for
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_cert(directory, name, cn="127.0.0.1"):
+    """A self-signed certificate for 127.0.0.1 / localhost; returns (cert, key)."""
+    cert, key = os.path.join(directory, f"{name}.pem"), os.path.join(directory, f"{name}.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", f"/CN={cn}",
+                    "-addext", f"subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+class Ngircd:
+    def __init__(self, throttle=False):
+        self.dir = tempfile.mkdtemp(prefix="jarvis-ngircd-")
+        self.port, self.tls_port = free_port(), free_port()
+        self.cert, self.key = make_cert(self.dir, "server")
+        self.dh = os.path.join(self.dir, "dh.pem")
+        subprocess.run(["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
+                        "group:ffdhe2048", "-out", self.dh], check=True, capture_output=True)
+        os.makedirs(os.path.join(self.dir, "conf.d"))
+        os.chmod(self.dir, 0o755)
+        for f in (self.cert, self.key, self.dh):
+            os.chmod(f, 0o644)
+        self.conf = os.path.join(self.dir, "ngircd.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""[Global]
+    Name = irc.test
+    Info = jarvis test server
+    Listen = 127.0.0.1
+    Ports = {self.port}
+    MotdPhrase = hello tests
+[Limits]
+    MaxConnectionsIP = 0
+    MaxNickLength = 30
+    PingTimeout = 5
+    PongTimeout = 5
+{'' if throttle else '    MaxPenaltyTime = 0'}
+[Options]
+    DNS = no
+    Ident = no
+    PAM = no
+    IncludeDir = {self.dir}/conf.d
+    WebircPassword = webpw
+[SSL]
+    CertFile = {self.cert}
+    KeyFile = {self.key}
+    DHFile = {self.dh}
+    Ports = {self.tls_port}
+""")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "ngircd.log"), "a")
+        self.proc = subprocess.Popen(["/usr/sbin/ngircd", "-n", "-f", self.conf],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 10, "ngircd to listen")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+class Client:
+    """A user on the test server: raw IRC over a socket, lines collected as they come."""
+
+    def __init__(self, server, nick, user=None, host=None, ip="10.1.2.3"):
+        self.nick = nick
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        self.lines = []
+        self.lock = threading.Lock()
+        self.closed = False
+        # A reader thread answers PINGs at once, so a user never times out while the test
+        # is busy with another one.
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        if host:  # WEBIRC lets a test user show up as nick!user@host
+            self.send(f"WEBIRC webpw {user or nick} {host} {ip}")
+        self.send(f"NICK {nick}")
+        self.send(f"USER {user or nick} 0 * :{nick}")
+        self.wait(lambda l: " 001 " in l, 10, "registration")
+
+    def send(self, line):
+        self.sock.sendall((line + "\r\n").encode())
+
+    def _read(self):
+        buf = b""
+        self.sock.settimeout(None)
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self.closed = True
+                return
+            buf += data
+            while b"\r\n" in buf:
+                raw, buf = buf.split(b"\r\n", 1)
+                line = raw.decode(errors="replace")
+                if line.startswith("PING "):
+                    try:
+                        self.send("PONG " + line[5:])
+                    except OSError:
+                        pass
+                with self.lock:
+                    self.lines.append(line)
+
+    def wait(self, predicate, timeout, what):
+        end = time.time() + timeout
+        seen = 0
+        while time.time() < end:
+            with self.lock:
+                while seen < len(self.lines):
+                    if predicate(self.lines[seen]):
+                        found = self.lines[seen]
+                        del self.lines[:seen + 1]
+                        return found
+                    seen += 1
+            time.sleep(0.02)
+        with self.lock:
+            tail = "\n".join(self.lines[-30:])
+        fail(f"{self.nick}: timed out after {timeout}s waiting for {what}; got:\n" + tail)
+
+    def join(self, channel):
+        self.send(f"JOIN {channel}")
+        self.wait(lambda l: f" 366 {self.nick} {channel} " in l, 10, f"joining {channel}")
+
+    def say(self, target, text):
+        self.send(f"PRIVMSG {target} :{text}")
+
+    def expect(self, target, predicate, timeout=20, what="a line"):
+        """The next PRIVMSG to `target` (a channel, or this nick) whose text matches."""
+        def match(line):
+            parts = line.split(" ", 3)
+            return (len(parts) == 4 and parts[1] == "PRIVMSG" and parts[2] == target
+                    and predicate(parts[3][1:]))
+        line = self.wait(match, timeout, what)
+        return line.split(" ", 3)[3][1:]
+
+    def close(self):
+        try:
+            self.send("QUIT :bye")
+        except OSError:
+            pass
+        self.sock.close()
