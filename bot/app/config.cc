@@ -165,7 +165,7 @@ void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
         fail(file, n["channels"], "'" + ch + "' is not a channel name");
   }
   if (const YAML::Node f = n["flood"]) {
-    if (f["burst"]) c.chat.outbox.burst = static_cast<double>(number(file, f["burst"], "irc.flood.burst", 1, 100));
+    if (f["burst"]) c.chat.outbox.burst = static_cast<double>(number(file, f["burst"], "irc.flood.burst", 1, 1000));
     if (f["per_second"]) c.chat.outbox.per_second = f["per_second"].as<double>();
     c.chat.outbox.target_burst = c.chat.outbox.burst;
     c.chat.outbox.target_per_second = c.chat.outbox.per_second;
@@ -185,6 +185,8 @@ void apply_chat(const std::string& file, const YAML::Node& n, Config& c) {
       if (!v.IsMap()) fail(file, v, "chat.announce_pipelines must map pipeline names to places");
       for (auto p = v.begin(); p != v.end(); ++p)
         c.announce.by_pipeline[p->first.Scalar()] = strings(file, p->second, "chat.announce_pipelines");
+    } else if (key == "command_burst") {
+      c.chat.command_burst = static_cast<double>(number(file, v, "chat.command_burst", 1, 1000));
     } else if (key == "commands_per_minute") {
       c.chat.commands_per_second = static_cast<double>(number(file, v, "chat.commands_per_minute", 1, 6000)) / 60.0;
     } else {

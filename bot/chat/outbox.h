@@ -19,7 +19,7 @@ namespace jarvis {
 
 struct OutboxLimits {
   double per_second = 1.0;         // whole connection, after the burst
-  double burst = 4.0;
+  double burst = 3.0;
   double target_per_second = 1.0;  // one room or user
   double target_burst = 3.0;
   size_t coalesce_at = 3;          // queued progress lines per target before merging

@@ -95,7 +95,7 @@ class Client:
         self.nick = nick
         self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         self.lines = []
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.closed = False
         # A reader thread answers PINGs at once, so a user never times out while the test
         # is busy with another one.
@@ -132,6 +132,7 @@ class Client:
                         pass
                 with self.lock:
                     self.lines.append(line)
+                    self.lock.notify_all()
 
     def wait(self, predicate, timeout, what):
         end = time.time() + timeout
@@ -144,7 +145,7 @@ class Client:
                         del self.lines[:seen + 1]
                         return found
                     seen += 1
-            time.sleep(0.02)
+                self.lock.wait(timeout=max(0.0, min(0.5, end - time.time())))
         with self.lock:
             tail = "\n".join(self.lines[-30:])
         fail(f"{self.nick}: timed out after {timeout}s waiting for {what}; got:\n" + tail)
@@ -165,9 +166,73 @@ class Client:
         line = self.wait(match, timeout, what)
         return line.split(" ", 3)[3][1:]
 
+    def collect(self, target, until, timeout=30, what="lines"):
+        """Every PRIVMSG text to `target` up to and including the first that satisfies `until`
+        (merged announcement lines carry several events, so check the joined text)."""
+        texts = []
+
+        def grab(t):
+            texts.append(t)
+            return until(t)
+        self.expect(target, grab, timeout, what)
+        return "\n".join(texts)
+
     def close(self):
         try:
             self.send("QUIT :bye")
         except OSError:
             pass
         self.sock.close()
+
+
+def make_bot_files(work, stage_sleep="0.2"):
+    """Workers, pipelines and designs for chat tests: step:run logs and sleeps; stage 2 waits
+    while <work>/hold exists."""
+    os.makedirs(f"{work}/workers/step", exist_ok=True)
+    with open(f"{work}/workers/step/run", "w") as f:
+        f.write(f"""#!/bin/sh
+cat >/dev/null
+echo "stage $JARVIS_STAGE of $JARVIS_HOST" >&2
+while [ "$JARVIS_STAGE" = 2 ] && [ -e {work}/hold ]; do sleep 0.1; done
+sleep {stage_sleep}
+""")
+    os.chmod(f"{work}/workers/step/run", 0o755)
+    os.makedirs(f"{work}/pipelines", exist_ok=True)
+    with open(f"{work}/pipelines/three.yaml", "w") as f:
+        f.write("name: three\nmatch: {provider: test}\ntasks: [step:run, step:run, step:run]\n")
+    with open(f"{work}/pipelines/five.yaml", "w") as f:
+        f.write("name: five\nmatch: {provider: five}\ntasks: [step:run, step:run, step:run, step:run, step:run]\n")
+    os.makedirs(f"{work}/designs", exist_ok=True)
+
+
+def write_design(work, host, provider="test", extra=""):
+    with open(f"{work}/designs/{host}.yaml", "w") as f:
+        f.write(f"instance:\n  hostname: {host}\n  provider: {provider}\n{extra}")
+
+
+def bot_config(work, server, name="jarvis", tls=True, ca_file=None, extra=""):
+    path = f"{work}/{name}.yaml"
+    with open(path, "w") as f:
+        f.write(f"""state_dir: {work}/state-{name}
+pipelines_dir: {work}/pipelines
+designs_dir: {work}/designs
+workers:
+  path: [{work}/workers]
+irc:
+  server: 127.0.0.1
+  port: {server.tls_port if tls else server.port}
+  tls: {"true" if tls else "false"}
+  tls_ca_file: {ca_file or server.cert}
+  nick: {name}
+  channels: ["#ops"]
+  ping_interval: 2s
+  ping_timeout: 6s
+chat:
+  announce: ["irc:#ops"]
+acl:
+  rules:
+    - who: ["irc:alice!*@*"]
+      commands: [deploy, cancel, retry]
+      where: ["irc:#ops", "direct"]
+{extra}""")
+    return path

@@ -273,6 +273,8 @@ void IrcAdapter::disconnect() {
   nick_timer_.cancel();
   if (socket_) socket_->release();
   socket_.reset();
+  // Handlers of the old connection return early (generation), so reset what they would have.
+  read_armed_ = write_armed_ = process_posted_ = false;
   if (session_) irc_destroy_session(session_);
   session_ = nullptr;
   if (bridge_) bridge_->close();
