@@ -134,6 +134,7 @@ void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
       "server", "port", "tls", "tls_verify", "tls_ca_file", "tls_server_name", "nick", "username",
       "realname", "password_env", "password_file", "nickserv_password_env",
       "nickserv_password_file", "channels", "ping_interval", "ping_timeout", "flood",
+      "nick_recover_interval",
       "password", "nickserv_password"};
   for (auto it = n.begin(); it != n.end(); ++it) {
     std::string key = it->first.Scalar();
@@ -156,6 +157,8 @@ void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
   irc.nickserv_password = secret(file, n, "nickserv_password");
   if (n["ping_interval"]) irc.ping_interval = duration(file, n["ping_interval"], "irc.ping_interval");
   if (n["ping_timeout"]) irc.ping_timeout = duration(file, n["ping_timeout"], "irc.ping_timeout");
+  if (n["nick_recover_interval"])
+    irc.nick_recover_interval = duration(file, n["nick_recover_interval"], "irc.nick_recover_interval");
   if (irc.ping_timeout <= irc.ping_interval)
     fail(file, n, "irc.ping_timeout must be longer than irc.ping_interval");
   if (n["channels"]) {

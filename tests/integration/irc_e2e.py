@@ -63,8 +63,11 @@ irc:
   channels: ["#ops"]
   ping_interval: 2s
   ping_timeout: 6s
+  flood: {{burst: 20, per_second: 10}}   # this ngircd does not throttle; irc_flood tests pacing
 chat:
   announce: ["irc:#ops"]
+  commands_per_minute: 120
+  command_burst: 10
 acl:
   rules:
     - who: ["irc:alice!*@*"]
@@ -153,6 +156,27 @@ alice.send("WHOIS jarvis2")
 alice.wait(lambda l: " 401 alice jarvis2 " in l, 10, "jarvis2 not to be on the server")
 impostor.terminate()
 impostor.wait(timeout=20)
+
+# The nick is taken: the bot falls back, answers to the fallback, and takes its nick back
+# once it is free.
+squatter = Client(server, "jarvis3")
+third_cfg = config("jarvis3", server.cert)
+with open(third_cfg) as f:
+    text = f.read().replace("  ping_timeout: 6s\n", "  ping_timeout: 6s\n  nick_recover_interval: 1s\n")
+with open(third_cfg, "w") as f:
+    f.write(text)
+third = subprocess.Popen([binary, "serve", "--config", third_cfg], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=open(f"{work}/jarvis3.log", "w"))
+alice.wait(lambda l: l.startswith(":jarvis3_!") and " JOIN " in l, 20, "jarvis3_ to join")
+alice.say("#ops", "jarvis3_: status loki")
+alice.expect("#ops", lambda t: t.startswith("loki: no jobs yet"), what="an answer to the fallback nick (its own store)")
+squatter.close()
+alice.wait(lambda l: l.startswith(":jarvis3_!") and " NICK " in l and "jarvis3" in l.split(" NICK ")[1],
+           20, "jarvis3 to take its nick back")
+alice.say("#ops", "jarvis3: jobs")
+alice.expect("#ops", lambda t: t == "no jobs in flight", what="an answer to the recovered nick")
+third.terminate()
+third.wait(timeout=30)
 
 bot.terminate()
 check(bot.wait(timeout=30) == 0, "jarvis serve exits 0 on SIGTERM")
