@@ -28,7 +28,7 @@ def make_cert(directory, name, cn="127.0.0.1"):
 
 
 class Ngircd:
-    def __init__(self, throttle=False):
+    def __init__(self, throttle=False, password=None):
         self.dir = tempfile.mkdtemp(prefix="jarvis-ngircd-")
         self.port, self.tls_port = free_port(), free_port()
         self.cert, self.key = make_cert(self.dir, "server")
@@ -44,6 +44,7 @@ class Ngircd:
             f.write(f"""[Global]
     Name = irc.test
     Info = jarvis test server
+{f"    Password = {password}" if password else ""}
     Listen = 127.0.0.1
     Ports = {self.port}
     MotdPhrase = hello tests
@@ -91,7 +92,7 @@ class Ngircd:
 class Client:
     """A user on the test server: raw IRC over a socket, lines collected as they come."""
 
-    def __init__(self, server, nick, user=None, host=None, ip="10.1.2.3"):
+    def __init__(self, server, nick, user=None, host=None, ip="10.1.2.3", password=None):
         self.nick = nick
         self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         self.lines = []
@@ -101,6 +102,8 @@ class Client:
         # is busy with another one.
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        if password:
+            self.send(f"PASS {password}")
         if host:  # WEBIRC lets a test user show up as nick!user@host
             self.send(f"WEBIRC webpw {user or nick} {host} {ip}")
         self.send(f"NICK {nick}")

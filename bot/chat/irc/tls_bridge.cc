@@ -3,6 +3,7 @@
 #include <openssl/ssl.h>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/write.hpp>
 
@@ -86,8 +87,14 @@ void TlsBridge::pump_up() {
 void TlsBridge::pump_down() {
   auto self = shared_from_this();
   upstream_.async_read_some(asio::buffer(down_buf_), [self](const boost::system::error_code& ec, size_t n) {
-    if (ec) return self->fail(ec == asio::error::eof ? "the server closed the connection"
-                                                      : "TLS read failed: " + ec.message());
+    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+      // Pass the end on rather than cutting the client off: libircclient then reads the
+      // server's last words (an ERROR line says why) before it sees the close.
+      boost::system::error_code sec;
+      self->local_.shutdown(tcp::socket::shutdown_send, sec);
+      return;
+    }
+    if (ec) return self->fail("TLS read failed: " + ec.message());
     asio::async_write(self->local_, asio::buffer(self->down_buf_.data(), n),
                       [self](const boost::system::error_code& ec, size_t) {
                         if (ec) return self->fail("the IRC client went away");
