@@ -19,12 +19,8 @@ server = Ngircd()
 work = server.dir
 make_bot_files(work, stage_sleep="0")
 write_design(work, "loki")
-cfg = bot_config(work, server, extra="")
-with open(cfg) as f:
-    text = (f.read().replace("chat:\n", "chat:\n  commands_per_minute: 6000\n  command_burst: 1000\n")
-            .replace("  ping_timeout: 6s\n", "  ping_timeout: 6s\n  flood: {burst: 1000, per_second: 1000}\n"))
-with open(cfg, "w") as f:
-    f.write(text)
+cfg = bot_config(work, server, irc_extra="  flood: {burst: 1000, per_second: 1000}\n",
+                 chat_extra="  commands_per_minute: 6000\n  command_burst: 1000\n")
 bot = subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.PIPE,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
 alice = Client(server, "alice")

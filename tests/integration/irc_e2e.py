@@ -2,29 +2,20 @@
 commands, the ACL and its audit, direct messages, announcements, secrets and injection
 attempts; a wrong certificate is refused."""
 import os
-import stat
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jarvis_test import check, fail, wait_for  # noqa: E402
-from irc_support import Client, Ngircd, make_cert  # noqa: E402
+from jarvis_test import check, wait_for  # noqa: E402
+from irc_support import Client, Ngircd, bot_config, make_bot_files, make_cert, write_design  # noqa: E402
 
 binary, source, build = sys.argv[1:4]
 server = Ngircd()
 work = server.dir
 canary = "canary-5e1f0a77"
 
-# Workers: each stage logs and takes a moment; "hold" keeps stage 2 busy while the file exists.
-os.makedirs(f"{work}/workers/step")
-with open(f"{work}/workers/step/run", "w") as f:
-    f.write(f"""#!/bin/sh
-cat >/dev/null
-echo "stage $JARVIS_STAGE of $JARVIS_HOST" >&2
-while [ "$JARVIS_STAGE" = 2 ] && [ -e {work}/hold ]; do sleep 0.1; done
-sleep 0.2
-""")
+make_bot_files(work)
+# A worker that prints the root password and a CR-smuggled QUIT on stderr, then fails.
 with open(f"{work}/workers/step/leak", "w") as f:
     f.write(f"""#!/bin/sh
 cat >/dev/null
@@ -32,49 +23,18 @@ echo "logging in with {canary}" >&2
 printf 'evil\\rQUIT :injected\\r\\n' >&2
 exit 1
 """)
-for w in ("run", "leak"):
-    os.chmod(f"{work}/workers/step/{w}", stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-os.makedirs(f"{work}/pipelines")
-with open(f"{work}/pipelines/three.yaml", "w") as f:
-    f.write("name: three\nmatch: {provider: test}\ntasks: [step:run, step:run, step:run]\n")
+os.chmod(f"{work}/workers/step/leak", 0o755)
 with open(f"{work}/pipelines/leaky.yaml", "w") as f:
     f.write("name: leaky\nmatch: {provider: leaky}\ntasks: [step:leak]\n")
-os.makedirs(f"{work}/designs")
-with open(f"{work}/designs/loki.yaml", "w") as f:
-    f.write("instance:\n  hostname: loki\n  provider: test\n")
-with open(f"{work}/designs/thor.yaml", "w") as f:
-    f.write(f"instance:\n  hostname: thor\n  provider: leaky\n  root_password: {canary}\n")
+write_design(work, "loki")
+write_design(work, "thor", provider="leaky", extra=f"  root_password: {canary}\n")
 
 
-def config(name, ca_file):
-    path = f"{work}/{name}.yaml"
-    with open(path, "w") as f:
-        f.write(f"""state_dir: {work}/state-{name}
-pipelines_dir: {work}/pipelines
-designs_dir: {work}/designs
-workers:
-  path: [{work}/workers]
-irc:
-  server: 127.0.0.1
-  port: {server.tls_port}
-  tls: true
-  tls_ca_file: {ca_file}
-  nick: {name}
-  channels: ["#ops"]
-  ping_interval: 2s
-  ping_timeout: 6s
-  flood: {{burst: 20, per_second: 10}}   # this ngircd does not throttle; irc_flood tests pacing
-chat:
-  announce: ["irc:#ops"]
-  commands_per_minute: 120
-  command_burst: 10
-acl:
-  rules:
-    - who: ["irc:alice!*@*"]
-      commands: [deploy, cancel, retry]
-      where: ["irc:#ops", "direct"]
-""")
-    return path
+def config(name, ca_file, irc_extra=""):
+    # This ngircd does not throttle (irc_flood tests pacing), so neither does the bot here.
+    return bot_config(work, server, name=name, ca_file=ca_file,
+                      irc_extra="  flood: {burst: 20, per_second: 10}\n" + irc_extra,
+                      chat_extra="  commands_per_minute: 120\n  command_burst: 10\n")
 
 
 bot = subprocess.Popen([binary, "serve", "--config", config("jarvis", server.cert)],
@@ -160,11 +120,7 @@ impostor.wait(timeout=20)
 # The nick is taken: the bot falls back, answers to the fallback, and takes its nick back
 # once it is free.
 squatter = Client(server, "jarvis3")
-third_cfg = config("jarvis3", server.cert)
-with open(third_cfg) as f:
-    text = f.read().replace("  ping_timeout: 6s\n", "  ping_timeout: 6s\n  nick_recover_interval: 1s\n")
-with open(third_cfg, "w") as f:
-    f.write(text)
+third_cfg = config("jarvis3", server.cert, irc_extra="  nick_recover_interval: 1s\n")
 third = subprocess.Popen([binary, "serve", "--config", third_cfg], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=open(f"{work}/jarvis3.log", "w"))
 alice.wait(lambda l: l.startswith(":jarvis3_!") and " JOIN " in l, 20, "jarvis3_ to join")

@@ -19,14 +19,9 @@ make_bot_files(work, stage_sleep="0.05")
 hosts = [f"h{i:02d}" for i in range(1, jobs + 1)]
 for h in hosts:
     write_design(work, h, provider="five")
-cfg = bot_config(work, server, extra="")
-with open(cfg, "a") as f:
-    f.write("max_running_jobs: 64\n")
 # ngircd delays a client beyond about 3 lines/s; stay under it.
-with open(cfg) as f:
-    text = f.read().replace("  ping_timeout: 6s\n", "  ping_timeout: 6s\n  flood: {burst: 3, per_second: 2}\n")
-with open(cfg, "w") as f:
-    f.write(text)
+cfg = bot_config(work, server, irc_extra="  flood: {burst: 3, per_second: 2}\n",
+                 extra="max_running_jobs: 64\n")
 log_path = f"{work}/jarvis.log"
 bot = subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.PIPE,
                        stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), text=True)

@@ -21,22 +21,14 @@ with open(f"{work}/wrong.pass", "w") as f:
 
 
 def start(name, pass_file):
-    cfg = bot_config(work, server, name=name)
-    with open(cfg) as f:
-        text = f.read().replace("  ping_timeout: 6s\n", f"  ping_timeout: 6s\n  password_file: {pass_file}\n")
-    with open(cfg, "w") as f:
-        f.write(text)
+    cfg = bot_config(work, server, name=name, irc_extra=f"  password_file: {pass_file}\n")
     log = f"{work}/{name}.log"
     return subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=open(log, "w")), log
 
 
 # An inline password is refused outright.
-inline = bot_config(work, server, name="inline")
-with open(inline) as f:
-    text = f.read().replace("  ping_timeout: 6s\n", f"  ping_timeout: 6s\n  password: {secret}\n")
-with open(inline, "w") as f:
-    f.write(text)
+inline = bot_config(work, server, name="inline", irc_extra=f"  password: {secret}\n")
 p = subprocess.run([binary, "check-config", "--config", inline], capture_output=True, text=True)
 check(p.returncode == 2 and "may not be written inline" in p.stderr, p.stderr)
 check(secret not in p.stderr + p.stdout, "the inline password was echoed")

@@ -213,7 +213,10 @@ def write_design(work, host, provider="test", extra=""):
         f.write(f"instance:\n  hostname: {host}\n  provider: {provider}\n{extra}")
 
 
-def bot_config(work, server, name="jarvis", tls=True, ca_file=None, extra=""):
+def bot_config(work, server, name="jarvis", tls=True, ca_file=None, irc_extra="", chat_extra="",
+               extra=""):
+    """A jarvis config for the test server: TLS with the test certificate, #ops, fast
+    keepalive, announcements in #ops, and an ACL that lets alice deploy, cancel and retry."""
     path = f"{work}/{name}.yaml"
     with open(path, "w") as f:
         f.write(f"""state_dir: {work}/state-{name}
@@ -230,9 +233,9 @@ irc:
   channels: ["#ops"]
   ping_interval: 2s
   ping_timeout: 6s
-chat:
+{irc_extra}chat:
   announce: ["irc:#ops"]
-acl:
+{chat_extra}acl:
   rules:
     - who: ["irc:alice!*@*"]
       commands: [deploy, cancel, retry]
