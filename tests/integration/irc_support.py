@@ -29,6 +29,8 @@ def make_cert(directory, name, cn="127.0.0.1"):
 
 class Ngircd:
     def __init__(self, throttle=False, password=None):
+        """throttle=True: ngircd's default flood penalties and ping timeouts, as shipped;
+        otherwise no penalties and 5 s ping timeouts, for fast tests."""
         self.dir = tempfile.mkdtemp(prefix="jarvis-ngircd-")
         self.port, self.tls_port = free_port(), free_port()
         self.cert, self.key = make_cert(self.dir, "server")
@@ -40,6 +42,7 @@ class Ngircd:
         for f in (self.cert, self.key, self.dh):
             os.chmod(f, 0o644)
         self.conf = os.path.join(self.dir, "ngircd.conf")
+        fast = "" if throttle else "    PingTimeout = 5\n    PongTimeout = 5\n    MaxPenaltyTime = 0"
         with open(self.conf, "w") as f:
             f.write(f"""[Global]
     Name = irc.test
@@ -51,9 +54,7 @@ class Ngircd:
 [Limits]
     MaxConnectionsIP = 0
     MaxNickLength = 30
-    PingTimeout = 5
-    PongTimeout = 5
-{'' if throttle else '    MaxPenaltyTime = 0'}
+{fast}
 [Options]
     DNS = no
     Ident = no

@@ -238,7 +238,14 @@ void IrcAdapter::process(bool readable, bool writable) {
 
 void IrcAdapter::feed() {
   while (session_ && registered_ && !raw_queue_.empty()) {
-    // libircclient's output buffer is 1 KB; a full buffer is NOMEM: keep the line for later.
+    // One line at a time, and only into an empty buffer: libircclient's output buffer is
+    // 1 KB and its own PONG replies are silently dropped when it is full.
+    fd_set in, out;
+    FD_ZERO(&in);
+    FD_ZERO(&out);
+    int maxfd = 0;
+    irc_add_select_descriptors(session_, &in, &out, &maxfd);
+    if (socket_ && FD_ISSET(socket_->native_handle(), &out)) break;
     if (irc_send_raw(session_, "%s", raw_queue_.front().c_str()) != 0) break;
     raw_queue_.pop_front();
   }
