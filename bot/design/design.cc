@@ -21,6 +21,76 @@ bool is_valid_hostname(std::string_view name) {
   });
 }
 
+namespace {
+
+std::string line_of(const YAML::Node& n) { return "line " + std::to_string(n.Mark().line + 1); }
+
+bool is_valid_dns_name(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  if (name.back() == '.') name.remove_suffix(1);
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string_view::npos) dot = name.size();
+    if (!is_valid_hostname(name.substr(start, dot - start))) return false;
+    start = dot + 1;
+  }
+  return true;
+}
+
+bool is_plain_word(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+bool has_control_characters(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+}
+
+// Checks the instance fields jarvis and its workers rely on; other keys are kept as they are.
+std::optional<std::string> check_instance(const YAML::Node& instance) {
+  // Fields that must be one value (not a list or a mapping) when present.
+  for (const char* key : {"hostname", "fqdn", "provider", "size", "datacenter", "guestid"}) {
+    const YAML::Node v = instance[key];
+    if (v && !v.IsScalar())
+      return std::string("instance.") + key + " (" + line_of(v) + ") must be a single value";
+  }
+  const YAML::Node hostname = instance["hostname"];
+  if (!hostname) return "instance.hostname is missing (the instance starts at " + line_of(instance) + ")";
+  const std::string host = hostname.Scalar();
+  if (!is_valid_hostname(host))
+    return "instance.hostname '" + host.substr(0, 80) + "' (" + line_of(hostname) +
+           ") is not a host name: use 1-63 letters, digits and '-', not starting or ending "
+           "with '-'";
+  if (const YAML::Node fqdn = instance["fqdn"]) {
+    std::string name = fqdn.Scalar();
+    if (!is_valid_dns_name(name))
+      return "instance.fqdn '" + name.substr(0, 80) + "' (" + line_of(fqdn) + ") is not a DNS name";
+    std::string lower_name = name, lower_host = host;
+    std::transform(lower_name.begin(), lower_name.end(), lower_name.begin(), ::tolower);
+    std::transform(lower_host.begin(), lower_host.end(), lower_host.begin(), ::tolower);
+    if (lower_name.rfind(lower_host + ".", 0) != 0)
+      return "instance.fqdn '" + name.substr(0, 80) + "' (" + line_of(fqdn) +
+             ") does not start with the hostname '" + host + "'";
+  }
+  if (const YAML::Node provider = instance["provider"]; provider && !is_plain_word(provider.Scalar()))
+    return "instance.provider '" + provider.Scalar().substr(0, 80) + "' (" + line_of(provider) +
+           ") is not a provider name: use letters, digits, '-', '_' and '.'";
+  if (const YAML::Node size = instance["size"]; size && !is_plain_word(size.Scalar()))
+    return "instance.size '" + size.Scalar().substr(0, 80) + "' (" + line_of(size) +
+           ") is not a size: a number or a plan name";
+  for (const char* key : {"datacenter", "guestid"}) {
+    const YAML::Node v = instance[key];
+    if (v && (v.Scalar().size() > 128 || has_control_characters(v.Scalar())))
+      return std::string("instance.") + key + " (" + line_of(v) +
+             ") must be text of at most 128 characters without control characters";
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<Design> parse_design(std::string ref, std::string text, std::string& error) {
   Design d;
   try {
@@ -32,22 +102,15 @@ std::optional<Design> parse_design(std::string ref, std::string text, std::strin
   const YAML::Node& root = d.root;
   const YAML::Node instance = root["instance"];
   if (!instance || !instance.IsMap()) {
-    error = "the design has no 'instance:' mapping";
+    error = instance ? "instance (" + line_of(instance) + ") must be a mapping of the host's fields"
+                     : "the design has no 'instance:' mapping";
     return std::nullopt;
   }
-  auto host = scalar_at(d.root, "instance.hostname");
-  if (!host) {
-    error = "instance.hostname is missing (line " + std::to_string(instance.Mark().line + 1) + ")";
+  if (auto problem = check_instance(instance)) {
+    error = *problem;
     return std::nullopt;
   }
-  if (!is_valid_hostname(*host)) {
-    error = "instance.hostname '" + host->substr(0, 80) + "' (line " +
-            std::to_string(instance["hostname"].Mark().line + 1) +
-            ") is not a host name: use 1-63 letters, digits and '-', not starting or ending "
-            "with '-'";
-    return std::nullopt;
-  }
-  d.hostname = *host;
+  d.hostname = instance["hostname"].Scalar();
   std::transform(d.hostname.begin(), d.hostname.end(), d.hostname.begin(),
                  [](unsigned char c) { return std::tolower(c); });
   d.ref = std::move(ref);

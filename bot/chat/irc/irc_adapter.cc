@@ -208,13 +208,26 @@ void IrcAdapter::watch() {
 }
 
 void IrcAdapter::process(bool readable, bool writable) {
-  if (!session_) return;
-  // Only the direction asio reported: a read bit without data makes libircclient spin, a
-  // write bit with nothing queued makes it drop the connection.
+  if (!session_ || !socket_) return;
+  // Only directions that are ready at this very moment: a read bit without data makes
+  // libircclient spin on EAGAIN, a write bit with nothing queued makes it drop the
+  // connection. Readiness reported a moment ago may be gone (another handler read first).
+  int fd = socket_->native_handle();
+  fd_set want_in, want_out;
+  FD_ZERO(&want_in);
+  FD_ZERO(&want_out);
+  int maxfd = 0;
+  irc_add_select_descriptors(session_, &want_in, &want_out, &maxfd);
+  readable = readable && FD_ISSET(fd, &want_in);
+  writable = writable && FD_ISSET(fd, &want_out);
+  pollfd p{fd, static_cast<short>((readable ? POLLIN : 0) | (writable ? POLLOUT : 0)), 0};
+  if (::poll(&p, 1, 0) <= 0) p.revents = 0;
+  readable = readable && (p.revents & (POLLIN | POLLHUP | POLLERR));
+  writable = writable && (p.revents & POLLOUT);
+  if (!readable && !writable) return watch();
   fd_set in, out;
   FD_ZERO(&in);
   FD_ZERO(&out);
-  int fd = socket_->native_handle();
   if (readable) {
     FD_SET(fd, &in);
     last_heard_ = std::chrono::steady_clock::now();

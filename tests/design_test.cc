@@ -1,0 +1,64 @@
+#include <gtest/gtest.h>
+
+#include "bot/design/design.h"
+
+namespace jarvis {
+namespace {
+
+std::string problem(const std::string& text) {
+  std::string error;
+  auto d = parse_design("t.yaml", text, error);
+  return d ? "" : error;
+}
+
+TEST(Design, TheSeedDesignIsValidAndKeepsUnknownKeys) {
+  std::string error;
+  auto d = parse_design("loki.yaml",
+                        "instance:\n  hostname: Loki\n  fqdn: loki.websages.com\n  provider: Linode\n"
+                        "  guestid: Debian 6\n  datacenter: Atlanta\n  size: 512\n"
+                        "  gitosis-admin: 'gitosis@freyr.websages.com:gitosis-admin.git'\n"
+                        "custom: {anything: [1, 2]}\n",
+                        error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(d->hostname, "loki");
+  EXPECT_NE(d->text.find("custom: {anything: [1, 2]}"), std::string::npos);
+}
+
+TEST(Design, ErrorsNameTheFieldAndTheLine) {
+  EXPECT_EQ(problem("other: 1\n"), "the design has no 'instance:' mapping");
+  EXPECT_EQ(problem("instance: loki\n"), "instance (line 1) must be a mapping of the host's fields");
+  EXPECT_EQ(problem("instance:\n  fqdn: a.b\n"), "instance.hostname is missing (the instance starts at line 2)");
+  EXPECT_EQ(problem("instance:\n  hostname: -bad\n"),
+            "instance.hostname '-bad' (line 2) is not a host name: use 1-63 letters, digits and '-', "
+            "not starting or ending with '-'");
+  EXPECT_EQ(problem("instance:\n  hostname: [a, b]\n"), "instance.hostname (line 2) must be a single value");
+  EXPECT_EQ(problem("instance:\n  hostname: loki\n  fqdn: loki..example.com\n"),
+            "instance.fqdn 'loki..example.com' (line 3) is not a DNS name");
+  EXPECT_EQ(problem("instance:\n  hostname: loki\n  fqdn: thor.example.com\n"),
+            "instance.fqdn 'thor.example.com' (line 3) does not start with the hostname 'loki'");
+  EXPECT_EQ(problem("instance:\n  hostname: loki\n  provider: 'linode; rm -rf /'\n"),
+            "instance.provider 'linode; rm -rf /' (line 3) is not a provider name: use letters, digits, "
+            "'-', '_' and '.'");
+  EXPECT_EQ(problem("instance:\n  hostname: loki\n  size: {ram: 512}\n"),
+            "instance.size (line 3) must be a single value");
+  EXPECT_EQ(problem("instance:\n  hostname: loki\n  datacenter: \"at\\x01lanta\"\n"),
+            "instance.datacenter (line 3) must be text of at most 128 characters without control characters");
+}
+
+TEST(Design, ABillionLaughsIsRefusedQuickly) {
+  std::string bomb = "instance: {hostname: boom}\na: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  char prev = 'a';
+  for (char c = 'b'; c <= 'j'; ++c) {
+    bomb += std::string(1, c) + ": &" + c + " [";
+    for (int i = 0; i < 10; ++i) bomb += std::string(i ? ",*" : "*") + prev;
+    bomb += "]\n";
+    prev = c;
+  }
+  auto start = std::chrono::steady_clock::now();
+  std::string error = problem(bomb);
+  EXPECT_NE(error.find("expands to more than"), std::string::npos) << error;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+}
+
+}  // namespace
+}  // namespace jarvis
