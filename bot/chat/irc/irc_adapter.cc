@@ -54,6 +54,9 @@ void cb_numeric(irc_session_t* s, unsigned int code, const char*, const char** p
 void cb_unknown(irc_session_t* s, const char* event, const char*, const char** params, unsigned count) {
   self_of(s)->on_unknown_event(event ? event : "", params, count);
 }
+void cb_join(irc_session_t* s, const char*, const char* origin, const char** params, unsigned count) {
+  self_of(s)->on_join_event(origin ? origin : "", param(params, count, 0));
+}
 void cb_kick(irc_session_t* s, const char*, const char*, const char** params, unsigned count) {
   self_of(s)->on_kick_event(param(params, count, 0), param(params, count, 1));
 }
@@ -121,6 +124,7 @@ void IrcAdapter::start_session(const std::string& address, unsigned short port) 
   cb.event_connect = cb_connect;
   cb.event_nick = cb_nick;
   cb.event_kick = cb_kick;
+  cb.event_join = cb_join;
   cb.event_channel = cb_message;
   cb.event_privmsg = cb_message;
   cb.event_unknown = cb_unknown;
@@ -277,6 +281,8 @@ void IrcAdapter::send(const std::string& target, const std::string& line) {
 void IrcAdapter::join(const std::string& room) {
   if (!is_safe_irc_target(room)) return;
   if (std::find(rooms_.begin(), rooms_.end(), room) == rooms_.end()) rooms_.push_back(room);
+  std::erase_if(joining_, [&](const auto& j) { return j.first == room; });
+  joining_.emplace_back(room, std::chrono::steady_clock::now());
   raw_queue_.push_back("JOIN " + room);
   feed();
   watch();
@@ -295,6 +301,7 @@ void IrcAdapter::disconnect() {
   socket_.reset();
   // Handlers of the old connection return early (generation), so reset what they would have.
   read_armed_ = write_armed_ = process_posted_ = false;
+  joining_.clear();
   if (session_) irc_destroy_session(session_);
   session_ = nullptr;
   if (bridge_) bridge_->close();
@@ -318,6 +325,16 @@ void IrcAdapter::keepalive() {
     if (!registered_ && quiet > config_.register_timeout) return teardown("registration timed out");
     if (quiet > config_.ping_timeout) return teardown("ping timeout: the server has been silent for " +
                                                       format_duration(std::chrono::duration_cast<Millis>(quiet)));
+    auto now = std::chrono::steady_clock::now();
+    for (auto& [room, asked] : joining_) {
+      if (registered_ && now - asked > std::chrono::seconds(10)) {
+        log::warn(log::kNoJob, "irc: no confirmation of JOIN {} after 10s; asking again", room);
+        asked = now;
+        raw_queue_.push_back("JOIN " + room);
+        feed();
+        watch();
+      }
+    }
     if (registered_ && quiet > config_.ping_interval && !ping_sent_) {
       // libircclient answers the server's PINGs but never asks: we do, to notice a dead link.
       ping_sent_ = true;
@@ -382,7 +399,14 @@ void IrcAdapter::on_unknown_event(const char* event, const char** params, unsign
 void IrcAdapter::on_kick_event(const char* channel, const char* kicked) {
   if (!same_nick(kicked, own_nick_)) return;
   log::warn(log::kNoJob, "irc: kicked from {}; rejoining", channel);
-  raw_queue_.push_back("JOIN " + std::string(channel));
+  join(channel);
+}
+
+void IrcAdapter::on_join_event(const char* origin, const char* channel) {
+  std::string o(origin);
+  if (!same_nick(o.substr(0, o.find('!')), own_nick_)) return;
+  std::erase_if(joining_, [&](const auto& j) { return ::strcasecmp(j.first.c_str(), channel) == 0; });
+  log::info(log::kNoJob, "irc: joined {}", channel);
 }
 
 void IrcAdapter::on_message_event(const char* origin, const char* target, const char* text) {

@@ -70,6 +70,7 @@ class IrcAdapter : public ChatAdapter {
   void on_numeric_event(unsigned int code, const char** params, unsigned int count);
   void on_unknown_event(const char* event, const char** params, unsigned int count);
   void on_kick_event(const char* channel, const char* kicked);
+  void on_join_event(const char* origin, const char* channel);
 
  private:
   void start_session(const std::string& address, unsigned short port);
@@ -99,6 +100,9 @@ class IrcAdapter : public ChatAdapter {
   int nick_attempt_ = 0;
   std::deque<std::string> raw_queue_;  // lines waiting for room in libircclient's buffer
   std::vector<std::string> rooms_;     // joined, for rejoin after a kick
+  // Rooms asked for but not yet confirmed by the server, with when the JOIN was queued;
+  // the keepalive tick asks again for any that stay unconfirmed.
+  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> joining_;
   std::string last_error_;
 };
 
