@@ -25,7 +25,7 @@ bot = subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.PIPE
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
 alice = Client(server, "alice")
 alice.join("#ops")
-alice.wait(lambda l: l.startswith(":jarvis!") and " JOIN " in l, 30, "jarvis")
+alice.wait_member("#ops", "jarvis", 30, "jarvis")
 alice.say("#ops", "jarvis: deploy loki")
 alice.expect("#ops", lambda t: t.startswith("loki: ready"), what="the job")
 

@@ -44,7 +44,7 @@ alice = Client(server, "alice")
 mallory = Client(server, "mallory")
 for c in (alice, mallory):
     c.join("#ops")
-alice.wait(lambda l: l.startswith(":jarvis!") and " JOIN " in l, 20, "jarvis to join #ops over TLS")
+alice.wait_member("#ops", "jarvis", 20, "jarvis to join #ops over TLS")
 
 # help lists what the asker may run.
 alice.say("#ops", "jarvis: help")
@@ -123,7 +123,7 @@ squatter = Client(server, "jarvis3")
 third_cfg = config("jarvis3", server.cert, irc_extra="  nick_recover_interval: 1s\n")
 third = subprocess.Popen([binary, "serve", "--config", third_cfg], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=open(f"{work}/jarvis3.log", "w"))
-alice.wait(lambda l: l.startswith(":jarvis3_!") and " JOIN " in l, 20, "jarvis3_ to join")
+alice.wait_member("#ops", "jarvis3_", 20, "jarvis3_ to join")
 alice.say("#ops", "jarvis3_: status loki")
 alice.expect("#ops", lambda t: t.startswith("loki: no jobs yet"), what="an answer to the fallback nick (its own store)")
 squatter.close()

@@ -27,7 +27,7 @@ bot = subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.PIPE
                        stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), text=True)
 alice = Client(server, "alice")
 alice.join("#ops")
-alice.wait(lambda l: l.startswith(":jarvis!") and " JOIN " in l, 30, "jarvis to join #ops")
+alice.wait_member("#ops", "jarvis", 30, "jarvis to join #ops")
 
 start = time.time()
 for h in hosts:  # through the console front: the deploys all start at once

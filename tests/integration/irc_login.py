@@ -36,7 +36,7 @@ check(secret not in p.stderr + p.stdout, "the inline password was echoed")
 bot, log = start("jarvis", "irc.pass")
 alice = Client(server, "alice", password=secret)
 alice.join("#ops")
-alice.wait(lambda l: l.startswith(":jarvis!") and " JOIN " in l, 20, "jarvis to log in and join")
+alice.wait_member("#ops", "jarvis", 20, "jarvis to log in and join")
 alice.say("#ops", "jarvis: jobs")
 alice.expect("#ops", lambda t: t == "no jobs in flight", what="an answer")
 

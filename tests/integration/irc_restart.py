@@ -27,7 +27,7 @@ cli.workers_path, cli.pipelines_dir = f"{work}/workers", f"{work}/pipelines"
 
 
 def joined(client):
-    client.wait(lambda l: l.startswith(":jarvis!") and " JOIN " in l, 30, "jarvis to join #ops")
+    client.wait_member("#ops", "jarvis", 30, "jarvis to join #ops")
 
 
 alice = Client(server, "alice")
@@ -63,7 +63,7 @@ wait_for(lambda: "ping timeout" in open(log_path).read(), 20, "the keepalive to 
 os.kill(server.proc.pid, signal.SIGCONT)
 watcher = Client(server, "watcher")
 watcher.join("#ops")
-watcher.wait(lambda l: l.startswith(":jarvis!") and " JOIN " in l, 40, "jarvis back after the hang")
+watcher.wait_member("#ops", "jarvis", 40, "jarvis back after the hang")
 watcher.say("#ops", "!jobs")
 watcher.expect("#ops", lambda t: t == "no jobs in flight", what="the bot answering again")
 

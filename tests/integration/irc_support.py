@@ -138,7 +138,9 @@ class Client:
                     self.lines.append(line)
                     self.lock.notify_all()
 
-    def wait(self, predicate, timeout, what):
+    def wait(self, predicate, timeout, what, keep_others=False):
+        """The first line (in order) that satisfies `predicate`; it and the lines before it
+        are consumed, unless keep_others, which consumes only the matching line."""
         end = time.time() + timeout
         seen = 0
         while time.time() < end:
@@ -146,7 +148,10 @@ class Client:
                 while seen < len(self.lines):
                     if predicate(self.lines[seen]):
                         found = self.lines[seen]
-                        del self.lines[:seen + 1]
+                        if keep_others:
+                            del self.lines[seen]
+                        else:
+                            del self.lines[:seen + 1]
                         return found
                     seen += 1
                 self.lock.wait(timeout=max(0.0, min(0.5, end - time.time())))
@@ -157,6 +162,27 @@ class Client:
     def join(self, channel):
         self.send(f"JOIN {channel}")
         self.wait(lambda l: f" 366 {self.nick} {channel} " in l, 10, f"joining {channel}")
+
+    def wait_member(self, channel, nick, timeout=30, what=None):
+        """Until `nick` is in `channel` (asked with NAMES, so it does not matter whether it
+        joined before or after us); other lines are left for later expectations."""
+        end = time.time() + timeout
+        while time.time() < end:
+            self.send(f"NAMES {channel}")
+            names = []
+
+            def grab(line):
+                if f" 353 {self.nick} " in line:
+                    names.extend(n.lstrip("@+%~&") for n in line.split(" :", 1)[1].split())
+                    return False
+                return f" 366 {self.nick} {channel} " in line
+            self.wait(grab, 10, f"NAMES {channel}", keep_others=True)
+            with self.lock:
+                self.lines = [l for l in self.lines if f" 353 {self.nick} " not in l]
+            if nick in names:
+                return
+            time.sleep(0.2)
+        fail(f"{self.nick}: {nick} never showed up in {channel} ({what or 'waiting'})")
 
     def say(self, target, text):
         self.send(f"PRIVMSG {target} :{text}")
