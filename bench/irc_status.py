@@ -52,4 +52,4 @@ print(f"status round trip through ngircd over 200: p50 {pct(bot_rtt, .5):.2f} ms
       f"p99 {pct(bot_rtt, .99):.2f} ms, mean {statistics.mean(bot_rtt):.2f} ms")
 bot.terminate()
 bot.wait(timeout=30)
-server.stop()
+server.cleanup()

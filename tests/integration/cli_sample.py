@@ -80,4 +80,6 @@ with open(os.path.join(bad_dir, "bad.yaml"), "w") as f:
 bad = Jarvis(binary, source, build, pipelines_dir=bad_dir)
 out = bad.run("check-config", expect=2).stdout
 check(f"{bad_dir}/bad.yaml:4: 'nope' is not a task name" in out, out)
+bad.cleanup()
+j.cleanup()
 print("ok")

@@ -62,5 +62,5 @@ if "--bench" in sys.argv:
           f"{lines} IRC lines for {jobs * 12} events")
 bot.terminate()
 check(bot.wait(timeout=30) == 0, "jarvis serve exits 0")
-server.stop()
+server.cleanup()
 print("ok")

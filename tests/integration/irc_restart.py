@@ -69,5 +69,6 @@ watcher.expect("#ops", lambda t: t == "no jobs in flight", what="the bot answeri
 
 bot.terminate()
 check(bot.wait(timeout=30) == 0, "jarvis serve exits 0 on SIGTERM")
-server.stop()
+cli.cleanup()
+server.cleanup()
 print("ok")

@@ -1,6 +1,7 @@
 """A real ngircd for tests (temp dir, free loopback ports, a TLS port with a test
 certificate) and a small raw IRC client that plays the users."""
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -88,6 +89,12 @@ class Ngircd:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+
+    def cleanup(self):
+        """At the end of a passing test: stop and remove the temp dir (a failing test exits
+        before this and leaves its logs for reading)."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Client:

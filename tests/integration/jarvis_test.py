@@ -1,5 +1,6 @@
 """Helpers for end-to-end tests that drive the real `jarvis` binary."""
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,10 @@ class Jarvis:
             fail(f"jarvis {' '.join(words)} exited {p.returncode}, expected {expect}\n"
                  f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
         return p
+
+    def cleanup(self):
+        """At the end of a passing test (a failing one keeps its files for reading)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def status(self, target):
         return self.run("status", target).stdout.strip()

@@ -85,4 +85,5 @@ wait_for(lambda: seen.append(again.stdout.readline().strip()) or seen[-1].starts
 check(any(s.startswith("kt: resuming at stage 3/5") for s in seen), seen)
 again.send_signal(signal.SIGTERM)
 check(again.wait(timeout=20) == 0, "serve exits 0 on SIGTERM")
+j.cleanup()
 print("ok")
