@@ -143,16 +143,13 @@ void IrcAdapter::start_session(const std::string& address, unsigned short port) 
                : irc_connect6(session_, address.c_str(), port, pass, config_.nick.c_str(),
                               config_.username.c_str(), config_.realname.c_str());
   if (rc != 0) return teardown(std::string("cannot connect: ") + irc_strerror(irc_errno(session_)));
-  fd_set in, out;
-  FD_ZERO(&in);
-  FD_ZERO(&out);
-  int maxfd = 0;
-  irc_add_select_descriptors(session_, &in, &out, &maxfd);
-  socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, maxfd);
+  Wants w = wants();
+  if (!w.ok || w.fd < 0) return teardown("libircclient has no socket after connecting");
+  socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, w.fd);
   if (bridge_) {
     sockaddr_storage local{};
     socklen_t len = sizeof local;
-    ::getsockname(maxfd, reinterpret_cast<sockaddr*>(&local), &len);
+    ::getsockname(w.fd, reinterpret_cast<sockaddr*>(&local), &len);
     bridge_->accept_from(ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port));
   }
   last_heard_ = std::chrono::steady_clock::now();
@@ -161,19 +158,31 @@ void IrcAdapter::start_session(const std::string& address, unsigned short port) 
   watch();
 }
 
+IrcAdapter::Wants IrcAdapter::wants() const {
+  Wants w;
+  if (!session_) return w;
+  fd_set in, out;
+  FD_ZERO(&in);
+  FD_ZERO(&out);
+  int maxfd = 0;
+  w.ok = irc_add_select_descriptors(session_, &in, &out, &maxfd) == 0;
+  // Only the session socket is ever set (no DCC), so the highest fd is that socket.
+  w.fd = w.ok ? maxfd : -1;
+  w.read = w.ok && FD_ISSET(maxfd, &in);
+  w.write = w.ok && FD_ISSET(maxfd, &out);
+  return w;
+}
+
 // Asks libircclient what it wants (read, write) and waits for exactly that on the loop.
 // asio watches descriptors edge-triggered, and libircclient reads or writes at most one
 // buffer per call, so readiness left over from an earlier edge is checked with poll() first:
 // otherwise the rest of a burst from the server would sit unread until the next packet.
 void IrcAdapter::watch() {
   if (!session_ || !socket_) return;
-  fd_set in, out;
-  FD_ZERO(&in);
-  FD_ZERO(&out);
-  int maxfd = 0;
-  if (irc_add_select_descriptors(session_, &in, &out, &maxfd) != 0) return;
+  Wants w = wants();
+  if (!w.ok) return;
   int fd = socket_->native_handle();
-  bool want_read = FD_ISSET(fd, &in), want_write = FD_ISSET(fd, &out);
+  bool want_read = w.read, want_write = w.write;
   pollfd p{fd, static_cast<short>((want_read ? POLLIN : 0) | (want_write ? POLLOUT : 0)), 0};
   int gen = generation_;
   if (p.events && ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLOUT | POLLHUP | POLLERR))) {
@@ -217,13 +226,9 @@ void IrcAdapter::process(bool readable, bool writable) {
   // libircclient spin on EAGAIN, a write bit with nothing queued makes it drop the
   // connection. Readiness reported a moment ago may be gone (another handler read first).
   int fd = socket_->native_handle();
-  fd_set want_in, want_out;
-  FD_ZERO(&want_in);
-  FD_ZERO(&want_out);
-  int maxfd = 0;
-  irc_add_select_descriptors(session_, &want_in, &want_out, &maxfd);
-  readable = readable && FD_ISSET(fd, &want_in);
-  writable = writable && FD_ISSET(fd, &want_out);
+  Wants w = wants();
+  readable = readable && w.read;
+  writable = writable && w.write;
   pollfd p{fd, static_cast<short>((readable ? POLLIN : 0) | (writable ? POLLOUT : 0)), 0};
   if (::poll(&p, 1, 0) <= 0) p.revents = 0;
   readable = readable && (p.revents & (POLLIN | POLLHUP | POLLERR));
@@ -257,12 +262,7 @@ void IrcAdapter::feed() {
   while (session_ && registered_ && !raw_queue_.empty()) {
     // One line at a time, and only into an empty buffer: libircclient's output buffer is
     // 1 KB and its own PONG replies are silently dropped when it is full.
-    fd_set in, out;
-    FD_ZERO(&in);
-    FD_ZERO(&out);
-    int maxfd = 0;
-    irc_add_select_descriptors(session_, &in, &out, &maxfd);
-    if (socket_ && FD_ISSET(socket_->native_handle(), &out)) break;
+    if (wants().write) break;
     if (irc_send_raw(session_, "%s", raw_queue_.front().c_str()) != 0) break;
     raw_queue_.pop_front();
   }

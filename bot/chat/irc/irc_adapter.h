@@ -73,6 +73,12 @@ class IrcAdapter : public ChatAdapter {
   void on_join_event(const char* origin, const char* channel);
 
  private:
+  struct Wants {
+    int fd = -1;
+    bool ok = false, read = false, write = false;
+  };
+  // What libircclient wants to do on its socket now (irc_add_select_descriptors).
+  Wants wants() const;
   void start_session(const std::string& address, unsigned short port);
   void watch();
   void process(bool readable, bool writable);
