@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "bot/design/design.h"
+#include "tests/test_support.h"
 
 namespace jarvis {
 namespace {
@@ -46,14 +47,7 @@ TEST(Design, ErrorsNameTheFieldAndTheLine) {
 }
 
 TEST(Design, ABillionLaughsIsRefusedQuickly) {
-  std::string bomb = "instance: {hostname: boom}\na: &a [x, x, x, x, x, x, x, x, x, x]\n";
-  char prev = 'a';
-  for (char c = 'b'; c <= 'j'; ++c) {
-    bomb += std::string(1, c) + ": &" + c + " [";
-    for (int i = 0; i < 10; ++i) bomb += std::string(i ? ",*" : "*") + prev;
-    bomb += "]\n";
-    prev = c;
-  }
+  std::string bomb = testing::alias_bomb('j', 10, "instance: {hostname: boom}\n");
   auto start = std::chrono::steady_clock::now();
   std::string error = problem(bomb);
   EXPECT_NE(error.find("expands to more than"), std::string::npos) << error;

@@ -45,6 +45,18 @@ bool process_exists(int pid) {
   return !(paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z');
 }
 
+std::string alias_bomb(char last, int width, const std::string& head) {
+  std::string bomb = head + "a: &a [";
+  for (int i = 0; i < width; ++i) bomb += i ? ", x" : "x";
+  bomb += "]\n";
+  for (char c = 'b'; c <= last; ++c) {
+    bomb += std::string(1, c) + ": &" + c + " [";
+    for (int i = 0; i < width; ++i) bomb += std::string(i ? ", *" : "*") + static_cast<char>(c - 1);
+    bomb += "]\n";
+  }
+  return bomb;
+}
+
 Design make_design(const std::string& host, const std::string& extra) {
   std::string text = "instance:\n  hostname: " + host + "\n  provider: test\n" + extra;
   std::string error;

@@ -30,6 +30,10 @@ std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
 bool process_exists(int pid);
 
+// A billion-laughs document: anchor `a` is a list of `width` scalars, each next letter up to
+// `last` a list of `width` aliases to the one before; it expands to width^levels nodes.
+std::string alias_bomb(char last, int width, const std::string& head = "");
+
 // A design for `host` with optional extra top-level YAML.
 Design make_design(const std::string& host, const std::string& extra = "");
 

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "bot/util/yaml_doc.h"
+#include "tests/test_support.h"
 
 namespace jarvis {
 namespace {
@@ -43,14 +44,7 @@ TEST(YamlDoc, DepthIsBounded) {
 }
 
 TEST(YamlDoc, AnAliasBombIsRefusedWithoutExpandingIt) {
-  std::string bomb = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n";
-  char prev = 'a';
-  for (char c = 'b'; c <= 'z'; ++c) {
-    bomb += std::string(1, c) + ": &" + c + " [";
-    for (int i = 0; i < 9; ++i) bomb += std::string(i ? ",*" : "*") + prev;
-    bomb += "]\n";
-    prev = c;
-  }
+  std::string bomb = testing::alias_bomb('z', 9);
   auto start = std::chrono::steady_clock::now();
   auto e = check(bomb);
   auto took = std::chrono::steady_clock::now() - start;
