@@ -11,6 +11,7 @@
 #include <map>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -21,6 +22,9 @@
 #include "bot/chat/console/console_front.h"
 #include "bot/commands/command_service.h"
 #include "bot/design/file_design_source.h"
+#include "bot/design/ldap_design_source.h"
+#include "bot/design/url_design_source.h"
+#include "bot/net/http_client.h"
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/pipeline/worker_path.h"
@@ -272,6 +276,57 @@ int follow_job(Context& ctx, const std::function<int64_t(Engine&, std::string&)>
   return 1;
 }
 
+// LDAP names ("cn=loki") when no ldap: section is configured: say so instead of "unknown".
+class LdapNotConfigured : public DesignSource {
+ public:
+  explicit LdapNotConfigured(asio::io_context& io) : io_(io) {}
+  bool handles(const std::string& ref) const override {
+    return ref.find('=') != std::string::npos && ref.find("://") == std::string::npos;
+  }
+  void fetch(const std::string& ref, Done done) override {
+    asio::post(io_, [ref, done = std::move(done)] {
+      done(std::nullopt, ref.substr(0, 80) + " looks like an LDAP name, but LDAP is not configured (ldap: in the config)");
+    });
+  }
+
+ private:
+  asio::io_context& io_;
+};
+
+// Every design source the config enables, behind one DesignSource: files, gists and URLs, LDAP.
+struct AllDesignSources {
+  AllDesignSources(asio::io_context& io, const Config& c, std::optional<std::string> files_root)
+      : files(io, std::move(files_root)), http(io), urls(http, c.gist), no_ldap(io) {
+    all.add(urls);
+    if (c.ldap) {
+      ldap = std::make_unique<LdapDesignSource>(io, *c.ldap);
+      all.add(*ldap);
+    } else {
+      all.add(no_ldap);
+    }
+    all.add(files);
+  }
+  FileDesignSource files;
+  HttpClient http;
+  UrlDesignSource urls;
+  LdapNotConfigured no_ldap;
+  std::unique_ptr<LdapDesignSource> ldap;
+  DesignSources all;
+};
+
+// For the CLI: fetch one design, running a loop just for that.
+std::optional<Design> load_design(const Config& config, const std::string& ref, std::string& error) {
+  asio::io_context io;
+  AllDesignSources sources(io, config, std::nullopt);
+  std::optional<Design> out;
+  sources.all.fetch(ref, [&](std::optional<Design> d, std::string e) {
+    out = std::move(d);
+    error = std::move(e);
+  });
+  io.run();
+  return out;
+}
+
 int cmd_run(Context& ctx, const Args& args) {
   std::optional<std::string> pipeline;
   std::vector<std::string> words;
@@ -285,10 +340,8 @@ int cmd_run(Context& ctx, const Args& args) {
     return 2;
   }
   warn_pipeline_errors(ctx);
-  asio::io_context unused;
-  FileDesignSource designs(unused, std::nullopt);
   std::string error;
-  auto design = designs.load(words[0], error);
+  auto design = load_design(ctx.config, words[0], error);
   if (!design) {
     std::cerr << "jarvis: " << error << '\n';
     return 1;
@@ -356,8 +409,8 @@ int cmd_cancel_orphan(Context& ctx, const Args& args) {
 
 int cmd_shared(Context& ctx, const Args& args) {
   asio::io_context io;
-  FileDesignSource designs(io, std::nullopt);
-  CommandService service(*ctx.store, ctx.pipelines, designs, ctx.config.workers_path, nullptr);
+  AllDesignSources designs(io, ctx.config, std::nullopt);
+  CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, nullptr);
   Requester who{current_user(), "cli", "tty"};
   std::string text = args.command + (args.rest.empty() ? "" : " " + join(args.rest));
   int status = 0;
@@ -383,8 +436,8 @@ int cmd_serve(Context& ctx) {
   ProcessWorkerRunner runner(io, ctx.config.process);
   EngineConfig ec = ctx.config.engine_config();
   Engine engine(io, *ctx.store, runner, ec);
-  FileDesignSource designs(io, ctx.config.designs_dir);
-  CommandService service(*ctx.store, ctx.pipelines, designs, ctx.config.workers_path, &engine);
+  AllDesignSources designs(io, ctx.config, ctx.config.designs_dir);
+  CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, &engine);
   ConsoleFront console(io, service, Requester{current_user(), "console", "stdin"},
                        [](const std::string& line) { std::cout << line << '\n' << std::flush; });
   engine.add_observer([&](const EngineEvent& e) { console.announce(e); });

@@ -5,6 +5,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <strings.h>
+
 
 #include "bot/pipeline/worker_path.h"
 #include "bot/util/yaml_doc.h"
@@ -222,6 +224,86 @@ void apply_acl(const std::string& file, const YAML::Node& n, Config& c) {
   for (const auto& problem : Acl(c.acl_rules, c.acl_open).problems()) fail(file, n, problem);
 }
 
+void check_known(const std::string& file, const YAML::Node& n, const char* section,
+                 const std::vector<std::string>& known) {
+  if (!n.IsMap()) fail(file, n, std::string(section) + " must be a mapping");
+  for (auto it = n.begin(); it != n.end(); ++it)
+    if (std::find(known.begin(), known.end(), it->first.Scalar()) == known.end())
+      fail(file, it->first, "unknown key " + std::string(section) + "." + it->first.Scalar());
+}
+
+void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
+  check_known(file, n, "gist", {"api_url", "gist_hosts", "url_hosts", "token", "token_env", "token_file",
+                                "ca_file", "timeout", "max_bytes", "max_redirects", "allow_http",
+                                "design_files"});
+  GistConfig& g = c.gist;
+  if (n["api_url"]) {
+    g.api_url = text(file, n["api_url"], "gist.api_url");
+    if (g.api_url.rfind("https://", 0) != 0 && g.api_url.rfind("http://", 0) != 0)
+      fail(file, n["api_url"], "gist.api_url must be an https:// URL");
+  }
+  if (n["gist_hosts"]) g.gist_hosts = strings(file, n["gist_hosts"], "gist.gist_hosts");
+  if (n["url_hosts"]) g.url_hosts = strings(file, n["url_hosts"], "gist.url_hosts");
+  g.token = secret(file, n, "token");
+  if (n["ca_file"]) g.ca_file = text(file, n["ca_file"], "gist.ca_file");
+  if (n["timeout"]) g.timeout = duration(file, n["timeout"], "gist.timeout");
+  if (n["max_bytes"]) g.max_bytes = static_cast<size_t>(number(file, n["max_bytes"], "gist.max_bytes", 1024, design_limits().max_bytes));
+  if (n["max_redirects"]) g.max_redirects = static_cast<long>(number(file, n["max_redirects"], "gist.max_redirects", 0, 20));
+  if (n["allow_http"]) g.allow_http = boolean(file, n["allow_http"], "gist.allow_http");
+  if (n["design_files"]) g.design_files = strings(file, n["design_files"], "gist.design_files");
+  if (g.design_files.empty()) fail(file, n["design_files"], "gist.design_files must name at least one file");
+  if (g.api_url.rfind("http://", 0) == 0 && !g.allow_http)
+    fail(file, n["api_url"], "gist.api_url is plain http://: set gist.allow_http: true to allow that");
+}
+
+std::vector<std::pair<std::string, std::string>> string_pairs(const std::string& file, const YAML::Node& n,
+                                                              const char* key) {
+  if (!n.IsMap()) fail(file, n, std::string(key) + " must be a mapping");
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    YAML::Node v = it->second;
+    out.emplace_back(it->first.Scalar(), v.IsNull() ? std::string() : text(file, v, key));
+  }
+  return out;
+}
+
+void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
+  check_known(file, n, "ldap", {"uri", "starttls", "ca_file", "bind_dn", "bind_password",
+                                "bind_password_env", "bind_password_file", "base", "filter",
+                                "timeout", "attributes", "defaults", "threads"});
+  LdapSourceConfig l;
+  if (!n["uri"]) fail(file, n, "ldap.uri is missing (ldap://host:389 or ldaps://host:636)");
+  l.connect.uri = text(file, n["uri"], "ldap.uri");
+  bool ldaps = l.connect.uri.rfind("ldaps://", 0) == 0;
+  if (!ldaps && l.connect.uri.rfind("ldap://", 0) != 0)
+    fail(file, n["uri"], "ldap.uri must start with ldap:// or ldaps://");
+  if (n["starttls"]) l.connect.starttls = boolean(file, n["starttls"], "ldap.starttls");
+  if (n["ca_file"]) l.connect.ca_file = text(file, n["ca_file"], "ldap.ca_file");
+  if (n["bind_dn"]) l.connect.bind_dn = text(file, n["bind_dn"], "ldap.bind_dn");
+  l.connect.password = secret(file, n, "bind_password");
+  if (!ldaps && !l.connect.starttls && !l.connect.password.empty())
+    fail(file, n["starttls"], "ldap.starttls: false would send the bind password in clear; use StartTLS or ldaps://");
+  if (n["base"]) l.base = text(file, n["base"], "ldap.base");
+  if (!l.base.empty() && !ldap_first_rdn(l.base)) fail(file, n["base"], "ldap.base is not a DN");
+  if (n["filter"]) {
+    l.filter = text(file, n["filter"], "ldap.filter");
+    if (l.filter.size() < 3 || l.filter.front() != '(' || l.filter.back() != ')')
+      fail(file, n["filter"], "ldap.filter must be a filter in parentheses, like (objectClass=ipHost)");
+  }
+  if (n["timeout"]) l.connect.timeout = duration(file, n["timeout"], "ldap.timeout");
+  if (n["threads"]) l.threads = static_cast<int>(number(file, n["threads"], "ldap.threads", 1, 16));
+  if (n["attributes"]) {
+    // Merged over the defaults; an attribute mapped to nothing (~) is dropped.
+    for (const auto& [attr, path] : string_pairs(file, n["attributes"], "ldap.attributes")) {
+      if (!is_ldap_attribute_name(attr)) fail(file, n["attributes"], "ldap.attributes: '" + attr + "' is not an attribute name");
+      std::erase_if(l.attributes, [&](const auto& p) { return strcasecmp(p.first.c_str(), attr.c_str()) == 0; });
+      if (!path.empty()) l.attributes.emplace_back(attr, path);
+    }
+  }
+  if (n["defaults"]) l.defaults = string_pairs(file, n["defaults"], "ldap.defaults");
+  c.ldap = std::move(l);
+}
+
 void apply_file(const std::string& file, Config& c) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw std::runtime_error(file + ":0: cannot read the config file");
@@ -248,6 +330,14 @@ void apply_file(const std::string& file, Config& c) {
       if (!c.irc->tls_ca_file.empty()) c.irc->tls_ca_file = rel(c.irc->tls_ca_file);
     }
     else if (key == "chat") apply_chat(file, v, c);
+    else if (key == "gist") {
+      apply_gist(file, v, c);
+      if (!c.gist.ca_file.empty()) c.gist.ca_file = rel(c.gist.ca_file);
+    }
+    else if (key == "ldap") {
+      apply_ldap(file, v, c);
+      if (!c.ldap->connect.ca_file.empty()) c.ldap->connect.ca_file = rel(c.ldap->connect.ca_file);
+    }
     else if (key == "acl") apply_acl(file, v, c);
     else if (key == "secret_patterns") {
       c.secret_patterns = strings(file, v, "secret_patterns");

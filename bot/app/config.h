@@ -9,6 +9,8 @@
 #include "bot/chat/chat_front.h"
 #include "bot/chat/irc/irc_adapter.h"
 #include "bot/commands/acl.h"
+#include "bot/design/ldap_design_source.h"
+#include "bot/design/url_design_source.h"
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/util/log.h"
@@ -21,6 +23,8 @@ struct Config {
   std::vector<std::string> workers_path = {"workers"};
   std::string pipelines_dir = "pipelines";
   std::string designs_dir = "config/designs";  // where `deploy NAME` from chat looks
+  GistConfig gist;                   // `deploy https://gist.github.com/...`
+  std::optional<LdapSourceConfig> ldap;  // `deploy cn=loki`; off unless configured
   int max_running_jobs = 32;
   log::Format log_format = log::Format::Text;
   Millis default_timeout{std::chrono::minutes(10)};

@@ -118,4 +118,18 @@ std::optional<Design> parse_design(std::string ref, std::string text, std::strin
   return d;
 }
 
+bool DesignSources::handles(const std::string& ref) const {
+  return std::any_of(sources_.begin(), sources_.end(), [&](DesignSource* s) { return s->handles(ref); });
+}
+
+void DesignSources::fetch(const std::string& ref, Done done) {
+  for (DesignSource* s : sources_) {
+    if (s->handles(ref)) {
+      s->fetch(ref, std::move(done));
+      return;
+    }
+  }
+  done(std::nullopt, "'" + ref.substr(0, 80) + "' is not a design I can load");
+}
+
 }  // namespace jarvis

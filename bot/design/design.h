@@ -3,6 +3,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
@@ -35,6 +36,17 @@ class DesignSource {
   virtual bool handles(const std::string& ref) const = 0;
   // Loads the design; `done` runs later on the loop, never before fetch returns.
   virtual void fetch(const std::string& ref, Done done) = 0;
+};
+
+// Several sources behind one: the first that handles a ref fetches it.
+class DesignSources : public DesignSource {
+ public:
+  void add(DesignSource& source) { sources_.push_back(&source); }
+  bool handles(const std::string& ref) const override;
+  void fetch(const std::string& ref, Done done) override;
+
+ private:
+  std::vector<DesignSource*> sources_;
 };
 
 }  // namespace jarvis

@@ -1,0 +1,193 @@
+#include "bot/design/ldap_design_source.h"
+
+#include <algorithm>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "bot/util/log.h"
+
+namespace jarvis {
+namespace {
+
+constexpr size_t kMaxValues = 1000;         // per entry
+constexpr size_t kMaxValueBytes = 64 * 1024;
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+// Has an unescaped ',' or '+': a DN (or multi-valued RDN), not a bare "attr=value".
+bool has_unescaped(const std::string& s, std::string_view chars) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      ++i;
+      continue;
+    }
+    if (chars.find(s[i]) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
+YAML::Node node_at(YAML::Node root, const std::string& dotted) {
+  YAML::Node n = root;
+  size_t start = 0;
+  while (true) {
+    size_t dot = dotted.find('.', start);
+    std::string key = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (dot == std::string::npos) return n[key];
+    YAML::Node child = n[key];
+    if (!child.IsMap()) {
+      child = YAML::Node(YAML::NodeType::Map);
+      n[key] = child;
+    }
+    n.reset(child);
+    start = dot + 1;
+  }
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> LdapSourceConfig::default_attributes() {
+  // Standard host schema (device, ipHost, domainRelatedObject) plus deploy/ldap's jarvisHost.
+  return {{"cn", "instance.hostname"},
+          {"associatedDomain", "instance.fqdn"},
+          {"ipHostNumber", "instance.ip"},
+          {"l", "instance.datacenter"},
+          {"description", "instance.description"},
+          {"jarvisProvider", "instance.provider"},
+          {"jarvisSize", "instance.size"},
+          {"jarvisProviderId", "instance.node_id"},
+          {"jarvisSshFingerprint", "instance.ssh_fingerprints"}};
+}
+
+std::string design_text_from_entry(const LdapEntry& entry, const LdapSourceConfig& config) {
+  YAML::Node root(YAML::NodeType::Map);
+  auto rdn = ldap_first_rdn(entry.dn);
+  for (const auto& [attribute, path] : config.attributes) {
+    const auto* values = entry.get(attribute);
+    if (!values || values->empty()) continue;
+    YAML::Node target = node_at(root, path);
+    if (values->size() == 1) {
+      target = values->front();
+    } else if (rdn && lower(rdn->first) == lower(attribute)) {
+      target = rdn->second;  // the entry's own name among its aliases
+    } else {
+      YAML::Node list(YAML::NodeType::Sequence);
+      for (const auto& v : *values) list.push_back(v);
+      target = list;
+    }
+  }
+  for (const auto& [path, value] : config.defaults) {
+    YAML::Node target = node_at(root, path);
+    if (!target.IsDefined() || target.IsNull()) target = value;
+  }
+  YAML::Emitter out;
+  out << root;
+  return "# from LDAP: " + entry.dn + "\n" + out.c_str() + "\n";
+}
+
+LdapDesignSource::LdapDesignSource(boost::asio::io_context& io, LdapSourceConfig config)
+    : io_(io), config_(std::move(config)), pool_(std::make_unique<boost::asio::thread_pool>(static_cast<size_t>(std::max(1, config_.threads)))) {}
+
+LdapDesignSource::~LdapDesignSource() { pool_->join(); }
+
+bool LdapDesignSource::handles(const std::string& ref) const {
+  auto eq = ref.find('=');
+  return eq != std::string::npos && eq > 0 && ref.find("://") == std::string::npos;
+}
+
+std::optional<Design> LdapDesignSource::load(const std::string& ref, std::string& error) const {
+  if (ref.size() > 1024) {
+    error = "the LDAP name is longer than 1024 characters";
+    return std::nullopt;
+  }
+  const auto& base = config_.base;
+  bool full_dn = has_unescaped(ref, ",+");
+  std::string attr, value;
+  if (full_dn) {
+    if (!ldap_first_rdn(ref)) {
+      error = "'" + ref.substr(0, 120) + "' is not an LDAP DN";
+      return std::nullopt;
+    }
+    if (!base.empty() && !ldap_dn_within(ref, base)) {
+      error = ref.substr(0, 120) + " is outside " + base + ", where jarvis reads hosts";
+      return std::nullopt;
+    }
+  } else {
+    // A bare RDN, "cn=loki": the value is data for a filter, never filter syntax.
+    auto eq = ref.find('=');
+    attr = ref.substr(0, eq);
+    value = ref.substr(eq + 1);
+    if (!is_ldap_attribute_name(attr) || value.empty()) {
+      error = "'" + ref.substr(0, 120) + "' is not an LDAP name: use attribute=value, e.g. cn=loki";
+      return std::nullopt;
+    }
+    if (base.empty()) {
+      error = "ldap.base is not configured, so " + ref.substr(0, 120) + " cannot be looked up; use the full DN";
+      return std::nullopt;
+    }
+  }
+
+  auto session = LdapSession::open(config_.connect, error);
+  if (!session) return std::nullopt;
+  std::vector<std::string> wanted;
+  for (const auto& [a, path] : config_.attributes) wanted.push_back(a);
+  std::vector<LdapEntry> entries;
+  if (full_dn) {
+    entries = session->search(ref, LdapSession::Scope::Base, config_.filter, wanted, 1, error);
+    if (!error.empty()) return std::nullopt;
+    if (entries.empty()) {
+      error = "no LDAP entry " + ref.substr(0, 200);
+      return std::nullopt;
+    }
+  } else {
+    std::string filter = "(&" + config_.filter + "(" + attr + "=" + ldap_escape_filter_value(value) + "))";
+    bool more = false;
+    entries = session->search(base, LdapSession::Scope::Subtree, filter, wanted, 2, error, &more);
+    if (!error.empty()) return std::nullopt;
+    if (entries.empty()) {
+      error = "no LDAP entry " + ref.substr(0, 120) + " under " + base;
+      return std::nullopt;
+    }
+    if (entries.size() > 1 || more) {
+      error = ref.substr(0, 120) + " names several entries under " + base + " (" + entries[0].dn +
+              ", " + entries[1].dn + ", ...); use the full DN";
+      return std::nullopt;
+    }
+  }
+  const LdapEntry& entry = entries.front();
+  size_t count = 0;
+  for (const auto& [a, values] : entry.attributes) {
+    count += values.size();
+    for (const auto& v : values)
+      if (v.size() > kMaxValueBytes) {
+        error = entry.dn + ": attribute " + a + " has a value over " + std::to_string(kMaxValueBytes) + " bytes";
+        return std::nullopt;
+      }
+  }
+  if (count > kMaxValues) {
+    error = entry.dn + " has " + std::to_string(count) + " values, over the limit of " + std::to_string(kMaxValues);
+    return std::nullopt;
+  }
+  auto design = parse_design(entry.dn, design_text_from_entry(entry, config_), error);
+  if (!design) error = entry.dn + ": " + error;
+  return design;
+}
+
+void LdapDesignSource::fetch(const std::string& ref, Done done) {
+  log::info(log::kNoJob, "design: looking up {} in LDAP", ref.substr(0, 120));
+  // The guard keeps io_.run() going while the lookup is on the pool (the CLI has nothing else).
+  boost::asio::post(*pool_, [this, ref, done = std::move(done),
+                             guard = boost::asio::make_work_guard(io_)]() mutable {
+    std::string error;
+    auto design = load(ref, error);
+    boost::asio::post(io_, [done = std::move(done), design = std::move(design),
+                            error = std::move(error)]() mutable { done(std::move(design), std::move(error)); });
+    guard.reset();
+  });
+}
+
+}  // namespace jarvis

@@ -1,0 +1,54 @@
+#pragma once
+// Designs from LDAP host entries: "cn=loki,ou=Hosts,dc=example,dc=com" reads that entry,
+// a bare "cn=loki" searches for it under the configured base. libldap's calls block, so they
+// run on a small pool of threads; answers come back on the loop.
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include "bot/design/design.h"
+#include "bot/ldap/ldap_session.h"
+
+namespace boost::asio {
+class thread_pool;
+}
+
+namespace jarvis {
+
+struct LdapSourceConfig {
+  LdapConnectOptions connect;
+  std::string base;                      // bare RDNs are searched here; DNs must lie under it
+  std::string filter = "(objectClass=*)";  // and-ed with the RDN's assertion
+  // LDAP attribute -> dotted path in the design; multi-valued attributes become lists.
+  std::vector<std::pair<std::string, std::string>> attributes = default_attributes();
+  // Dotted path -> value, for fields the entry does not give (e.g. instance.provider).
+  std::vector<std::pair<std::string, std::string>> defaults;
+  int threads = 2;
+
+  static std::vector<std::pair<std::string, std::string>> default_attributes();
+};
+
+// Builds the design document (YAML text) from an entry; `rdn_value` is the entry's own name,
+// which wins when the naming attribute has several values (cn: loki, cn: loki.example.com).
+std::string design_text_from_entry(const LdapEntry& entry, const LdapSourceConfig& config);
+
+class LdapDesignSource : public DesignSource {
+ public:
+  LdapDesignSource(boost::asio::io_context& io, LdapSourceConfig config);
+  ~LdapDesignSource() override;  // waits for lookups in flight (each bounded by the timeout)
+  bool handles(const std::string& ref) const override;
+  void fetch(const std::string& ref, Done done) override;
+
+  // The blocking lookup (run on the pool; public for tests).
+  std::optional<Design> load(const std::string& ref, std::string& error) const;
+
+ private:
+  boost::asio::io_context& io_;
+  LdapSourceConfig config_;
+  std::unique_ptr<boost::asio::thread_pool> pool_;
+};
+
+}  // namespace jarvis
