@@ -54,5 +54,50 @@ TEST(Design, ABillionLaughsIsRefusedQuickly) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
 }
 
+TEST(Design, AClusterIsOneDesignPerHostWithTheSharedFields) {
+  std::string error;
+  auto d = parse_design("web.yaml",
+                        "cluster: Web\n"
+                        "instance:\n  provider: sandbox\n  size: '007'\n"
+                        "instances:\n"
+                        "  - hostname: web1\n    fqdn: web1.example.com\n"
+                        "  - {hostname: web2, size: 2048}\n"
+                        "sandbox: {delay_ms: 0}\n",
+                        error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(d->cluster, "web");
+  EXPECT_TRUE(d->hostname.empty());
+  ASSERT_EQ(d->members.size(), 2u);
+  const Design& web1 = d->members[0];
+  EXPECT_EQ(web1.hostname, "web1");
+  EXPECT_EQ(web1.cluster, "web");
+  const YAML::Node& r1 = web1.root;
+  EXPECT_EQ(r1["instance"]["provider"].Scalar(), "sandbox") << "inherited";
+  EXPECT_EQ(r1["instance"]["fqdn"].Scalar(), "web1.example.com");
+  EXPECT_FALSE(r1["instances"]) << "each host sees only its own instance";
+  EXPECT_EQ(r1["sandbox"]["delay_ms"].Scalar(), "0") << "other keys are kept";
+  EXPECT_NE(web1.text.find("\"007\""), std::string::npos) << "a quoted string stays quoted:\n" << web1.text;
+  const YAML::Node& r2 = d->members[1].root;
+  EXPECT_EQ(r2["instance"]["size"].Scalar(), "2048") << "the host's own value wins";
+}
+
+TEST(Design, ClusterErrorsNameTheHostAndTheLine) {
+  EXPECT_EQ(problem("instances:\n  - hostname: a\n"),
+            "a design with instances: needs cluster: NAME (line 2), the name status reports the hosts under");
+  EXPECT_EQ(problem("cluster: 'we b'\ninstances:\n  - hostname: a\n"),
+            "cluster (line 1) is not a cluster name: use 1-63 letters, digits and '-'");
+  EXPECT_EQ(problem("cluster: web\ninstances: []\n"), "instances (line 2) must be a list of instance mappings");
+  EXPECT_EQ(problem("cluster: web\ninstances:\n  - hostname: a\n  - fqdn: b.example.com\n"),
+            "instances[2] (line 4) has no hostname");
+  EXPECT_EQ(problem("cluster: web\ninstances:\n  - hostname: a\n  - hostname: -b\n"),
+            "instances[2]: instance.hostname '-b' (line 4) is not a host name: use 1-63 letters, digits "
+            "and '-', not starting or ending with '-'");
+  EXPECT_EQ(problem("cluster: web\ninstances:\n  - hostname: a\n  - hostname: A\n"),
+            "instances[2] (line 4): a is listed twice");
+  std::string many = "cluster: web\ninstances:\n";
+  for (int i = 0; i <= static_cast<int>(kMaxClusterHosts); ++i) many += "  - hostname: h" + std::to_string(i) + "\n";
+  EXPECT_EQ(problem(many), "instances (line 3) lists 101 hosts; a cluster design may list at most 100");
+}
+
 }  // namespace
 }  // namespace jarvis

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "bot/store/sqlite_job_store.h"
 #include "tests/test_support.h"
@@ -123,6 +124,50 @@ TEST(SqliteStore, LogAndAuditKeepOrder) {
   ASSERT_EQ(trail.size(), 2u);
   EXPECT_EQ(trail[1].who, "mallory");
   EXPECT_GT(trail[1].at_ms, 0);
+}
+
+TEST(SqliteStore, AGroupIsTheLatestJobOfEachOfItsHosts) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  auto member = [&](const std::string& host) {
+    NewJob j = new_job(host);
+    j.group = "web";
+    return store.create_job(j, "e1").id;
+  };
+  int64_t a = member("web1");
+  member("web2");
+  store.create_job(new_job("db1"), "e1");
+  store.stage_failed(a, 0, 1, 5, "boom");
+  int64_t again = member("web1");
+  auto members = store.latest_in_group("web");
+  ASSERT_EQ(members.size(), 2u);
+  EXPECT_EQ(members[0].host, "web1");
+  EXPECT_EQ(members[0].id, again) << "the retry of web1, not the failed job";
+  EXPECT_EQ(members[0].group, "web");
+  EXPECT_EQ(members[1].host, "web2");
+  EXPECT_TRUE(store.latest_in_group("db1").empty());
+}
+
+TEST(SqliteStore, AStoreFromBeforeGroupsGetsTheColumn) {
+  TempDir dir;
+  {
+    SqliteJobStore store(dir.file("j.db"));
+    store.create_job(new_job("loki"), "e1");
+  }
+  // Drop the column, as a store written by the previous version would be.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir.file("j.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DROP INDEX jobs_by_group; ALTER TABLE jobs DROP COLUMN group_name", nullptr,
+                         nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  SqliteJobStore store(dir.file("j.db"));
+  auto j = store.latest_for_host("loki");
+  ASSERT_TRUE(j);
+  EXPECT_EQ(j->group, "");
+  NewJob w = new_job("web1");
+  w.group = "web";
+  EXPECT_GT(store.create_job(w, "e1").id, 0);
+  EXPECT_EQ(store.latest_in_group("web").size(), 1u);
 }
 
 }  // namespace

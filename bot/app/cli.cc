@@ -346,6 +346,12 @@ int cmd_run(Context& ctx, const Args& args) {
     std::cerr << "jarvis: " << error << '\n';
     return 1;
   }
+  if (!design->members.empty()) {
+    std::cerr << "jarvis: " << words[0] << " is cluster " << design->cluster << " ("
+              << design->members.size() << " hosts): deploy it through jarvis serve (chat or its "
+              << "console), where the hosts run together; \"jarvis plan\" shows what would run\n";
+    return 2;
+  }
   const Pipeline* p = ctx.pipelines.select(design->root, pipeline, error);
   if (!p) {
     std::cerr << "jarvis: " << design->hostname << ": " << error << '\n';

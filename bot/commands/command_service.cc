@@ -1,6 +1,7 @@
 #include "bot/commands/command_service.h"
 
 #include <ctime>
+#include <map>
 
 #include "bot/pipeline/worker_path.h"
 #include "bot/util/duration.h"
@@ -159,9 +160,32 @@ std::optional<JobRecord> CommandService::find_job(const std::string& argument,
 Reply CommandService::status(const Command& c) {
   std::string error;
   auto j = find_job(c.argument, error);
-  if (!j) return {{error}, false};
+  if (!j) {
+    // Not a host with jobs: perhaps a cluster deployed as a group.
+    std::string ignored;
+    if (auto t = parse_target(c.argument, ignored); t && !t->job)
+      if (auto members = store_.latest_in_group(t->host); !members.empty())
+        return cluster_status(t->host, members);
+    return {{error}, false};
+  }
   int ahead = j->state == JobState::Queued ? store_.queued_ahead(j->id) : 0;
   return {{describe_job(*j, ahead, now_ms())}};
+}
+
+Reply CommandService::cluster_status(const std::string& group, const std::vector<JobRecord>& members) {
+  int64_t now = now_ms();
+  std::map<JobState, int> counts;
+  for (const auto& j : members) ++counts[j.state];
+  std::string summary;
+  for (auto st : {JobState::Ready, JobState::Running, JobState::Queued, JobState::Failed, JobState::Cancelled})
+    if (counts[st]) summary += (summary.empty() ? "" : ", ") + std::to_string(counts[st]) + " " + std::string(to_string(st));
+  Reply r;
+  bool done = counts[JobState::Ready] == static_cast<int>(members.size());
+  r.lines.push_back("cluster " + group + ": " + std::to_string(members.size()) + " hosts, " +
+                    (done ? "all ready" : summary));
+  for (const auto& j : members)
+    r.lines.push_back(describe_job(j, j.state == JobState::Queued ? store_.queued_ahead(j.id) : 0, now));
+  return r;
 }
 
 Reply CommandService::jobs() {
@@ -241,7 +265,9 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
   designs_.fetch(c.argument, [this, c, who, done = std::move(done)](std::optional<Design> design,
                                                                      std::string error) {
     Reply r;
-    if (!design) {
+    if (design && !design->members.empty()) {
+      r = c.verb == Verb::Plan ? plan_cluster(c, *design) : deploy_cluster(c, who, *design);
+    } else if (!design) {
       r = {{"cannot " + std::string(verb_name(c.verb)) + ": " + error}, false};
     } else if (const Pipeline* p = pipelines_.select(design->root, c.pipeline, error); !p) {
       r = {{design->hostname + ": cannot " + std::string(verb_name(c.verb)) + ": " + error}, false};
@@ -286,6 +312,74 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
     audit(who, c, r);
     done(std::move(r));
   });
+}
+
+Reply CommandService::plan_cluster(const Command& c, const Design& cluster) {
+  Reply r;
+  r.lines.push_back("cluster " + cluster.cluster + ": plan for " + std::to_string(cluster.members.size()) +
+                    " hosts; nothing runs");
+  for (const auto& m : cluster.members) {
+    std::string error;
+    const Pipeline* p = pipelines_.select(m.root, c.pipeline, error);
+    if (!p) {
+      r.lines.push_back(m.hostname + ": " + error);
+      r.ok = false;
+      continue;
+    }
+    auto missing = missing_workers(workers_path_, *p);
+    std::string line = m.hostname + ": " + p->name + " (" + std::to_string(p->tasks.size()) + " stages)";
+    if (!missing.empty()) {
+      line += " MISSING workers:";
+      for (const auto& t : missing) line += " " + t;
+      r.ok = false;
+    }
+    if (auto current = store_.latest_for_host(m.hostname); current && is_active(current->state))
+      line += "; note: job " + std::to_string(current->id) + " is in flight, a deploy now would be refused";
+    r.lines.push_back(line);
+  }
+  return r;
+}
+
+Reply CommandService::deploy_cluster(const Command& c, const Requester& who, const Design& cluster) {
+  // All or nothing: every host must have a pipeline and be free before any job starts.
+  std::vector<const Pipeline*> chosen;
+  Reply refused{{}, false};
+  int64_t now = now_ms();
+  for (const auto& m : cluster.members) {
+    std::string error;
+    const Pipeline* p = pipelines_.select(m.root, c.pipeline, error);
+    if (!p) refused.lines.push_back(m.hostname + ": " + error);
+    else if (auto missing = missing_workers(workers_path_, *p); !missing.empty())
+      refused.lines.push_back(m.hostname + ": pipeline " + p->name + " has no worker for " + missing.front());
+    else if (auto current = store_.latest_for_host(m.hostname); current && is_active(current->state))
+      refused.lines.push_back(m.hostname + ": already in flight: " + describe_job(*current, 0, now));
+    chosen.push_back(p);
+  }
+  if (!refused.lines.empty()) {
+    refused.lines.insert(refused.lines.begin(), "cluster " + cluster.cluster + ": not starting any of its " +
+                                                     std::to_string(cluster.members.size()) + " hosts:");
+    return refused;
+  }
+  Reply r;
+  std::string started, pipelines;
+  for (size_t i = 0; i < cluster.members.size(); ++i) {
+    const Design& m = cluster.members[i];
+    auto s = engine_->submit(m, *chosen[i], who.who, who.protocol + ":" + who.place);
+    if (!s.job) {
+      // Lost a race with another process for this host: say so, the others go on.
+      r.ok = false;
+      r.lines.push_back(m.hostname + ": not started: " +
+                        (s.conflict ? "already in flight (job " + std::to_string(s.conflict->id) + ")" : s.error));
+      continue;
+    }
+    started += (started.empty() ? "" : ", ") + m.hostname + " (job " + std::to_string(s.job) + ")";
+    if (pipelines.find(chosen[i]->name) == std::string::npos)
+      pipelines += (pipelines.empty() ? "" : ", ") + chosen[i]->name;
+  }
+  r.lines.insert(r.lines.begin(), "cluster " + cluster.cluster + ": deploying " +
+                                      std::to_string(cluster.members.size()) + " hosts with " + pipelines +
+                                      ": " + started + ". Say \"status " + cluster.cluster + "\" for all of them.");
+  return r;
 }
 
 Reply CommandService::audit_trail(const Command& c) {

@@ -60,6 +60,9 @@ class CommandService {
   Reply help(const Command& c, const Requester& who);
   Reply audit_trail(const Command& c);
   void deploy_or_plan(const Command& c, const Requester& who, Done done);
+  Reply plan_cluster(const Command& c, const Design& cluster);
+  Reply deploy_cluster(const Command& c, const Requester& who, const Design& cluster);
+  Reply cluster_status(const std::string& group, const std::vector<JobRecord>& members);
   std::optional<JobRecord> find_job(const std::string& argument, std::string& error);
   void audit(const Requester& who, const Command& c, const Reply& reply);
 

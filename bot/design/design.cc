@@ -89,6 +89,141 @@ std::optional<std::string> check_instance(const YAML::Node& instance) {
   return std::nullopt;
 }
 
+// Writes a node back as YAML, keeping scalars that were quoted quoted ('007' stays a string
+// for the next reader; yaml-cpp's own emitter would drop the quotes).
+void emit_preserving(YAML::Emitter& out, const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Map:
+      out << YAML::BeginMap;
+      for (auto it = n.begin(); it != n.end(); ++it) {
+        out << YAML::Key;
+        emit_preserving(out, it->first);
+        out << YAML::Value;
+        emit_preserving(out, it->second);
+      }
+      out << YAML::EndMap;
+      break;
+    case YAML::NodeType::Sequence:
+      out << YAML::BeginSeq;
+      for (const auto& item : n) emit_preserving(out, item);
+      out << YAML::EndSeq;
+      break;
+    case YAML::NodeType::Scalar:
+      if (n.Tag() == "!") out << YAML::DoubleQuoted;
+      out << n.Scalar();
+      break;
+    default:
+      out << YAML::Null;
+  }
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+// A cluster design: `cluster: NAME`, `instances:` (one mapping per host) and optionally a
+// shared `instance:` whose fields each host inherits unless it sets them itself.
+std::optional<Design> parse_cluster(std::string ref, std::string text, YAML::Node root,
+                                    std::string& error) {
+  const YAML::Node& r = root;
+  const YAML::Node name = r["cluster"];
+  if (!name) {
+    error = "a design with instances: needs cluster: NAME (line " +
+            std::to_string(r["instances"].Mark().line + 1) + "), the name status reports the hosts under";
+    return std::nullopt;
+  }
+  if (!name.IsScalar() || !is_valid_hostname(name.Scalar())) {
+    error = "cluster (" + line_of(name) + ") is not a cluster name: use 1-63 letters, digits and '-'";
+    return std::nullopt;
+  }
+  const YAML::Node list = r["instances"];
+  if (!list.IsSequence() || list.size() == 0) {
+    error = "instances (" + line_of(list) + ") must be a list of instance mappings";
+    return std::nullopt;
+  }
+  if (list.size() > kMaxClusterHosts) {
+    error = "instances (" + line_of(list) + ") lists " + std::to_string(list.size()) +
+            " hosts; a cluster design may list at most " + std::to_string(kMaxClusterHosts);
+    return std::nullopt;
+  }
+  const YAML::Node shared = r["instance"];
+  if (shared && !shared.IsMap()) {
+    error = "instance (" + line_of(shared) + ") must be a mapping of the fields the hosts share";
+    return std::nullopt;
+  }
+  Design d;
+  d.cluster = lower(name.Scalar());
+  std::vector<std::string> seen;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const YAML::Node member = list[i];
+    std::string where = "instances[" + std::to_string(i + 1) + "] (" + line_of(member) + ")";
+    if (!member.IsMap()) {
+      error = where + " must be a mapping of the host's fields";
+      return std::nullopt;
+    }
+    if (!member["hostname"]) {
+      error = where + " has no hostname";
+      return std::nullopt;
+    }
+    // Each key once: shared fields the host does not set, then the host's own.
+    YAML::Node merged(YAML::NodeType::Map);
+    if (shared)
+      for (auto it = shared.begin(); it != shared.end(); ++it)
+        if (!member[it->first.Scalar()]) {
+          YAML::Node v = it->second;
+          merged[it->first.Scalar()] = v;
+        }
+    for (auto it = member.begin(); it != member.end(); ++it) {
+      YAML::Node v = it->second;
+      merged[it->first.Scalar()] = v;
+    }
+    if (auto problem = check_instance(merged)) {
+      error = "instances[" + std::to_string(i + 1) + "]: " + *problem;
+      return std::nullopt;
+    }
+    std::string host = lower(merged["hostname"].Scalar());
+    if (std::find(seen.begin(), seen.end(), host) != seen.end()) {
+      error = where + ": " + host + " is listed twice";
+      return std::nullopt;
+    }
+    seen.push_back(host);
+    // The host's own design: the document with its instance in place of the list.
+    YAML::Emitter out;
+    out << YAML::BeginMap;
+    bool placed = false;
+    for (auto it = r.begin(); it != r.end(); ++it) {
+      std::string key = it->first.Scalar();
+      if (key == "instance" || key == "instances") {
+        if (placed) continue;
+        placed = true;
+        out << YAML::Key << "instance" << YAML::Value;
+        emit_preserving(out, merged);
+        continue;
+      }
+      out << YAML::Key;
+      emit_preserving(out, it->first);
+      out << YAML::Value;
+      emit_preserving(out, it->second);
+    }
+    out << YAML::EndMap;
+    std::string member_error;
+    auto host_design = parse_design(ref, "# host " + host + " of cluster " + d.cluster + "\n" +
+                                             out.c_str() + "\n",
+                                    member_error);
+    if (!host_design) {
+      error = where + ": " + member_error;
+      return std::nullopt;
+    }
+    host_design->cluster = d.cluster;
+    d.members.push_back(std::move(*host_design));
+  }
+  d.ref = std::move(ref);
+  d.text = std::move(text);
+  d.root = std::move(root);
+  return d;
+}
+
 }  // namespace
 
 std::optional<Design> parse_design(std::string ref, std::string text, std::string& error) {
@@ -100,6 +235,7 @@ std::optional<Design> parse_design(std::string ref, std::string text, std::strin
     return std::nullopt;
   }
   const YAML::Node& root = d.root;
+  if (root["instances"]) return parse_cluster(std::move(ref), std::move(text), d.root, error);
   const YAML::Node instance = root["instance"];
   if (!instance || !instance.IsMap()) {
     error = instance ? "instance (" + line_of(instance) + ") must be a mapping of the host's fields"

@@ -15,8 +15,15 @@ struct Design {
   std::string ref;       // what the user named: a file, later a gist URL or an LDAP DN
   std::string text;      // the document exactly as loaded; the first worker reads this
   YAML::Node root;       // parsed, for reading fields (never re-emitted)
-  std::string hostname;  // instance.hostname, lower-cased
+  std::string hostname;  // instance.hostname, lower-cased; empty for a cluster
+  // A cluster: `cluster: NAME` with `instances:`, one design per host (each with its own
+  // `instance:`, the shared `instance:` fields under its own), deployed as one group.
+  std::string cluster;
+  std::vector<Design> members;
 };
+
+// Most hosts one cluster design may list.
+constexpr size_t kMaxClusterHosts = 100;
 
 // Limits for designs: small documents, shallow nesting, few aliases.
 YamlLimits design_limits();

@@ -177,7 +177,7 @@ SubmitResult Engine::submit(const Design& design, const Pipeline& pipeline,
     return result;
   }
   NewJob job{design.hostname, design.ref, pipeline.name, pipeline.tasks, requested_by, origin,
-             design.text};
+             design.text, design.cluster};
   auto created = store_.create_job(job, id_);
   if (!created.id) {
     result.conflict = created.conflict;

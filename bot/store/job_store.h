@@ -35,6 +35,7 @@ struct JobRecord {
   std::string cancelled_by;
   std::string clipboard;  // the clipboard before `stage`
   int worker_pid = 0;     // process group of the running worker, for cleanup after a crash
+  std::string group;      // the cluster this job deploys a host of ("" for a single host)
 
   int stage_count() const { return static_cast<int>(tasks.size()); }
 };
@@ -44,6 +45,7 @@ struct NewJob {
   std::vector<TaskSpec> tasks;
   std::string requested_by, origin;
   std::string clipboard;
+  std::string group;  // cluster name, when the design listed several instances
 };
 
 struct CreateResult {
@@ -83,6 +85,8 @@ class JobStore {
   virtual std::vector<JobRecord> active_jobs() = 0;  // queued and running, oldest first
   virtual std::vector<JobRecord> recent_finished(int limit) = 0;
   virtual int queued_ahead(int64_t id) = 0;  // queued jobs created before this one
+  // The latest job of each host deployed as part of cluster `group`, by host name.
+  virtual std::vector<JobRecord> latest_in_group(const std::string& group) = 0;
 
   virtual void mark_running(int64_t id, int64_t now) = 0;
   // Back to waiting for a slot (an adopted job), keeping its stage and clipboard.

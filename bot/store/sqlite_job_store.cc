@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   cancel_requested INTEGER NOT NULL DEFAULT 0,
   cancelled_by TEXT NOT NULL DEFAULT '',
   worker_pid INTEGER NOT NULL DEFAULT 0,
-  stage_count INTEGER NOT NULL
+  stage_count INTEGER NOT NULL,
+  group_name TEXT NOT NULL DEFAULT ''
 );
 -- The documents live apart from the job row: the row changes at every stage and must stay
 -- small, while the clipboard changes only when a worker prints a new one.
@@ -195,6 +196,7 @@ JobRecord read_job(const Stmt& s) {
   j.cancel_requested = s.i64(17) != 0;
   j.cancelled_by = s.text(18);
   j.worker_pid = static_cast<int>(s.i64(19));
+  j.group = s.text(20);
   return j;
 }
 
@@ -226,6 +228,7 @@ SqliteJobStore::SqliteJobStore(const std::string& path) : cache_(std::make_uniqu
   exec("PRAGMA synchronous=NORMAL");
   exec("PRAGMA foreign_keys=ON");
   exec(kSchema);
+  migrate();
   exec("PRAGMA wal_autocheckpoint=0");
   checkpointer_ = std::thread([this, path] { checkpoint_loop(path); });
 }
@@ -263,6 +266,18 @@ void SqliteJobStore::checkpoint_loop(std::string path) {
   sqlite3_close(db);
 }
 
+// Stores made by an older jarvis get the columns added since; CREATE TABLE IF NOT EXISTS
+// leaves an existing table as it was.
+void SqliteJobStore::migrate() {
+  bool has_group = false;
+  auto& s = prepare("SELECT name FROM pragma_table_info('jobs')");
+  while (s.step())
+    if (s.text(0) == "group_name") has_group = true;
+  s.reset();
+  if (!has_group) exec("ALTER TABLE jobs ADD COLUMN group_name TEXT NOT NULL DEFAULT ''");
+  exec("CREATE INDEX IF NOT EXISTS jobs_by_group ON jobs(group_name, host) WHERE group_name != ''");
+}
+
 void SqliteJobStore::exec(const char* sql) {
   char* err = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
@@ -290,17 +305,18 @@ std::vector<JobRecord> SqliteJobStore::query_jobs(const char* sql, std::optional
 #define JOB_SELECT                                                                            \
   "SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, requested_by, origin, " \
   "created_ms, started_ms, ended_ms, stage_started_ms, retry_at_ms, reason, owner, "           \
-  "cancel_requested, cancelled_by, worker_pid FROM jobs "
+  "cancel_requested, cancelled_by, worker_pid, group_name FROM jobs "
 
 CreateResult SqliteJobStore::create_job(const NewJob& job, const std::string& owner) {
   CreateResult result;
   try {
     Transaction tx(db_);
     prepare("INSERT INTO jobs (host, design_ref, pipeline, tasks, state, requested_by, origin, "
-            "created_ms, owner, stage_count) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)")
+            "created_ms, owner, stage_count, group_name) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)")
         .bind(1, job.host).bind(2, job.design_ref).bind(3, job.pipeline)
         .bind(4, encode_tasks(job.tasks)).bind(5, job.requested_by).bind(6, job.origin)
         .bind(7, now_ms()).bind(8, owner).bind(9, static_cast<int64_t>(job.tasks.size()))
+        .bind(10, job.group)
         .run();
     result.id = sqlite3_last_insert_rowid(db_);
     prepare("INSERT INTO job_documents (job_id, design, clipboard) VALUES (?, ?, ?)")
@@ -329,6 +345,16 @@ std::optional<JobRecord> SqliteJobStore::latest_for_host(const std::string& host
   s.bind(1, host);
   std::optional<JobRecord> out;
   if (s.step()) out = read_job(s);
+  s.reset();
+  return out;
+}
+
+std::vector<JobRecord> SqliteJobStore::latest_in_group(const std::string& group) {
+  auto& s = prepare(JOB_SELECT "WHERE id IN (SELECT max(id) FROM jobs WHERE group_name = ? "
+                    "GROUP BY host) ORDER BY host");
+  s.bind(1, group);
+  std::vector<JobRecord> out;
+  while (s.step()) out.push_back(read_job(s));
   s.reset();
   return out;
 }

@@ -24,6 +24,7 @@ class SqliteJobStore : public JobStore {
   CreateResult create_job(const NewJob& job, const std::string& owner) override;
   std::optional<JobRecord> job(int64_t id) override;
   std::optional<JobRecord> latest_for_host(const std::string& host) override;
+  std::vector<JobRecord> latest_in_group(const std::string& group) override;
   std::vector<JobRecord> active_jobs() override;
   std::vector<JobRecord> recent_finished(int limit) override;
   int queued_ahead(int64_t id) override;
@@ -56,6 +57,7 @@ class SqliteJobStore : public JobStore {
   class Statement;
   Statement& prepare(const char* sql);
   void exec(const char* sql);
+  void migrate();
   std::vector<JobRecord> query_jobs(const char* sql, std::optional<int64_t> arg);
 
   void checkpoint_loop(std::string path);

@@ -1,0 +1,160 @@
+// The parts of the gist/URL and LDAP design sources that need no server: what a ref means,
+// which file of a gist is the design, filter escaping, entry -> design. The servers themselves
+// are exercised by tests/integration/gist_designs.py and ldap_designs.py.
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+
+#include "bot/design/ldap_design_source.h"
+#include "bot/design/url_design_source.h"
+
+namespace jarvis {
+namespace {
+
+struct UrlSource : ::testing::Test {
+  boost::asio::io_context io;
+  HttpClient http{io};
+  GistConfig config() {
+    GistConfig c;
+    c.api_url = "https://ghe.example.com/api/v3/";
+    c.gist_hosts = {"gist.github.com", "ghe.example.com"};
+    return c;
+  }
+};
+
+TEST_F(UrlSource, GistPageUrlsBecomeApiCalls) {
+  UrlDesignSource s(http, config());
+  std::string error;
+  for (const char* ref : {"https://gist.github.com/912450", "https://gist.github.com/whitejs/912450/",
+                          "https://GIST.github.com/whitejs/912450#file-loki-yaml",
+                          "https://ghe.example.com/gist/whitejs/912450"}) {
+    auto t = s.target(ref, error);
+    ASSERT_TRUE(t) << ref << ": " << error;
+    EXPECT_TRUE(t->gist);
+    EXPECT_EQ(t->gist_id, "912450");
+    EXPECT_EQ(t->url, "https://ghe.example.com/api/v3/gists/912450") << "one slash, whatever the config had";
+  }
+  EXPECT_EQ(s.target("https://gist.github.com/a/912450#file-Loki-yaml", error)->file_hint, "loki-yaml");
+}
+
+TEST_F(UrlSource, RefusesWhatItShouldNotFetch) {
+  UrlDesignSource s(http, config());
+  auto why = [&](const std::string& ref) {
+    std::string error;
+    return s.target(ref, error) ? std::string("accepted") : error;
+  };
+  EXPECT_EQ(why("http://gist.github.com/1"), "only https:// URLs are allowed");
+  EXPECT_EQ(why("https://internal.example.com/secrets.yaml"),
+            "host internal.example.com is not one jarvis fetches designs from (gist.url_hosts)");
+  EXPECT_EQ(why("https://gist.githubusercontent.com@evil.example/x"),
+            "URLs with a user name or password are not accepted (use gist.token_file)");
+  EXPECT_EQ(why("https://gist.github.com/a/b/c"),
+            "'https://gist.github.com/a/b/c' is not a gist URL (https://gist.github.com/<id> or /<user>/<id>)");
+  EXPECT_EQ(why("https://gist.github.com/../../x"),
+            "'https://gist.github.com/../../x' is not a gist URL (https://gist.github.com/<id> or /<user>/<id>)");
+  EXPECT_EQ(why("https://gist.github.com/1 2"), "the URL has spaces or control characters");
+  EXPECT_EQ(why("https://gist.githubusercontent.com/u/1/raw/loki.yaml"), "accepted");
+}
+
+TEST_F(UrlSource, PicksTheDesignAmongTheFilesOfAGist) {
+  UrlDesignSource s(http, config());
+  std::string error, file;
+  UrlTarget t;
+  t.gist = true;
+  t.gist_id = "42";
+  const std::string two = R"({"id": "42", "files": {
+      "README.md": {"filename": "README.md", "size": 5, "truncated": false, "content": "# hi\n"},
+      "Design.yaml": {"filename": "Design.yaml", "size": 30, "truncated": false,
+                      "content": "instance:\n  hostname: loki\n  note: \"caf\u00e9 \\\\ /\"\n"}}})";
+  auto content = s.design_from_gist(two, t, file, error);
+  ASSERT_TRUE(content) << error;
+  EXPECT_EQ(file, "Design.yaml");
+  EXPECT_EQ(*content, "instance:\n  hostname: loki\n  note: \"caf\xc3\xa9 \\\\ /\"\n") << "JSON escapes decoded";
+
+  const std::string none = R"({"files": {"a.yaml": {"content": "x: 1"}, "b.yaml": {"content": "y: 2"}}})";
+  EXPECT_FALSE(s.design_from_gist(none, t, file, error));
+  EXPECT_EQ(error, "gist 42 has 2 files (a.yaml, b.yaml) and none is named design.yaml; name the "
+                   "design file so, or add #file-<name> to the URL");
+  t.file_hint = "b-yaml";
+  ASSERT_TRUE(s.design_from_gist(none, t, file, error)) << error;
+  EXPECT_EQ(file, "b.yaml");
+  t.file_hint = "c-yaml";
+  EXPECT_FALSE(s.design_from_gist(none, t, file, error));
+  EXPECT_EQ(error, "gist 42 has no file for #file-c-yaml");
+  t.file_hint.clear();
+
+  const std::string cut = R"({"files": {"big.yaml": {"size": 3000000, "truncated": true, "content": "x: 1"}}})";
+  EXPECT_FALSE(s.design_from_gist(cut, t, file, error));
+  EXPECT_EQ(error, "gist 42 file big.yaml is too big: 3000000 bytes, over the 1048576-byte limit for designs");
+  EXPECT_FALSE(s.design_from_gist("<html>rate limited</html>", t, file, error));
+  EXPECT_NE(error.find("the gist API's answer is not JSON"), std::string::npos) << error;
+}
+
+TEST(Ldap, FilterValuesAreEscapedPerRfc4515) {
+  EXPECT_EQ(ldap_escape_filter_value("loki"), "loki");
+  EXPECT_EQ(ldap_escape_filter_value("*)(uid=*"), "\\2a\\29\\28uid=\\2a");
+  EXPECT_EQ(ldap_escape_filter_value("a\\b"), "a\\5cb");
+  EXPECT_EQ(ldap_escape_filter_value(std::string("a\0b", 3)), "a\\00b");
+  EXPECT_EQ(ldap_escape_dn_value("a,b+c"), "a\\,b\\+c");
+  EXPECT_EQ(ldap_escape_dn_value(" #x "), "\\ #x\\ ");
+  EXPECT_TRUE(is_ldap_attribute_name("cn"));
+  EXPECT_TRUE(is_ldap_attribute_name("2.5.4.3"));
+  EXPECT_FALSE(is_ldap_attribute_name("cn)(uid"));
+  EXPECT_FALSE(is_ldap_attribute_name("1cn"));
+}
+
+TEST(Ldap, DnsAreComparedNormalized) {
+  EXPECT_TRUE(ldap_dn_within("cn=loki,ou=Hosts,dc=example,dc=com", "ou=hosts, dc=Example,dc=com"));
+  EXPECT_TRUE(ldap_dn_within("ou=Hosts,dc=example,dc=com", "ou=Hosts,dc=example,dc=com"));
+  EXPECT_FALSE(ldap_dn_within("cn=admin,dc=example,dc=com", "ou=Hosts,dc=example,dc=com"));
+  EXPECT_FALSE(ldap_dn_within("cn=x,ou=NotHosts,dc=example,dc=com", "ou=Hosts,dc=example,dc=com"));
+  EXPECT_FALSE(ldap_dn_within("not a dn", "ou=Hosts,dc=example,dc=com"));
+  auto rdn = ldap_first_rdn("cn=lo\\,ki,ou=Hosts");
+  ASSERT_TRUE(rdn);
+  EXPECT_EQ(rdn->first, "cn");
+  EXPECT_EQ(rdn->second, "lo,ki");
+}
+
+TEST(Ldap, AnEntryBecomesADesign) {
+  LdapEntry e;
+  e.dn = "cn=loki,ou=Hosts,dc=example,dc=com";
+  e.attributes = {{"cn", {"loki.example.com", "loki"}},
+                  {"associatedDomain", {"loki.example.com"}},
+                  {"ipHostNumber", {"10.0.0.7", "fd00::7"}},
+                  {"jarvisSize", {"007"}}};
+  LdapSourceConfig config;
+  config.defaults = {{"instance.provider", "sandbox"}, {"instance.size", "999"}};
+  std::string error;
+  auto d = parse_design(e.dn, design_text_from_entry(e, config), error);
+  ASSERT_TRUE(d) << error << "\n" << design_text_from_entry(e, config);
+  EXPECT_EQ(d->hostname, "loki") << "the entry's own name among its cn values";
+  const YAML::Node& root = d->root;
+  EXPECT_EQ(root["instance"]["fqdn"].Scalar(), "loki.example.com");
+  ASSERT_TRUE(root["instance"]["ip"].IsSequence()) << "several values become a list";
+  EXPECT_EQ(root["instance"]["ip"][1].Scalar(), "fd00::7");
+  EXPECT_EQ(root["instance"]["provider"].Scalar(), "sandbox") << "a default fills a gap";
+  EXPECT_EQ(root["instance"]["size"].Scalar(), "007") << "the entry wins over a default";
+  EXPECT_NE(d->text.find("# from LDAP: cn=loki,ou=Hosts,dc=example,dc=com"), std::string::npos);
+}
+
+TEST(Ldap, OnlyNamesWithEqualsSignsAreLdapRefs) {
+  boost::asio::io_context io;
+  LdapSourceConfig config;
+  LdapDesignSource s(io, config);
+  EXPECT_TRUE(s.handles("cn=loki"));
+  EXPECT_TRUE(s.handles("cn=loki,ou=Hosts,dc=example,dc=com"));
+  EXPECT_FALSE(s.handles("loki"));
+  EXPECT_FALSE(s.handles("https://gist.github.com/1?a=b"));
+  std::string error;
+  EXPECT_FALSE(s.load("cn=loki", error));
+  EXPECT_EQ(error, "ldap.base is not configured, so cn=loki cannot be looked up; use the full DN");
+  config.base = "ou=Hosts,dc=example,dc=com";
+  LdapDesignSource based(io, config);
+  EXPECT_FALSE(based.load("uid=root,ou=People,dc=example,dc=com", error));
+  EXPECT_EQ(error, "uid=root,ou=People,dc=example,dc=com is outside ou=Hosts,dc=example,dc=com, where jarvis reads hosts");
+  EXPECT_FALSE(based.load("c n=loki", error));
+  EXPECT_EQ(error, "'c n=loki' is not an LDAP name: use attribute=value, e.g. cn=loki");
+}
+
+}  // namespace
+}  // namespace jarvis
