@@ -7,6 +7,9 @@
 
 #include "bot/design/ldap_design_source.h"
 #include "bot/design/url_design_source.h"
+#include "bot/chat/slack/slack_adapter.h"
+#include "bot/commands/acl.h"
+#include "bot/util/json.h"
 
 namespace jarvis {
 namespace {
@@ -154,6 +157,34 @@ TEST(Ldap, OnlyNamesWithEqualsSignsAreLdapRefs) {
   EXPECT_EQ(error, "uid=root,ou=People,dc=example,dc=com is outside ou=Hosts,dc=example,dc=com, where jarvis reads hosts");
   EXPECT_FALSE(based.load("c n=loki", error));
   EXPECT_EQ(error, "'c n=loki' is not an LDAP name: use attribute=value, e.g. cn=loki");
+}
+
+TEST(Json, EmojiAsSurrogatePairsAreRead) {
+  // Slack writes characters beyond U+FFFF as escaped surrogate pairs; yaml-cpp alone refuses them.
+  auto o = parse_json_object(R"({"text":"ship it \ud83d\ude80 \\ud83d done","lone":"\udc00"})", 1024);
+  EXPECT_EQ(json_text(o, "text"), "ship it \xf0\x9f\x9a\x80 \\ud83d done") << "an escaped backslash stays one";
+  EXPECT_EQ(json_text(o, "lone"), "\xef\xbf\xbd");
+  EXPECT_EQ(json_quote("a\"b\\c\nd\x01"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+  EXPECT_THROW(parse_json_object(std::string(2000, ' ') + "{}", 1024), std::runtime_error);
+}
+
+TEST(Slack, TextIsUnescapedAndLinksUnwrapped) {
+  EXPECT_EQ(slack_unescape("deploy <https://gist.github.com/aa11|gist.github.com/aa11>"),
+            "deploy https://gist.github.com/aa11");
+  EXPECT_EQ(slack_unescape("deploy <https://gist.github.com/aa11>"), "deploy https://gist.github.com/aa11");
+  EXPECT_EQ(slack_unescape("a &lt;b&gt; &amp;lt;"), "a <b> &lt;");
+  EXPECT_EQ(slack_unescape("<@U1> hi"), "<@U1> hi");
+  EXPECT_EQ(slack_escape("<@U123>: say \"deploy <design>\" & wait"),
+            "<@U123>: say \"deploy &lt;design&gt;\" &amp; wait");
+}
+
+TEST(Acl, AnAnonymousOccupantGetsOpenCommandsOnly) {
+  Acl acl({AclRule{{"*"}, {"*"}, {"*"}}});
+  Identity known{"xmpp", "alice", "alice@example.com", "", false};
+  Identity hidden{"xmpp", "alice@example.com", "ops@conference.example.com/alice@example.com", "", true};
+  EXPECT_TRUE(acl.allows(known, "ops@conference.example.com", Verb::Deploy));
+  EXPECT_FALSE(acl.allows(hidden, "ops@conference.example.com", Verb::Deploy)) << "even a rule for everyone";
+  EXPECT_TRUE(acl.allows(hidden, "ops@conference.example.com", Verb::Status));
 }
 
 }  // namespace

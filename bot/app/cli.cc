@@ -464,6 +464,35 @@ int cmd_serve(Context& ctx) {
     if (!ctx.config.irc->tls) log::warn(log::kNoJob, "irc: plaintext connection; use tls: true on any real network");
     irc_front->start();
   }
+  // XMPP and Slack: their own connections and outboxes, beside IRC.
+  std::unique_ptr<XmppAdapter> xmpp;
+  std::unique_ptr<ChatFront> xmpp_front;
+  if (ctx.config.xmpp) {
+    xmpp = std::make_unique<XmppAdapter>(io, *ctx.config.xmpp);
+    ChatFrontConfig front_config = ctx.config.chat;
+    front_config.rooms = ctx.config.xmpp_rooms;
+    // XMPP servers throttle by bandwidth, not lines: a faster pace than IRC's is safe.
+    front_config.outbox = OutboxLimits{10, 20, 5, 10, 3};
+    xmpp_front = std::make_unique<ChatFront>(io, *xmpp, service, acl, front_config);
+    announcer.add_front(*xmpp_front);
+    log::info(log::kNoJob, "xmpp: connecting as {} ({} rooms)", ctx.config.xmpp->jid, ctx.config.xmpp_rooms.size());
+    xmpp_front->start();
+  }
+  std::unique_ptr<HttpClient> slack_http;
+  std::unique_ptr<SlackAdapter> slack;
+  std::unique_ptr<ChatFront> slack_front;
+  if (ctx.config.slack) {
+    slack_http = std::make_unique<HttpClient>(io);
+    slack = std::make_unique<SlackAdapter>(io, *slack_http, *ctx.config.slack);
+    ChatFrontConfig front_config = ctx.config.chat;
+    front_config.rooms.clear();
+    // Slack's own limit is about one message a second per channel; 429s are honoured anyway.
+    front_config.outbox = OutboxLimits{4, 8, 1, 3, 3};
+    slack_front = std::make_unique<ChatFront>(io, *slack, service, acl, front_config);
+    announcer.add_front(*slack_front);
+    log::info(log::kNoJob, "slack: connecting (Socket Mode, API {})", ctx.config.slack->api_url);
+    slack_front->start();
+  }
   engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
 
   log::info(log::kNoJob, "jarvis serve: {} pipelines, state dir {}, workers path {}, up to {} jobs at once",
@@ -481,6 +510,8 @@ int cmd_serve(Context& ctx) {
               sig == SIGINT ? "SIGINT" : "SIGTERM", engine.in_flight());
     console.stop();
     if (irc_front) irc_front->stop();
+    if (xmpp_front) xmpp_front->stop();
+    if (slack_front) slack_front->stop();
     engine.stop();
   });
   io.run();

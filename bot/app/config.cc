@@ -256,6 +256,52 @@ void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
     fail(file, n["api_url"], "gist.api_url is plain http://: set gist.allow_http: true to allow that");
 }
 
+void apply_xmpp(const std::string& file, const YAML::Node& n, Config& c) {
+  check_known(file, n, "xmpp", {"jid", "password", "password_env", "password_file", "server", "port",
+                                "resource", "nick", "tls_ca_file", "rooms", "ping_interval",
+                                "connect_timeout"});
+  XmppConfig x;
+  if (!n["jid"]) fail(file, n, "xmpp.jid is missing (the bot's account, like jarvis@example.com)");
+  x.jid = text(file, n["jid"], "xmpp.jid");
+  auto at = x.jid.find('@');
+  if (at == std::string::npos || at == 0 || at + 1 == x.jid.size() || x.jid.find('/') != std::string::npos)
+    fail(file, n["jid"], "xmpp.jid must be a bare JID: user@domain");
+  x.password = secret(file, n, "password");
+  if (x.password.empty()) fail(file, n, "xmpp needs password_env or password_file");
+  if (n["server"]) x.server = text(file, n["server"], "xmpp.server");
+  if (n["port"]) x.port = static_cast<unsigned short>(number(file, n["port"], "xmpp.port", 1, 65535));
+  if (n["resource"]) x.resource = text(file, n["resource"], "xmpp.resource");
+  if (n["nick"]) x.nick = text(file, n["nick"], "xmpp.nick");
+  if (n["tls_ca_file"]) x.tls_ca_file = text(file, n["tls_ca_file"], "xmpp.tls_ca_file");
+  if (n["ping_interval"]) x.ping_interval = duration(file, n["ping_interval"], "xmpp.ping_interval");
+  if (n["connect_timeout"]) x.connect_timeout = duration(file, n["connect_timeout"], "xmpp.connect_timeout");
+  if (n["rooms"]) {
+    c.xmpp_rooms = strings(file, n["rooms"], "xmpp.rooms");
+    for (const auto& r : c.xmpp_rooms)
+      if (r.find('@') == std::string::npos || r.find('/') != std::string::npos ||
+          r.find_first_of(" \t\r\n") != std::string::npos)
+        fail(file, n["rooms"], "'" + r + "' is not a room JID (room@conference.example.com)");
+  }
+  c.xmpp = std::move(x);
+}
+
+void apply_slack(const std::string& file, const YAML::Node& n, Config& c) {
+  check_known(file, n, "slack", {"app_token", "app_token_env", "app_token_file", "bot_token",
+                                 "bot_token_env", "bot_token_file", "api_url", "ca_file", "ping_interval"});
+  SlackConfig s;
+  s.app_token = secret(file, n, "app_token");
+  s.bot_token = secret(file, n, "bot_token");
+  if (s.app_token.empty() || s.bot_token.empty())
+    fail(file, n, "slack needs app_token_env/_file (xapp-...) and bot_token_env/_file (xoxb-...)");
+  if (n["api_url"]) {
+    s.api_url = text(file, n["api_url"], "slack.api_url");
+    if (s.api_url.rfind("https://", 0) != 0) fail(file, n["api_url"], "slack.api_url must be an https:// URL");
+  }
+  if (n["ca_file"]) s.ca_file = text(file, n["ca_file"], "slack.ca_file");
+  if (n["ping_interval"]) s.ping_interval = duration(file, n["ping_interval"], "slack.ping_interval");
+  c.slack = std::move(s);
+}
+
 std::vector<std::pair<std::string, std::string>> string_pairs(const std::string& file, const YAML::Node& n,
                                                               const char* key) {
   if (!n.IsMap()) fail(file, n, std::string(key) + " must be a mapping");
@@ -330,6 +376,14 @@ void apply_file(const std::string& file, Config& c) {
       if (!c.irc->tls_ca_file.empty()) c.irc->tls_ca_file = rel(c.irc->tls_ca_file);
     }
     else if (key == "chat") apply_chat(file, v, c);
+    else if (key == "xmpp") {
+      apply_xmpp(file, v, c);
+      if (!c.xmpp->tls_ca_file.empty()) c.xmpp->tls_ca_file = rel(c.xmpp->tls_ca_file);
+    }
+    else if (key == "slack") {
+      apply_slack(file, v, c);
+      if (!c.slack->ca_file.empty()) c.slack->ca_file = rel(c.slack->ca_file);
+    }
     else if (key == "gist") {
       apply_gist(file, v, c);
       if (!c.gist.ca_file.empty()) c.gist.ca_file = rel(c.gist.ca_file);

@@ -8,6 +8,8 @@
 #include "bot/chat/announcer.h"
 #include "bot/chat/chat_front.h"
 #include "bot/chat/irc/irc_adapter.h"
+#include "bot/chat/slack/slack_adapter.h"
+#include "bot/chat/xmpp/xmpp_adapter.h"
 #include "bot/commands/acl.h"
 #include "bot/design/ldap_design_source.h"
 #include "bot/design/url_design_source.h"
@@ -37,6 +39,9 @@ struct Config {
   // Chat (jarvis serve).
   std::optional<IrcConfig> irc;
   std::vector<std::string> irc_channels;
+  std::optional<XmppConfig> xmpp;
+  std::vector<std::string> xmpp_rooms;  // room@conference.example.com
+  std::optional<SlackConfig> slack;     // channels: the ones the app is invited to
   ChatFrontConfig chat;  // prefix, rate limits, outbox pacing (rooms come per protocol)
   AnnounceConfig announce;
   std::vector<AclRule> acl_rules;

@@ -31,7 +31,7 @@ void Announcer::on_event(const EngineEvent& e) {
     std::string target = place.substr(colon + 1);
     if (!target.empty() && target[0] == '@') target.erase(0, 1);
     if (target.empty()) continue;
-    front->second->say(target, line, progress);
+    front->second->say(target, line, progress, "job " + std::to_string(e.job));
   }
 }
 

@@ -12,6 +12,7 @@ struct Identity {
   std::string name;      // what to call them, and where direct replies go: the IRC nick
   std::string full;      // what the server vouches for: nick!user@host on IRC
   std::string account;   // services account, when the server says
+  bool anonymous = false;  // the server hides who this is (an XMPP room without real JIDs)
   std::string label() const { return protocol + ":" + (full.empty() ? name : full); }
 };
 
@@ -44,6 +45,13 @@ class ChatAdapter {
   virtual void join(const std::string& room) = 0;
   // Sends one line (no CR/LF: the caller splits; the adapter still cleans) to a room or user.
   virtual void send(const std::string& target, const std::string& line) = 0;
+  // Where the protocol can edit a message it sent (Slack), the progress of one thing (`key`,
+  // a job) in one place is one message, edited to show `line`; true when the adapter took
+  // the line. IRC and XMPP cannot: false, and the caller sends it as a new line.
+  virtual bool update_in_place(const std::string& /*target*/, const std::string& /*key*/,
+                               const std::string& /*line*/) {
+    return false;
+  }
   // The longest line the protocol carries safely, in bytes.
   virtual size_t max_line_bytes() const = 0;
 };

@@ -14,7 +14,9 @@ ChatFront::ChatFront(boost::asio::io_context& io, ChatAdapter& adapter, CommandS
 void ChatFront::start() { supervisor_.start(); }
 void ChatFront::stop() { supervisor_.stop(); }
 
-void ChatFront::say(const std::string& target, const std::string& text, bool progress) {
+void ChatFront::say(const std::string& target, const std::string& text, bool progress,
+                    const std::string& key) {
+  if (!key.empty() && adapter_.update_in_place(target, key, text)) return;
   outbox_.send(target, text, progress);
 }
 

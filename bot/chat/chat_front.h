@@ -34,7 +34,9 @@ class ChatFront : public ChatAdapter::Listener {
   void stop();
 
   // Announcements and other unprompted lines ("#ops", or a user for a direct message).
-  void say(const std::string& target, const std::string& text, bool progress);
+  // `key` names what the line is the progress of (a job): edited in place where possible.
+  void say(const std::string& target, const std::string& text, bool progress,
+           const std::string& key = {});
   const std::string& protocol() const { return protocol_; }
   bool connected() const { return adapter_.connected(); }
   size_t pending() const { return outbox_.pending(); }

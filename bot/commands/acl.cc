@@ -40,6 +40,7 @@ Acl::Acl(std::vector<AclRule> rules, std::vector<std::string> open)
 bool Acl::allows(const Identity& who, const std::string& room, Verb verb) const {
   std::string v(verb_name(verb));
   if (names(open_, v)) return true;
+  if (who.anonymous) return false;  // no rule can name someone the server will not identify
   for (const auto& r : rules_) {
     if (!names(r.commands, v)) continue;
     bool w = std::any_of(r.who.begin(), r.who.end(), [&](const auto& p) { return who_matches(p, who); });

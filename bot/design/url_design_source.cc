@@ -5,7 +5,7 @@
 #include <boost/asio/post.hpp>
 
 #include "bot/util/log.h"
-#include "bot/util/yaml_doc.h"
+#include "bot/util/json.h"
 
 namespace jarvis {
 namespace {
@@ -148,12 +148,7 @@ std::optional<std::string> UrlDesignSource::design_from_gist(const std::string& 
                                                              std::string& error) const {
   YAML::Node root;
   try {
-    YamlLimits limits;
-    limits.max_bytes = config_.max_bytes * 4 + 64 * 1024;
-    limits.max_depth = 16;
-    limits.max_nodes = 100'000;
-    limits.max_aliases = 0;
-    root = load_mapping_document(json, limits);  // JSON is YAML; no second parser needed
+    root = parse_json_object(json, config_.max_bytes * 4 + 64 * 1024);
   } catch (const std::exception& e) {
     error = "the gist API's answer is not JSON jarvis understands: " + std::string(e.what());
     return std::nullopt;
