@@ -6,6 +6,7 @@
 #include <gloox/connectionlistener.h>
 #include <gloox/connectiontcpclient.h>
 #include <gloox/delayeddelivery.h>
+#include <gloox/eventhandler.h>
 #include <gloox/loghandler.h>
 #include <gloox/message.h>
 #include <gloox/messagehandler.h>
@@ -90,7 +91,8 @@ class ConnectedTcp : public gloox::ConnectionTCPClient {
 class XmppSession : public gloox::ConnectionListener,
                     public gloox::MessageHandler,
                     public gloox::MUCRoomHandler,
-                    public gloox::LogHandler {
+                    public gloox::LogHandler,
+                    public gloox::EventHandler {
  public:
   XmppSession(XmppAdapter& adapter, asio::io_context& io, const XmppConfig& config, int fd, int gen,
               std::shared_ptr<int> current)
@@ -124,7 +126,9 @@ class XmppSession : public gloox::ConnectionListener,
   bool start() { return client_.connect(false); }
   void read() { client_.recv(0); }
   void close() { client_.disconnect(); }
-  void whitespace_ping() { client_.whitespacePing(); }
+  // XEP-0199 to our server: the answer (like anything read) tells the adapter the link lives.
+  void ping() { client_.xmppPing(gloox::JID(client_.jid().server()), this); }
+  void handleEvent(const gloox::Event&) override {}  // the pong; reading it was the point
 
   void join(const std::string& room) {
     if (rooms_.count(room)) rooms_.erase(room);  // a fresh join (after a kick or an error)
@@ -304,6 +308,7 @@ void XmppAdapter::start_session(tcp::socket socket) {
   session_ = std::make_unique<XmppSession>(*this, io_, config_, fd, generation_, current_gen_);
   watcher_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
   read_armed_ = false;
+  last_heard_ = std::chrono::steady_clock::now();
   if (!session_->start()) return teardown("gloox could not start the stream");
   watch();
   keepalive();
@@ -317,6 +322,7 @@ void XmppAdapter::watch() {
     if (gen != generation_) return;
     read_armed_ = false;
     if (ec || !session_) return;
+    last_heard_ = std::chrono::steady_clock::now();
     session_->read();  // gloox reads what is there and calls back (through the loop)
     watch();
   });
@@ -327,7 +333,12 @@ void XmppAdapter::keepalive() {
   keepalive_timer_.expires_after(config_.ping_interval);
   keepalive_timer_.async_wait([this, gen](const boost::system::error_code& ec) {
     if (ec || gen != generation_ || !session_) return;
-    session_->whitespace_ping();
+    // Nothing heard for two pings and a half: the link is dead even if TCP has not noticed.
+    auto quiet = std::chrono::steady_clock::now() - last_heard_;
+    if (connected_ && quiet > config_.ping_interval * 5 / 2)
+      return teardown("no answer from the server for " +
+                      format_duration(std::chrono::duration_cast<Millis>(quiet)));
+    if (connected_) session_->ping();
     keepalive();
   });
 }

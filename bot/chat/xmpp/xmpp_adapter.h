@@ -7,6 +7,7 @@
 // server's name is refused. Rooms are joined without history, and any delayed (replayed)
 // message is ignored, so an old command is never run again.
 #include <map>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -30,7 +31,7 @@ struct XmppConfig {
   // Trust this CA bundle (or self-signed certificate); default: the system's bundle.
   std::string tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";
   Millis connect_timeout{std::chrono::seconds(20)};
-  Millis ping_interval{std::chrono::seconds(60)};  // whitespace keepalive
+  Millis ping_interval{std::chrono::seconds(60)};  // XMPP ping; 2.5 intervals of silence = dead
 };
 
 // Words for gloox's certificate status bits ("signer unknown, wrong peer").
@@ -73,6 +74,7 @@ class XmppAdapter : public ChatAdapter {
   std::unique_ptr<XmppSession> session_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> watcher_;
   bool active_ = false, connected_ = false, read_armed_ = false;
+  std::chrono::steady_clock::time_point last_heard_;
   int generation_ = 0;
   // The generation, shared with the session's posted callbacks (which may outlive it).
   std::shared_ptr<int> current_gen_;
