@@ -451,47 +451,35 @@ int cmd_serve(Context& ctx) {
   // Chat fronts, each on its own connection; one outage does not touch the others.
   Acl acl(ctx.config.acl_rules, ctx.config.acl_open);
   Announcer announcer(ctx.config.announce);
-  std::unique_ptr<IrcAdapter> irc;
-  std::unique_ptr<ChatFront> irc_front;
-  if (ctx.config.irc) {
-    irc = std::make_unique<IrcAdapter>(io, *ctx.config.irc);
+  std::unique_ptr<HttpClient> slack_http;  // outlives the adapter that uses it
+  std::vector<std::unique_ptr<ChatAdapter>> adapters;
+  std::vector<std::unique_ptr<ChatFront>> fronts;  // destroyed first: they use the adapters
+  auto add_front = [&](std::unique_ptr<ChatAdapter> adapter, std::vector<std::string> rooms,
+                       std::optional<OutboxLimits> pace) {
     ChatFrontConfig front_config = ctx.config.chat;
-    front_config.rooms = ctx.config.irc_channels;
-    irc_front = std::make_unique<ChatFront>(io, *irc, service, acl, front_config);
-    announcer.add_front(*irc_front);
-    log::info(log::kNoJob, "irc: connecting to {}:{} ({}) as {}", ctx.config.irc->server,
-              ctx.config.irc->port, ctx.config.irc->tls ? "TLS" : "plaintext", ctx.config.irc->nick);
-    if (!ctx.config.irc->tls) log::warn(log::kNoJob, "irc: plaintext connection; use tls: true on any real network");
-    irc_front->start();
+    front_config.rooms = std::move(rooms);
+    if (pace) front_config.outbox = *pace;
+    fronts.push_back(std::make_unique<ChatFront>(io, *adapter, service, acl, front_config));
+    adapters.push_back(std::move(adapter));
+    announcer.add_front(*fronts.back());
+    fronts.back()->start();
+  };
+  if (const auto& irc = ctx.config.irc) {
+    log::info(log::kNoJob, "irc: connecting to {}:{} ({}) as {}", irc->server, irc->port,
+              irc->tls ? "TLS" : "plaintext", irc->nick);
+    if (!irc->tls) log::warn(log::kNoJob, "irc: plaintext connection; use tls: true on any real network");
+    add_front(std::make_unique<IrcAdapter>(io, *irc), ctx.config.irc_channels, std::nullopt);
   }
-  // XMPP and Slack: their own connections and outboxes, beside IRC.
-  std::unique_ptr<XmppAdapter> xmpp;
-  std::unique_ptr<ChatFront> xmpp_front;
-  if (ctx.config.xmpp) {
-    xmpp = std::make_unique<XmppAdapter>(io, *ctx.config.xmpp);
-    ChatFrontConfig front_config = ctx.config.chat;
-    front_config.rooms = ctx.config.xmpp_rooms;
+  if (const auto& xmpp = ctx.config.xmpp) {
+    log::info(log::kNoJob, "xmpp: connecting as {} ({} rooms)", xmpp->jid, ctx.config.xmpp_rooms.size());
     // XMPP servers throttle by bandwidth, not lines: a faster pace than IRC's is safe.
-    front_config.outbox = OutboxLimits{10, 20, 5, 10, 3};
-    xmpp_front = std::make_unique<ChatFront>(io, *xmpp, service, acl, front_config);
-    announcer.add_front(*xmpp_front);
-    log::info(log::kNoJob, "xmpp: connecting as {} ({} rooms)", ctx.config.xmpp->jid, ctx.config.xmpp_rooms.size());
-    xmpp_front->start();
+    add_front(std::make_unique<XmppAdapter>(io, *xmpp), ctx.config.xmpp_rooms, OutboxLimits{10, 20, 5, 10, 3});
   }
-  std::unique_ptr<HttpClient> slack_http;
-  std::unique_ptr<SlackAdapter> slack;
-  std::unique_ptr<ChatFront> slack_front;
-  if (ctx.config.slack) {
+  if (const auto& slack = ctx.config.slack) {
+    log::info(log::kNoJob, "slack: connecting (Socket Mode, API {})", slack->api_url);
     slack_http = std::make_unique<HttpClient>(io);
-    slack = std::make_unique<SlackAdapter>(io, *slack_http, *ctx.config.slack);
-    ChatFrontConfig front_config = ctx.config.chat;
-    front_config.rooms.clear();
     // Slack's own limit is about one message a second per channel; 429s are honoured anyway.
-    front_config.outbox = OutboxLimits{4, 8, 1, 3, 3};
-    slack_front = std::make_unique<ChatFront>(io, *slack, service, acl, front_config);
-    announcer.add_front(*slack_front);
-    log::info(log::kNoJob, "slack: connecting (Socket Mode, API {})", ctx.config.slack->api_url);
-    slack_front->start();
+    add_front(std::make_unique<SlackAdapter>(io, *slack_http, *slack), {}, OutboxLimits{4, 8, 1, 3, 3});
   }
   engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
 
@@ -509,9 +497,7 @@ int cmd_serve(Context& ctx) {
     log::info(log::kNoJob, "{}: stopping; {} jobs in flight resume on the next start",
               sig == SIGINT ? "SIGINT" : "SIGTERM", engine.in_flight());
     console.stop();
-    if (irc_front) irc_front->stop();
-    if (xmpp_front) xmpp_front->stop();
-    if (slack_front) slack_front->stop();
+    for (auto& front : fronts) front->stop();
     engine.stop();
   });
   io.run();

@@ -6,9 +6,10 @@
 
 namespace jarvis {
 
-std::string json_quote(std::string_view text) {
+std::string json_escape(std::string_view text) {
   static const char* hex = "0123456789abcdef";
-  std::string out = "\"";
+  std::string out;
+  out.reserve(text.size() + 8);
   for (unsigned char c : text) {
     switch (c) {
       case '"': out += "\\\""; break;
@@ -26,7 +27,7 @@ std::string json_quote(std::string_view text) {
         }
     }
   }
-  return out + "\"";
+  return out;
 }
 
 namespace {

@@ -8,8 +8,10 @@
 
 namespace jarvis {
 
+// The inside of a JSON string literal (no quotes): " \ and control characters escaped.
+std::string json_escape(std::string_view text);
 // A JSON string literal, quotes included.
-std::string json_quote(std::string_view text);
+inline std::string json_quote(std::string_view text) { return "\"" + json_escape(text) + "\""; }
 
 // Parses a JSON object; throws std::runtime_error with the reason (too big, too deep, ...).
 YAML::Node parse_json_object(std::string_view text, size_t max_bytes);

@@ -3,6 +3,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "bot/util/json.h"
+
 namespace jarvis::log {
 namespace {
 Format g_format = Format::Text;
@@ -29,29 +31,6 @@ void init(Format format, Level level) {
     spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %l %v");
   }
   spdlog::set_level(to_spdlog(level));
-}
-
-std::string json_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 8);
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out;
 }
 
 bool enabled(Level level) { return spdlog::default_logger_raw()->should_log(to_spdlog(level)); }

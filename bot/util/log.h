@@ -13,7 +13,6 @@ enum class Format { Text, Json };
 enum class Level { Debug, Info, Warn, Error };
 
 void init(Format format, Level level = Level::Info);
-std::string json_escape(std::string_view s);
 
 void write(Level level, int64_t job, std::string_view message);
 bool enabled(Level level);

@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jarvis_test import check  # noqa: E402
+from jarvis_test import check, config_head  # noqa: E402
 from irc_support import make_bot_files  # noqa: E402
 from gist_emulator import GistEmulator  # noqa: E402
 
@@ -39,12 +39,7 @@ emu.add_redirect("/designs/moved.yaml", "/designs/baldr.yaml")
 def config(name, ca=True, token_file="token", extra=""):
     path = f"{work}/{name}.yaml"
     with open(path, "w") as f:
-        f.write(f"""state_dir: {work}/state-{name}
-pipelines_dir: {work}/pipelines
-designs_dir: {work}/designs
-workers:
-  path: [{work}/workers]
-gist:
+        f.write(config_head(work, name) + f"""gist:
   api_url: {emu.base_url}
   url_hosts: [127.0.0.1]
   timeout: 2s

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 
-from jarvis_test import check, fail, wait_for
+from jarvis_test import check, config_head, fail, wait_for
 
 
 def free_port():
@@ -253,12 +253,7 @@ def bot_config(work, server, name="jarvis", tls=True, ca_file=None, irc_extra=""
     keepalive, announcements in #ops, and an ACL that lets alice deploy, cancel and retry."""
     path = f"{work}/{name}.yaml"
     with open(path, "w") as f:
-        f.write(f"""state_dir: {work}/state-{name}
-pipelines_dir: {work}/pipelines
-designs_dir: {work}/designs
-workers:
-  path: [{work}/workers]
-irc:
+        f.write(config_head(work, name) + f"""irc:
   server: 127.0.0.1
   port: {server.tls_port if tls else server.port}
   tls: {"true" if tls else "false"}

@@ -54,3 +54,15 @@ def wait_for(predicate, timeout, what):
             return value
         time.sleep(0.05)
     fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def config_head(work, name, workers=(), workers_extra=""):
+    """The start every test config shares: the state, pipelines, designs and workers of the
+    test's temp dir (make_bot_files lays them out), plus more worker dirs or keys if given."""
+    paths = ", ".join([f"{work}/workers", *workers])
+    return f"""state_dir: {work}/state-{name}
+pipelines_dir: {work}/pipelines
+designs_dir: {work}/designs
+workers:
+  path: [{paths}]
+{workers_extra}"""

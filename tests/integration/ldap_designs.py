@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jarvis_test import check  # noqa: E402
+from jarvis_test import check, config_head  # noqa: E402
 from irc_support import make_bot_files  # noqa: E402
 from ldap_support import Slapd  # noqa: E402
 
@@ -35,17 +35,15 @@ env = dict(os.environ, LDAPTLS_CACERT="/nonexistent",  # the bot must use its ow
            JARVIS_LDAP_CA_FILE=slapd.ca_file)
 
 
+WORKER_ENV = """  env_allow: [JARVIS_LDAP_URI, JARVIS_LDAP_HOSTS_OU, JARVIS_LDAP_BIND_DN, JARVIS_LDAP_PASSWORD_FILE,
+              JARVIS_LDAP_CA_FILE]
+"""
+
+
 def config(name, uri=None, password_file="reader.pass", extra=""):
     path = f"{work}/{name}.yaml"
     with open(path, "w") as f:
-        f.write(f"""state_dir: {work}/state-{name}
-pipelines_dir: {work}/pipelines
-designs_dir: {work}/designs
-workers:
-  path: [{work}/workers, {build}/workers]
-  env_allow: [JARVIS_LDAP_URI, JARVIS_LDAP_HOSTS_OU, JARVIS_LDAP_BIND_DN, JARVIS_LDAP_PASSWORD_FILE,
-              JARVIS_LDAP_CA_FILE]
-ldap:
+        f.write(config_head(work, name, workers=[f"{build}/workers"], workers_extra=WORKER_ENV) + f"""ldap:
   uri: {uri or slapd.uri}
   ca_file: {slapd.ca_file}
   bind_dn: {slapd.reader_dn}

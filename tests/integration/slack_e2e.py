@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jarvis_test import check  # noqa: E402
+from jarvis_test import check, config_head  # noqa: E402
 from irc_support import make_bot_files, write_design  # noqa: E402
 from slack_emulator import SlackEmulator  # noqa: E402
 
@@ -26,12 +26,7 @@ with open(f"{work}/bot.token", "w") as f:
     f.write(emu.bot_token + "\n")
 cfg = f"{work}/jarvis.yaml"
 with open(cfg, "w") as f:
-    f.write(f"""state_dir: {work}/state
-pipelines_dir: {work}/pipelines
-designs_dir: {work}/designs
-workers:
-  path: [{work}/workers]
-slack:
+    f.write(config_head(work, "jarvis") + f"""slack:
   app_token_file: app.token
   bot_token_file: bot.token
   api_url: {emu.api_url}

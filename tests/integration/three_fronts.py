@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jarvis_test import check  # noqa: E402
+from jarvis_test import check, config_head  # noqa: E402
 from irc_support import Client as IrcClient, Ngircd, make_bot_files, write_design  # noqa: E402
 from slack_emulator import SlackEmulator  # noqa: E402
 from xmpp_support import Client as XmppClient, Prosody  # noqa: E402
@@ -27,12 +27,7 @@ for name, value in (("xmpp.pass", "jarvis-pw-3f"), ("app.token", slack.app_token
         f.write(value + "\n")
 cfg = f"{work}/jarvis.yaml"
 with open(cfg, "w") as f:
-    f.write(f"""state_dir: {work}/state
-pipelines_dir: {work}/pipelines
-designs_dir: {work}/designs
-workers:
-  path: [{work}/workers]
-irc:
+    f.write(config_head(work, "jarvis") + f"""irc:
   server: 127.0.0.1
   port: {irc.tls_port}
   tls: true

@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jarvis_test import check, wait_for  # noqa: E402
+from jarvis_test import check, config_head, wait_for  # noqa: E402
 from irc_support import make_bot_files, make_cert, write_design  # noqa: E402
 from xmpp_support import Client, Prosody  # noqa: E402
 
@@ -30,12 +30,7 @@ OPS, ANON = server.room_jid("ops"), server.room_jid("anon")
 def config(name, ca_file):
     path = f"{work}/{name}.yaml"
     with open(path, "w") as f:
-        f.write(f"""state_dir: {work}/state-{name}
-pipelines_dir: {work}/pipelines
-designs_dir: {work}/designs
-workers:
-  path: [{work}/workers]
-xmpp:
+        f.write(config_head(work, name) + f"""xmpp:
   jid: jarvis@localhost
   password_file: xmpp.pass
   server: 127.0.0.1
