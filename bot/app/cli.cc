@@ -280,9 +280,7 @@ int follow_job(Context& ctx, const std::function<int64_t(Engine&, std::string&)>
 class LdapNotConfigured : public DesignSource {
  public:
   explicit LdapNotConfigured(asio::io_context& io) : io_(io) {}
-  bool handles(const std::string& ref) const override {
-    return ref.find('=') != std::string::npos && ref.find("://") == std::string::npos;
-  }
+  bool handles(const std::string& ref) const override { return is_ldap_name(ref); }
   void fetch(const std::string& ref, Done done) override {
     asio::post(io_, [ref, done = std::move(done)] {
       done(std::nullopt, ref.substr(0, 80) + " looks like an LDAP name, but LDAP is not configured (ldap: in the config)");

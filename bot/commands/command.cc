@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "bot/design/design.h"
+#include "bot/util/text.h"
 
 namespace jarvis {
 namespace {
@@ -22,12 +23,6 @@ constexpr VerbInfo kVerbs[] = {
     {Verb::Plan, "plan", true},      {Verb::Help, "help", false},
     {Verb::Audit, "audit", false},
 };
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
 
 }  // namespace
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "bot/util/text.h"
+
 
 namespace jarvis {
 
@@ -67,10 +69,7 @@ std::optional<std::string> check_instance(const YAML::Node& instance) {
     std::string name = fqdn.Scalar();
     if (!is_valid_dns_name(name))
       return "instance.fqdn '" + name.substr(0, 80) + "' (" + line_of(fqdn) + ") is not a DNS name";
-    std::string lower_name = name, lower_host = host;
-    std::transform(lower_name.begin(), lower_name.end(), lower_name.begin(), ::tolower);
-    std::transform(lower_host.begin(), lower_host.end(), lower_host.begin(), ::tolower);
-    if (lower_name.rfind(lower_host + ".", 0) != 0)
+    if (lower(name).rfind(lower(host) + ".", 0) != 0)
       return "instance.fqdn '" + name.substr(0, 80) + "' (" + line_of(fqdn) +
              ") does not start with the hostname '" + host + "'";
   }
@@ -115,11 +114,6 @@ void emit_preserving(YAML::Emitter& out, const YAML::Node& n) {
     default:
       out << YAML::Null;
   }
-}
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
 }
 
 // A cluster design: `cluster: NAME`, `instances:` (one mapping per host) and optionally a
@@ -246,9 +240,7 @@ std::optional<Design> parse_design(std::string ref, std::string text, std::strin
     error = *problem;
     return std::nullopt;
   }
-  d.hostname = instance["hostname"].Scalar();
-  std::transform(d.hostname.begin(), d.hostname.end(), d.hostname.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
+  d.hostname = lower(instance["hostname"].Scalar());
   d.ref = std::move(ref);
   d.text = std::move(text);
   return d;

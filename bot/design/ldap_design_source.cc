@@ -7,17 +7,13 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "bot/util/log.h"
+#include "bot/util/text.h"
 
 namespace jarvis {
 namespace {
 
 constexpr size_t kMaxValues = 1000;         // per entry
 constexpr size_t kMaxValueBytes = 64 * 1024;
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
 
 // Has an unescaped ',' or '+': a DN (or multi-valued RDN), not a bare "attr=value".
 bool has_unescaped(const std::string& s, std::string_view chars) {
@@ -94,10 +90,12 @@ LdapDesignSource::LdapDesignSource(boost::asio::io_context& io, LdapSourceConfig
 
 LdapDesignSource::~LdapDesignSource() { pool_->join(); }
 
-bool LdapDesignSource::handles(const std::string& ref) const {
+bool is_ldap_name(const std::string& ref) {
   auto eq = ref.find('=');
   return eq != std::string::npos && eq > 0 && ref.find("://") == std::string::npos;
 }
+
+bool LdapDesignSource::handles(const std::string& ref) const { return is_ldap_name(ref); }
 
 std::optional<Design> LdapDesignSource::load(const std::string& ref, std::string& error) const {
   if (ref.size() > 1024) {

@@ -31,6 +31,9 @@ struct LdapSourceConfig {
   static std::vector<std::pair<std::string, std::string>> default_attributes();
 };
 
+// An LDAP name ("cn=loki", "cn=loki,ou=Hosts,..."), as opposed to a file name or a URL.
+bool is_ldap_name(const std::string& ref);
+
 // Builds the design document (YAML text) from an entry; `rdn_value` is the entry's own name,
 // which wins when the naming attribute has several values (cn: loki, cn: loki.example.com).
 std::string design_text_from_entry(const LdapEntry& entry, const LdapSourceConfig& config);

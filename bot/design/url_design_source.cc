@@ -6,16 +6,12 @@
 
 #include "bot/util/log.h"
 #include "bot/util/json.h"
+#include "bot/util/text.h"
 
 namespace jarvis {
 namespace {
 
 constexpr size_t kMaxUrl = 2048;
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
 
 bool all_of_chars(std::string_view s, std::string_view extra) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [&](unsigned char c) {

@@ -7,13 +7,10 @@
 
 #include <ldap.h>
 
+#include "bot/util/text.h"
+
 namespace jarvis {
 namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
 
 timeval to_timeval(Millis d) {
   timeval tv{};
@@ -101,7 +98,7 @@ std::optional<std::pair<std::string, std::string>> ldap_first_rdn(const std::str
 
 const std::vector<std::string>* LdapEntry::get(std::string_view attribute) const {
   for (const auto& [name, values] : attributes)
-    if (lower(name) == lower(std::string(attribute))) return &values;
+    if (lower(name) == lower(attribute)) return &values;
   return nullptr;
 }
 

@@ -50,14 +50,12 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   return bytes;
 }
 
-std::string seconds(Millis d) { return format_duration(d); }
-
 // What went wrong, in words for a chat reply; never the request's headers (they hold tokens).
 std::string describe(CURLcode code, const HttpClient::Transfer& t) {
   const auto& r = t.request;
   std::string detail = t.error[0] ? t.error : curl_easy_strerror(code);
   switch (code) {
-    case CURLE_OPERATION_TIMEDOUT: return "timed out after " + seconds(r.timeout);
+    case CURLE_OPERATION_TIMEDOUT: return "timed out after " + format_duration(r.timeout);
     case CURLE_FILESIZE_EXCEEDED:
       return "too big: over the " + std::to_string(r.max_bytes) + "-byte limit";
     case CURLE_TOO_MANY_REDIRECTS:
@@ -243,9 +241,8 @@ void HttpClient::finish_transfers() {
       resp.status = 0;
       resp.timed_out = code == CURLE_OPERATION_TIMEDOUT;
       resp.too_big = t->too_big || code == CURLE_FILESIZE_EXCEEDED;
-      resp.error = resp.too_big ? "too big: over the " + std::to_string(t->request.max_bytes) +
-                                      "-byte limit"
-                                : describe(code, *t);
+      // Our write callback's abort reads as a write error to curl: say what it was.
+      resp.error = describe(resp.too_big ? CURLE_FILESIZE_EXCEEDED : code, *t);
       resp.body.clear();
     }
     curl_multi_remove_handle(m, e);

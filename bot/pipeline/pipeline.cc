@@ -7,6 +7,7 @@
 
 
 #include "bot/util/yaml_doc.h"
+#include "bot/util/text.h"
 
 namespace jarvis {
 namespace {
@@ -16,11 +17,6 @@ bool is_name_part(std::string_view s) {
   auto ok = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
   if (!ok(s[0])) return false;
   return std::all_of(s.begin(), s.end(), [&](char c) { return ok(c) || c == '_' || c == '-'; });
-}
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
 }
 
 // Collects "file:line: message" for one file.

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "bot/ldap/ldap_session.h"
+#include "bot/util/text.h"
 
 namespace {
 
@@ -89,8 +90,7 @@ int main() {
   if (!o.starttls && o.uri.rfind("ldaps://", 0) != 0 && !o.password.empty())
     return fail(2, "refusing to send the LDAP password in clear (JARVIS_LDAP_STARTTLS=no on ldap://)");
 
-  std::string host = scalar(instance, "hostname");
-  std::transform(host.begin(), host.end(), host.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::string host = jarvis::lower(scalar(instance, "hostname"));
   if (!is_hostname(host)) return fail(2, "instance.hostname is missing or not a host name");
   std::string fqdn = scalar(instance, "fqdn");
   std::string ip = scalar(instance, "ip");
