@@ -1,5 +1,6 @@
 #include "bot/commands/command_service.h"
 
+#include <algorithm>
 #include <ctime>
 #include <map>
 
@@ -362,6 +363,7 @@ Reply CommandService::deploy_cluster(const Command& c, const Requester& who, con
   }
   Reply r;
   std::string started, pipelines;
+  std::vector<std::string> named;
   for (size_t i = 0; i < cluster.members.size(); ++i) {
     const Design& m = cluster.members[i];
     auto s = engine_->submit(m, *chosen[i], who.who, who.protocol + ":" + who.place);
@@ -373,8 +375,11 @@ Reply CommandService::deploy_cluster(const Command& c, const Requester& who, con
       continue;
     }
     started += (started.empty() ? "" : ", ") + m.hostname + " (job " + std::to_string(s.job) + ")";
-    if (pipelines.find(chosen[i]->name) == std::string::npos)
+    // Each pipeline named once (a substring test would miss "three" after "threefold").
+    if (std::find(named.begin(), named.end(), chosen[i]->name) == named.end()) {
+      named.push_back(chosen[i]->name);
       pipelines += (pipelines.empty() ? "" : ", ") + chosen[i]->name;
+    }
   }
   r.lines.insert(r.lines.begin(), "cluster " + cluster.cluster + ": deploying " +
                                       std::to_string(cluster.members.size()) + " hosts with " + pipelines +
