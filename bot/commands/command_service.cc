@@ -52,6 +52,9 @@ std::string describe_job(const JobRecord& j, int queued_ahead, int64_t now) {
                std::to_string(j.attempt) + " failed: " + one_line(j.reason) + " (" + job_ref(j) +
                ")";
       std::string attempt = j.attempt > 1 ? ", attempt " + std::to_string(j.attempt) : "";
+      // Between taking its slot and starting its first stage a job has no stage clock yet.
+      if (j.stage_started_ms <= 0 || j.stage_started_ms > now)
+        return h + "starting stage " + stage_label(j) + " (" + job_ref(j) + ")";
       return h + "running stage " + stage_label(j) + " (" +
              format_duration(Millis(now - j.stage_started_ms)) + attempt + ", " + job_ref(j) + ")";
     }
@@ -97,6 +100,13 @@ std::string describe_event(const EngineEvent& e) {
     case K::JobCancelled:
       return h + "cancelled at stage " + stage + " by " + e.text + " (" + job +
              "). Say \"retry " + e.host + "\" to resume.";
+    case K::StoreFailed:
+      return "jarvis cannot write its job store: " + e.text +
+             ". No stage starts and deploys are refused until it can; it retries by itself.";
+    case K::StoreRecovered: return "jarvis: " + e.text + ".";
+    case K::StoreLost:
+      return "jarvis stops: " + e.text +
+             ". Jobs written since are not in it; restore the file or start jarvis serve again.";
   }
   return {};
 }
@@ -137,9 +147,16 @@ void CommandService::run(const Command& c, const Requester& who, Done done) {
       case Verb::Audit: r = audit_trail(c); break;
       default: break;
     }
+  } catch (const StoreError& e) {
+    r = Reply{{"cannot " + std::string(verb_name(c.verb)) + " now: " + e.what() +
+               "; nothing was changed. Try again in a minute."}, false};
   } catch (const std::exception& e) {
     r = Reply{{"sorry, that failed inside jarvis: " + std::string(e.what())}, false};
   }
+  if (r.ok && engine_ && !engine_->store_problem().empty() &&
+      (c.verb == Verb::Status || c.verb == Verb::Jobs))
+    r.lines.push_back("note: jarvis cannot write its job store (" + engine_->store_problem() +
+                      "): no stage starts until it can");
   audit(who, c, r);
   done(std::move(r));
 }

@@ -15,6 +15,9 @@ struct ProcessLimits {
   Millis kill_grace{5000};            // SIGTERM -> SIGKILL
   Millis pipe_drain_grace{1000};      // after exit, wait this long for pipes held elsewhere
   int nice = 10;                      // workers yield the CPU to the bot itself under load
+  // RLIMIT_NPROC of each worker (0: inherited). Counted per user by the kernel, so it caps
+  // a fork bomb, not one worker's children exactly; root is exempt.
+  unsigned max_processes = 0;
 };
 
 class ProcessWorkerRunner : public WorkerRunner {
