@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pwd.h>
 #include <sys/file.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -255,7 +256,38 @@ std::unique_ptr<Context> open_context(const Args& args, log::Level level) {
   SqliteOptions options;
   // serve's loop must not sit in SQLite's busy wait: past this it pauses and retries instead.
   if (args.command == "serve") options.busy_timeout_ms = 500;
-  ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path(), options);
+  if (args.command != "serve") {
+    ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path(), options);
+  } else {
+    // A bot started on a full disk (or under another process's lock) waits for its store
+    // instead of exiting: a supervisor restarting it in a loop helps nobody. ^C still stops it.
+    sigset_t stop_signals, previous;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    ::sigprocmask(SIG_BLOCK, &stop_signals, &previous);
+    bool said = false;
+    while (!ctx->store) {
+      try {
+        ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path(), options);
+      } catch (const StoreError& e) {
+        // Full and busy clear by themselves; read-only or denied is for a person to fix.
+        if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy) throw;
+        if (!said) {
+          std::cerr << "jarvis: " << e.what() << "; waiting until it can be written (retrying every 2s)\n";
+          log::error(log::kNoJob, "{}; serve waits until it can be written", e.what());
+          said = true;
+        }
+        timespec wait{2, 0};
+        if (::sigtimedwait(&stop_signals, nullptr, &wait) > 0) {
+          ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+          throw std::runtime_error("stopped while waiting for the job store");
+        }
+      }
+    }
+    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+    if (said) log::info(log::kNoJob, "the job store can be written again; starting");
+  }
   PipelineDefaults defaults;
   defaults.timeout = ctx->config.default_timeout;
   ctx->pipelines = PipelineSet::load_dir(ctx->config.pipelines_dir, defaults, ctx->pipeline_errors);
@@ -481,6 +513,16 @@ int cmd_serve(Context& ctx) {
       std::cerr << "jarvis: cannot lock the state dir " << ctx.config.state_dir << ": "
                 << std::strerror(errno) << '\n';
     return 2;
+  }
+  // A store that can never be written here (read-only, permissions) is for a person to fix
+  // before the bot takes commands; full or locked it starts, refuses deploys and waits.
+  try {
+    ctx.store->probe_write(0);
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy) {
+      std::cerr << "jarvis: cannot serve: " << e.what() << '\n';
+      return 2;
+    }
   }
   warn_pipeline_errors(ctx);
   asio::io_context io;

@@ -316,6 +316,8 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
                   describe_job(*s.conflict, 0, now),
               "say \"cancel " + design->hostname + "\" first, or wait for it"},
              false};
+      } else if (!s.job && s.error.rfind("cannot accept deploys", 0) == 0) {
+        r = {{design->hostname + ": " + s.error}, false};
       } else if (!s.job) {
         r = {{design->hostname + ": cannot deploy: " + s.error}, false};
       } else {
