@@ -152,8 +152,7 @@ void secure_state_dir(const std::string& dir) {
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
     std::string msg = "the state dir " + dir + " is open to other users (mode " + mode +
                       "): its database is 0600, but run \"chmod 700 " + dir + "\"";
-    std::cerr << "jarvis: warning: " << msg << '\n';
-    log::warn(log::kNoJob, "{}", msg);
+    log::warn(log::kNoJob, "{}", msg);  // on stderr: the CLI logs warnings there
   }
 }
 

@@ -464,7 +464,12 @@ std::vector<JobRecord> SqliteJobStore::active_jobs() {
 }
 
 std::vector<JobRecord> SqliteJobStore::recent_finished(int limit) {
-  return query_jobs(JOB_SELECT
+  // Without ANALYZE statistics the planner prefers jobs_by_state and sorts the whole history;
+  // the partial index is already in the order wanted.
+  return query_jobs("SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, "
+                    "requested_by, origin, created_ms, started_ms, ended_ms, stage_started_ms, "
+                    "retry_at_ms, reason, owner, cancel_requested, cancelled_by, worker_pid, "
+                    "group_name FROM jobs INDEXED BY jobs_finished_by_end "
                     "WHERE state IN ('ready', 'failed', 'cancelled') ORDER BY ended_ms DESC, id "
                     "DESC LIMIT ?",
                     limit);
