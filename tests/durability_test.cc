@@ -185,19 +185,25 @@ TEST(Durability, AnAdopterKillsTheDeadEnginesWorkerEvenIfItsPidWasNeverStored) {
   int64_t id = h.store->create_job(nj, "engine-2-gone").id;
   h.store->mark_running(id, now_ms());
   h.store->stage_started(id, 0, 1, "dur:s1", now_ms(), 0);  // the intent; the pid never made it
-  int stray = spawn_marked({"JARVIS_JOB=" + std::to_string(id), "JARVIS_ENGINE=engine-2-gone"},
+  int stray = spawn_marked({"JARVIS_JOB=" + std::to_string(id), "JARVIS_ENGINE=engine-2-gone",
+                            "JARVIS_STATE_DIR=" + h.config.state_dir},
                            "sleep 60");
   ASSERT_GT(stray, 0);
+  // Job ids are per store: the same job id of another state dir is someone else's worker.
+  int neighbour = spawn_marked({"JARVIS_JOB=" + std::to_string(id), "JARVIS_ENGINE=engine-3-elsewhere",
+                                "JARVIS_STATE_DIR=/var/lib/another-jarvis"},
+                               "sleep 60");
+  ASSERT_GT(neighbour, 0);
   h.start();
   auto j = h.wait(id);
   ASSERT_EQ(j.state, JobState::Ready) << j.reason;
-  int status = 0;
-  EXPECT_EQ(::waitpid(stray, &status, WNOHANG), stray) << "the dead engine's worker still runs";
-  EXPECT_TRUE(WIFSIGNALED(status));
-  if (!WIFSIGNALED(status)) {
-    ::kill(stray, SIGKILL);
-    ::waitpid(stray, nullptr, 0);
-  }
+  bool gone = !process_exists(stray);
+  EXPECT_TRUE(gone) << "the dead engine's worker still runs";
+  if (!gone) ::kill(stray, SIGKILL);
+  ::waitpid(stray, nullptr, WNOHANG);  // unless the runner's sweeper reaped it already
+  EXPECT_TRUE(process_exists(neighbour)) << "another store's worker was killed";
+  ::kill(neighbour, SIGKILL);
+  ::waitpid(neighbour, nullptr, 0);
   EXPECT_EQ(read_file(runs), "s1\ns2\ns3\n");
 }
 

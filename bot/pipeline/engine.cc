@@ -56,8 +56,11 @@ std::string short_line(std::string s, size_t max = 200) {
   return s;
 }
 
-// The marker every worker of `job` carries, whichever engine started it.
-std::vector<std::string> job_marker(int64_t job) { return {"JARVIS_JOB=" + std::to_string(job)}; }
+// The marker every worker of `job` in this store carries, whichever engine started it (job
+// ids are per store: another state dir's job 7 is none of ours).
+std::vector<std::string> job_marker(const std::string& state_dir, int64_t job) {
+  return {"JARVIS_JOB=" + std::to_string(job), "JARVIS_STATE_DIR=" + state_dir};
+}
 
 }  // namespace
 
@@ -332,9 +335,6 @@ void Engine::start_worker(ActiveJob& job) {
     inv.executable = *path;
     inv.argv = {*path, task.task()};
     inv.env = worker_env(job);
-    inv.marker = {"JARVIS_ENGINE=" + id_, "JARVIS_JOB=" + std::to_string(id),
-                  "JARVIS_STAGE=" + std::to_string(stage_number),
-                  "JARVIS_ATTEMPT=" + std::to_string(rec.attempt)};
     job.worker = runner_.start(
         std::move(inv),
         [this, id, stage_number](std::string_view line) {
@@ -591,7 +591,7 @@ void Engine::adopt_claimed(int64_t id, const std::string& previous_owner) {
   if (!rec) return;
   if (rec->cancel_requested) {
     // Cancelled while nobody ran it: record that instead of running the stage again.
-    kill_marked_processes(job_marker(id), {"JARVIS_ENGINE=" + id_});
+    kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_});
     store_.job_cancelled(id, now_ms(), "cancelled by " + rec->cancelled_by);
     log::info(id, "cancelled by {} while no engine ran it", rec->cancelled_by);
     return;
@@ -607,7 +607,7 @@ void Engine::adopt_claimed(int64_t id, const std::string& previous_owner) {
   }
   // The dead engine's worker of this job (found by marker, stored pid or not) must be gone
   // before the stage runs again here: two workers of one stage never run at once.
-  if (int killed = kill_marked_processes(job_marker(id), {"JARVIS_ENGINE=" + id_})) {
+  if (int killed = kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_})) {
     log::warn(id, "killed {} worker process(es) left by {}", killed, previous_owner);
     auto placeholder = std::make_unique<ActiveJob>(io_);
     placeholder->rec = std::move(*rec);
@@ -626,7 +626,7 @@ void Engine::resume_adopted(int64_t id, int attempts_left) {
     if (ec || stopping_) return;
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
-    if (kill_marked_processes(job_marker(id), {"JARVIS_ENGINE=" + id_}) > 0 && attempts_left > 0)
+    if (kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_}) > 0 && attempts_left > 0)
       return resume_adopted(id, attempts_left - 1);
     jobs_.erase(it);
     enqueue(id);

@@ -82,9 +82,10 @@ struct Pipes {
 
 class ChildProcess : public RunningWorker, public std::enable_shared_from_this<ChildProcess> {
  public:
-  ChildProcess(asio::io_context& io, const ProcessLimits& limits,
+  ChildProcess(asio::io_context& io, const ProcessLimits& limits, std::shared_ptr<OrphanSweeper> sweeper,
                WorkerRunner::LineHandler on_stderr, WorkerRunner::DoneHandler on_done)
-      : io_(io), limits_(limits), on_stderr_(std::move(on_stderr)), on_done_(std::move(on_done)),
+      : io_(io), limits_(limits), sweeper_(std::move(sweeper)), on_stderr_(std::move(on_stderr)),
+        on_done_(std::move(on_done)),
         stdout_(io), stderr_(io), pidfd_(io), timeout_timer_(io), kill_timer_(io),
         drain_timer_(io), poll_timer_(io) {}
 
@@ -95,7 +96,6 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     std::string error;
     pipes.in = clipboard_file(inv.input, error);
     if (pipes.in < 0) return error;
-    marker_ = inv.marker;
 
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
@@ -123,6 +123,9 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     for (const auto& a : inv.argv) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     for (const auto& e : inv.env) envp.push_back(const_cast<char*>(e.c_str()));
+    // This run's token: whatever the worker leaves running after it exits carries it.
+    std::string token = sweeper_->next_token();
+    envp.push_back(token.data());
     envp.push_back(nullptr);
 
     int rc = ::posix_spawn(&pid_, inv.executable.c_str(), &actions, &attr, argv.data(),
@@ -145,6 +148,7 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
       rlimit nproc{limits_.max_processes, limits_.max_processes};
       ::prlimit(pid_, RLIMIT_NPROC, &nproc, nullptr);
     }
+    sweeper_->run_started(pid_, token);
     pipes.close_child_ends();
     stdout_.assign(std::exchange(pipes.out[0], -1));
     stderr_.assign(std::exchange(pipes.err[0], -1));
@@ -273,11 +277,11 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     kill_timer_.cancel();
     boost::system::error_code ignored;
     pidfd_.close(ignored);
-    // Whatever left the group (a setsid'd daemon) still carries this run's marker: it goes
-    // the way of its group, so nothing a worker started outlives its stage.
-    if (!marker_.empty()) kill_marked_processes(marker_);
+    // Whatever left the group (a setsid'd daemon) is the bot's child now (it is a subreaper)
+    // and still carries this run's marker: it goes the way of its group.
+    sweeper_->run_ended(pid_);
     if (stdout_open_ || stderr_open_) {
-      // Something else outside the group may still hold the pipes.
+      // Something outside the group may still hold the pipes.
       auto self = shared_from_this();
       drain_timer_.expires_after(limits_.pipe_drain_grace);
       drain_timer_.async_wait([self](const boost::system::error_code& ec) {
@@ -336,12 +340,12 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
 
   asio::io_context& io_;
   ProcessLimits limits_;
+  std::shared_ptr<OrphanSweeper> sweeper_;
   WorkerRunner::LineHandler on_stderr_;
   WorkerRunner::DoneHandler on_done_;
   pid_t pid_ = -1;
   asio::posix::stream_descriptor stdout_, stderr_, pidfd_;
   asio::steady_timer timeout_timer_, kill_timer_, drain_timer_, poll_timer_;
-  std::vector<std::string> marker_;
   std::array<char, 65536> out_buf_{};
   std::array<char, 16384> err_buf_{};
   std::string output_;
@@ -366,7 +370,7 @@ class NotStarted : public RunningWorker {
 }  // namespace
 
 ProcessWorkerRunner::ProcessWorkerRunner(asio::io_context& io, ProcessLimits limits)
-    : io_(io), limits_(limits) {
+    : io_(io), limits_(limits), sweeper_(std::make_shared<OrphanSweeper>(io)) {
   // A worker that exits without reading stdin must not kill the bot with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
 }
@@ -374,7 +378,7 @@ ProcessWorkerRunner::ProcessWorkerRunner(asio::io_context& io, ProcessLimits lim
 std::shared_ptr<RunningWorker> ProcessWorkerRunner::start(WorkerInvocation inv,
                                                           LineHandler on_stderr,
                                                           DoneHandler on_done) {
-  auto child = std::make_shared<ChildProcess>(io_, limits_, std::move(on_stderr), on_done);
+  auto child = std::make_shared<ChildProcess>(io_, limits_, sweeper_, std::move(on_stderr), on_done);
   if (auto error = child->spawn(inv)) {
     WorkerOutcome out;
     out.kind = Kind::SpawnFailed;

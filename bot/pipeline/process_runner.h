@@ -3,6 +3,8 @@
 // pipes as asio descriptors, exit noticed through a pidfd, no thread per child.
 #include <boost/asio/io_context.hpp>
 
+#include <memory>
+
 #include "bot/pipeline/worker_runner.h"
 
 namespace jarvis {
@@ -20,6 +22,8 @@ struct ProcessLimits {
   unsigned max_processes = 0;
 };
 
+class OrphanSweeper;
+
 class ProcessWorkerRunner : public WorkerRunner {
  public:
   ProcessWorkerRunner(boost::asio::io_context& io, ProcessLimits limits);
@@ -29,6 +33,7 @@ class ProcessWorkerRunner : public WorkerRunner {
  private:
   boost::asio::io_context& io_;
   ProcessLimits limits_;
+  std::shared_ptr<OrphanSweeper> sweeper_;
 };
 
 // Raises the soft open-files limit to the hard limit (each running worker holds four fds).

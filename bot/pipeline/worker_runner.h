@@ -16,9 +16,6 @@ struct WorkerInvocation {
   std::vector<std::string> argv;      // argv[0] included
   std::vector<std::string> env;       // "NAME=value", the whole environment
   std::string input;                  // the worker's whole stdin, in place before it starts
-  // Environment entries (a subset of env) that only this run carries: whatever still has
-  // them after the worker exits (a setsid'd grandchild) is killed with it.
-  std::vector<std::string> marker;
   Millis timeout{std::chrono::minutes(10)};
 };
 

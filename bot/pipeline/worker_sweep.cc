@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 
 namespace jarvis {
 namespace {
@@ -37,6 +40,16 @@ bool has_entry(const std::string& env, const std::string& entry) {
     size_t end = pos + entry.size();
     if ((pos == 0 || env[pos - 1] == '\0') && (end == env.size() || env[end] == '\0')) return true;
     pos = end;
+  }
+  return false;
+}
+
+// True if some entry of the NUL-separated environment starts with `prefix`.
+bool has_entry_prefix(const std::string& env, const std::string& prefix) {
+  size_t pos = 0;
+  while ((pos = env.find(prefix, pos)) != std::string::npos) {
+    if (pos == 0 || env[pos - 1] == '\0') return true;
+    pos += prefix.size();
   }
   return false;
 }
@@ -84,6 +97,79 @@ int kill_marked_processes(const std::vector<std::string>& all, const std::vector
     if (p.pgid > 1 && p.pgid != ::getpgrp()) ::kill(-p.pgid, SIGKILL);
   }
   return static_cast<int>(found.size());
+}
+
+OrphanSweeper::OrphanSweeper(boost::asio::io_context& io) : timer_(io) {
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  std::random_device rd;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "JARVIS_RUN=%d-%08x-", static_cast<int>(::getpid()), rd());
+  prefix_ = buf;
+}
+
+std::string OrphanSweeper::next_token() { return prefix_ + std::to_string(++issued_); }
+
+void OrphanSweeper::run_started(int leader_pid, const std::string& token) {
+  active_[leader_pid] = token;
+}
+
+void OrphanSweeper::run_ended(int leader_pid) {
+  active_.erase(leader_pid);
+  sweep();
+  sweep_later();
+}
+
+void OrphanSweeper::sweep_later() {
+  if (timer_pending_) return;
+  timer_pending_ = true;
+  timer_.expires_after(std::chrono::milliseconds(200));
+  timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    self->timer_pending_ = false;
+    if (ec) return;
+    self->sweep();
+    if (!self->orphans_.empty()) self->sweep_later();
+  });
+}
+
+void OrphanSweeper::sweep() {
+  std::vector<int> children;
+  std::string text;
+  if (DIR* tasks = ::opendir("/proc/self/task")) {
+    while (dirent* t = ::readdir(tasks)) {
+      if (t->d_name[0] == '.') continue;
+      if (!read_file(std::string("/proc/self/task/") + t->d_name + "/children", text)) continue;
+      const char* p = text.c_str();
+      char* end = nullptr;
+      for (long pid = std::strtol(p, &end, 10); end != p; pid = std::strtol(p, &end, 10)) {
+        children.push_back(static_cast<int>(pid));
+        p = end;
+      }
+    }
+    ::closedir(tasks);
+  }
+  std::string env, stat;
+  for (int pid : children) {
+    if (active_.count(pid)) continue;  // a worker still running its stage
+    std::string base = "/proc/" + std::to_string(pid);
+    if (!read_file(base + "/stat", stat)) continue;
+    auto paren = stat.rfind(')');
+    char state = paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : '?';
+    if (state == 'Z') {
+      if (orphans_.erase(pid)) ::waitpid(pid, nullptr, WNOHANG);
+      continue;
+    }
+    if (!read_file(base + "/environ", env) || !has_entry_prefix(env, prefix_)) continue;
+    bool running_stage = std::any_of(active_.begin(), active_.end(),
+                                     [&](const auto& run) { return has_entry(env, run.second); });
+    orphans_.insert(pid);
+    if (running_stage) continue;  // its stage still runs: it goes when that stage ends
+    int ppid = 0, pgrp = 0;
+    ::kill(pid, SIGKILL);
+    if (std::sscanf(stat.c_str() + paren + 3, "%d %d", &ppid, &pgrp) == 2 && pgrp > 1 &&
+        pgrp != ::getpgrp())
+      ::kill(-pgrp, SIGKILL);
+  }
+  if (!orphans_.empty()) sweep_later();
 }
 
 }  // namespace jarvis

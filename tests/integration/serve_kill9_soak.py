@@ -36,7 +36,8 @@ with open(f"{workers}/soak/step", "w") as f:
 import os, random, sys, time
 data = sys.stdin.read()
 job, stage, me = os.environ["JARVIS_JOB"], os.environ["JARVIS_STAGE"], os.getpid()
-want = (b"JARVIS_JOB=" + job.encode(), b"JARVIS_STAGE=" + stage.encode())
+want = (b"JARVIS_JOB=" + job.encode(), b"JARVIS_STAGE=" + stage.encode(),
+        b"JARVIS_STATE_DIR=" + os.environ["JARVIS_STATE_DIR"].encode())
 others = []
 for pid in os.listdir("/proc"):
     if not pid.isdigit() or int(pid) == me:
