@@ -155,7 +155,10 @@ void OrphanSweeper::sweep() {
     auto paren = stat.rfind(')');
     char state = paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : '?';
     if (state == 'Z') {
-      if (orphans_.erase(pid)) ::waitpid(pid, nullptr, WNOHANG);
+      // Any finished child that is not a running worker's leader: an orphan reparented to
+      // us (with or without our token) that nobody else will ever reap.
+      orphans_.erase(pid);
+      ::waitpid(pid, nullptr, WNOHANG);
       continue;
     }
     if (!read_file(base + "/environ", env) || !has_entry_prefix(env, prefix_)) continue;
