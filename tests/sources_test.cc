@@ -8,6 +8,7 @@
 #include "bot/design/ldap_design_source.h"
 #include "bot/design/url_design_source.h"
 #include "bot/chat/slack/slack_adapter.h"
+#include "bot/net/http_client.h"
 #include "bot/commands/acl.h"
 #include "bot/util/json.h"
 
@@ -90,7 +91,79 @@ TEST_F(UrlSource, PicksTheDesignAmongTheFilesOfAGist) {
   EXPECT_FALSE(s.design_from_gist(cut, t, file, error));
   EXPECT_EQ(error, "gist 42 file big.yaml is too big: 3000000 bytes, over the 1048576-byte limit for designs");
   EXPECT_FALSE(s.design_from_gist("<html>rate limited</html>", t, file, error));
-  EXPECT_NE(error.find("the gist API's answer is not JSON"), std::string::npos) << error;
+  EXPECT_EQ(error, "gist 42: the gist API answer was not understood (not JSON)");
+}
+
+// Issue 17, finding 21: answers of the wrong shape are errors, never exceptions.
+TEST_F(UrlSource, AGistAnswerOfTheWrongShapeIsAnErrorNotAnException) {
+  UrlDesignSource s(http, config());
+  UrlTarget t;
+  t.gist = true;
+  t.gist_id = "42";
+  for (const char* json : {R"({"files": {"design.yaml": "instance: {hostname: x}"}})",
+                           R"({"files": ["design.yaml"]})", R"({"files": "design.yaml"})",
+                           R"({"files": {"design.yaml": null}})", R"({"files": {"design.yaml": [1, 2]}})",
+                           R"({"files": {"a.yaml": {"content": "x: 1"}, "b.yaml": 7}})"}) {
+    std::string error, file;
+    std::optional<std::string> content;
+    ASSERT_NO_THROW(content = s.design_from_gist(json, t, file, error)) << json;
+    EXPECT_FALSE(content) << json;
+    EXPECT_EQ(error, "gist 42: the gist API answer was not understood") << json;
+  }
+  std::string error, file;
+  EXPECT_FALSE(s.design_from_gist(R"({"files": {"design.yaml": {"content": {"a": 1}}}})", t, file, error));
+  EXPECT_EQ(error, "gist 42 file design.yaml has no content");
+}
+
+// Issue 17, finding 3: what counts as private, after name resolution.
+TEST(Http, PrivateAddressesAreRecognized) {
+  for (const char* ip : {"127.0.0.1", "127.9.9.9", "10.1.2.3", "172.16.0.1", "172.31.255.255",
+                         "192.168.1.1", "169.254.169.254", "169.254.1.1", "100.64.0.1", "100.127.255.254",
+                         "0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "::1", "::ffff:127.0.0.1",
+                         "::ffff:10.0.0.1", "fd00:ec2::254", "fc00::1", "fd12:3456::1", "fe80::1",
+                         "ff02::1", "64:ff9b::a00:1", "2002:7f00:1::1"})
+    EXPECT_NE(private_address_kind(std::string(ip)), "") << ip;
+  for (const char* ip : {"8.8.8.8", "140.82.112.3", "172.32.0.1", "100.128.0.1", "192.0.2.1",
+                         "2606:4700::1111", "2001:4860:4860::8888", "64:ff9b::808:808"})
+    EXPECT_EQ(private_address_kind(std::string(ip)), "") << ip;
+  EXPECT_EQ(private_address_kind(std::string("169.254.169.254")), "the cloud metadata service");
+  EXPECT_EQ(private_address_kind(std::string("fd00:ec2::254")), "the cloud metadata service");
+  EXPECT_EQ(private_address_kind(std::string("::ffff:127.0.0.1")), "loopback (IPv4-mapped)");
+}
+
+TEST(Http, UrlsAreReadAsCurlReadsThem) {
+  auto p = parse_url("https://Gist.GitHubUserContent.com/u/1/raw/x.yaml");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->scheme, "https");
+  EXPECT_EQ(p->host, "gist.githubusercontent.com");
+  EXPECT_EQ(p->port, 443);
+  EXPECT_FALSE(p->has_userinfo);
+  p = parse_url("https://[::1]:8443/x");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->host, "::1");
+  EXPECT_EQ(p->port, 8443);
+  p = parse_url("https://a:b@example.com/");
+  ASSERT_TRUE(p);
+  EXPECT_TRUE(p->has_userinfo);
+  EXPECT_EQ(p->host, "example.com");
+}
+
+TEST_F(UrlSource, UrlHostsNameAPortOrMeanTheDefaultOne) {
+  GistConfig c = config();
+  c.url_hosts = {"raw.example.com", "mirror.example.com:8443", "[fd00::5]:9443"};
+  UrlDesignSource s(http, c);
+  auto why = [&](const std::string& ref) {
+    std::string error;
+    return s.target(ref, error) ? std::string("accepted") : error;
+  };
+  EXPECT_EQ(why("https://raw.example.com/x.yaml"), "accepted");
+  EXPECT_EQ(why("https://raw.example.com:443/x.yaml"), "accepted");
+  EXPECT_EQ(why("https://raw.example.com:8443/x.yaml"),
+            "host raw.example.com:8443 is not one jarvis fetches designs from (gist.url_hosts)");
+  EXPECT_EQ(why("https://mirror.example.com:8443/x.yaml"), "accepted");
+  EXPECT_EQ(why("https://mirror.example.com/x.yaml"),
+            "host mirror.example.com is not one jarvis fetches designs from (gist.url_hosts)");
+  EXPECT_EQ(why("https://[fd00::5]:9443/x.yaml"), "accepted");
 }
 
 TEST(Ldap, FilterValuesAreEscapedPerRfc4515) {

@@ -235,7 +235,7 @@ void check_known(const std::string& file, const YAML::Node& n, const char* secti
 void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
   check_known(file, n, "gist", {"api_url", "gist_hosts", "url_hosts", "token", "token_env", "token_file",
                                 "ca_file", "timeout", "max_bytes", "max_redirects", "allow_http",
-                                "design_files"});
+                                "design_files", "allow_private_addresses"});
   GistConfig& g = c.gist;
   if (n["api_url"]) {
     g.api_url = text(file, n["api_url"], "gist.api_url");
@@ -250,6 +250,8 @@ void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
   if (n["max_bytes"]) g.max_bytes = static_cast<size_t>(number(file, n["max_bytes"], "gist.max_bytes", 1024, design_limits().max_bytes));
   if (n["max_redirects"]) g.max_redirects = static_cast<long>(number(file, n["max_redirects"], "gist.max_redirects", 0, 20));
   if (n["allow_http"]) g.allow_http = boolean(file, n["allow_http"], "gist.allow_http");
+  if (n["allow_private_addresses"])
+    g.allow_private_addresses = boolean(file, n["allow_private_addresses"], "gist.allow_private_addresses");
   if (n["design_files"]) g.design_files = strings(file, n["design_files"], "gist.design_files");
   if (g.design_files.empty()) fail(file, n["design_files"], "gist.design_files must name at least one file");
   if (g.api_url.rfind("http://", 0) == 0 && !g.allow_http)

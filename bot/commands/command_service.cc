@@ -263,6 +263,16 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
     done(std::move(r));
     return;
   }
+  // A gist, URL or LDAP design is fetched with the bot's credentials and from its network:
+  // planning one needs the right to deploy, even where plan is open to everyone.
+  if (c.verb == Verb::Plan && who.may && !who.may(Verb::Deploy) && designs_.remote(c.argument)) {
+    Reply r{{who.who + ": planning a design from a gist, URL or LDAP needs the right to deploy; "
+             "plan a design by name, or ask an admin"},
+            false};
+    audit(who, c, r);
+    done(std::move(r));
+    return;
+  }
   designs_.fetch(c.argument, [this, c, who, done = std::move(done)](std::optional<Design> design,
                                                                      std::string error) {
     Reply r;

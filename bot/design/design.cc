@@ -250,6 +250,12 @@ bool DesignSources::handles(const std::string& ref) const {
   return std::any_of(sources_.begin(), sources_.end(), [&](DesignSource* s) { return s->handles(ref); });
 }
 
+bool DesignSources::remote(const std::string& ref) const {
+  for (DesignSource* s : sources_)
+    if (s->handles(ref)) return s->remote(ref);
+  return false;
+}
+
 void DesignSources::fetch(const std::string& ref, Done done) {
   for (DesignSource* s : sources_) {
     if (s->handles(ref)) {

@@ -41,6 +41,9 @@ class DesignSource {
   virtual ~DesignSource() = default;
   // True if this source understands `ref` (a path, a URL, a DN).
   virtual bool handles(const std::string& ref) const = 0;
+  // True if fetching `ref` goes over the network with the bot's own credentials (a gist, a
+  // URL, LDAP): planning it then needs the right to deploy.
+  virtual bool remote(const std::string& ref) const { (void)ref; return false; }
   // Loads the design; `done` runs later on the loop, never before fetch returns.
   virtual void fetch(const std::string& ref, Done done) = 0;
 };
@@ -50,6 +53,7 @@ class DesignSources : public DesignSource {
  public:
   void add(DesignSource& source) { sources_.push_back(&source); }
   bool handles(const std::string& ref) const override;
+  bool remote(const std::string& ref) const override;
   void fetch(const std::string& ref, Done done) override;
 
  private:

@@ -43,6 +43,7 @@ class LdapDesignSource : public DesignSource {
   LdapDesignSource(boost::asio::io_context& io, LdapSourceConfig config);
   ~LdapDesignSource() override;  // waits for lookups in flight (each bounded by the timeout)
   bool handles(const std::string& ref) const override;
+  bool remote(const std::string& ref) const override { return handles(ref); }
   void fetch(const std::string& ref, Done done) override;
 
   // The blocking lookup (run on the pool; public for tests).
