@@ -77,8 +77,8 @@ TEST_F(UrlSource, PicksTheDesignAmongTheFilesOfAGist) {
 
   const std::string none = R"({"files": {"a.yaml": {"content": "x: 1"}, "b.yaml": {"content": "y: 2"}}})";
   EXPECT_FALSE(s.design_from_gist(none, t, file, error));
-  EXPECT_EQ(error, "gist 42 has 2 files (a.yaml, b.yaml) and none is named design.yaml; name the "
-                   "design file so, or add #file-<name> to the URL");
+  EXPECT_EQ(error, "gist 42 has 2 files and none is named design.yaml; name the "
+                   "design file so, or add #file-<name> to the URL") << "a secret gist's file names are not listed";
   t.file_hint = "b-yaml";
   ASSERT_TRUE(s.design_from_gist(none, t, file, error)) << error;
   EXPECT_EQ(file, "b.yaml");
@@ -89,7 +89,7 @@ TEST_F(UrlSource, PicksTheDesignAmongTheFilesOfAGist) {
 
   const std::string cut = R"({"files": {"big.yaml": {"size": 3000000, "truncated": true, "content": "x: 1"}}})";
   EXPECT_FALSE(s.design_from_gist(cut, t, file, error));
-  EXPECT_EQ(error, "gist 42 file big.yaml is too big: 3000000 bytes, over the 1048576-byte limit for designs");
+  EXPECT_EQ(error, "gist 42: the design file is too big: over the 1048576-byte limit for designs");
   EXPECT_FALSE(s.design_from_gist("<html>rate limited</html>", t, file, error));
   EXPECT_EQ(error, "gist 42: the gist API answer was not understood (not JSON)");
 }
@@ -112,7 +112,7 @@ TEST_F(UrlSource, AGistAnswerOfTheWrongShapeIsAnErrorNotAnException) {
   }
   std::string error, file;
   EXPECT_FALSE(s.design_from_gist(R"({"files": {"design.yaml": {"content": {"a": 1}}}})", t, file, error));
-  EXPECT_EQ(error, "gist 42 file design.yaml has no content");
+  EXPECT_EQ(error, "gist 42: the design file has no content");
 }
 
 // Issue 17, finding 3: what counts as private, after name resolution.

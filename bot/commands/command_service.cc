@@ -25,6 +25,14 @@ std::string one_line(std::string s, size_t max = 400) {
   return s;
 }
 
+// A remote design's values may be secrets: a pipeline error names the field, not its value.
+std::string without_values(std::string error, bool remote) {
+  size_t at = remote ? error.find(" (instance.provider is '") : std::string::npos;
+  if (size_t end = at == std::string::npos ? at : error.find("')", at + 24); end != std::string::npos)
+    error.replace(at, end + 2 - at, " (by its instance.provider)");
+  return error;
+}
+
 std::string job_ref(const JobRecord& j) {
   return "job " + std::to_string(j.id) + ", started by " + j.requested_by;
 }
@@ -281,7 +289,9 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
     } else if (!design) {
       r = {{"cannot " + std::string(verb_name(c.verb)) + ": " + error}, false};
     } else if (const Pipeline* p = pipelines_.select(design->root, c.pipeline, error); !p) {
-      r = {{design->hostname + ": cannot " + std::string(verb_name(c.verb)) + ": " + error}, false};
+      r = {{design->hostname + ": cannot " + std::string(verb_name(c.verb)) + ": " +
+            without_values(error, designs_.remote(c.argument))},
+           false};
     } else if (c.verb == Verb::Plan) {
       auto missing = missing_workers(workers_path_, *p);
       r.lines.push_back(design->hostname + ": plan " + p->name + " (" +
@@ -333,7 +343,7 @@ Reply CommandService::plan_cluster(const Command& c, const Design& cluster) {
     std::string error;
     const Pipeline* p = pipelines_.select(m.root, c.pipeline, error);
     if (!p) {
-      r.lines.push_back(m.hostname + ": " + error);
+      r.lines.push_back(m.hostname + ": " + without_values(error, designs_.remote(c.argument)));
       r.ok = false;
       continue;
     }
@@ -359,7 +369,7 @@ Reply CommandService::deploy_cluster(const Command& c, const Requester& who, con
   for (const auto& m : cluster.members) {
     std::string error;
     const Pipeline* p = pipelines_.select(m.root, c.pipeline, error);
-    if (!p) refused.lines.push_back(m.hostname + ": " + error);
+    if (!p) refused.lines.push_back(m.hostname + ": " + without_values(error, designs_.remote(c.argument)));
     else if (auto missing = missing_workers(workers_path_, *p); !missing.empty())
       refused.lines.push_back(m.hostname + ": pipeline " + p->name + " has no worker for " + missing.front());
     else if (auto current = store_.latest_for_host(m.hostname); current && is_active(current->state))

@@ -31,8 +31,13 @@ YamlLimits design_limits();
 // RFC 1123 host label: 1-63 of [a-z0-9-], not starting or ending with '-'.
 bool is_valid_hostname(std::string_view name);
 
+// Where a design's text came from. A remote one (gist, URL, LDAP) may hold values its
+// requester must not see: its errors name the field and line but never quote a value.
+enum class DesignOrigin { Local, Remote };
+
 // Parses and checks a design; on failure `error` names the field or line.
-std::optional<Design> parse_design(std::string ref, std::string text, std::string& error);
+std::optional<Design> parse_design(std::string ref, std::string text, std::string& error,
+                                   DesignOrigin origin = DesignOrigin::Local);
 
 // Where designs come from. Asynchronous, because gists and LDAP are network fetches.
 class DesignSource {

@@ -170,7 +170,7 @@ std::optional<Design> LdapDesignSource::load(const std::string& ref, std::string
     error = entry.dn + " has " + std::to_string(count) + " values, over the limit of " + std::to_string(kMaxValues);
     return std::nullopt;
   }
-  auto design = parse_design(entry.dn, design_text_from_entry(entry, config_), error);
+  auto design = parse_design(entry.dn, design_text_from_entry(entry, config_), error, DesignOrigin::Remote);
   if (!design) error = entry.dn + ": " + error;
   return design;
 }

@@ -268,12 +268,9 @@ std::optional<std::string> UrlDesignSource::pick_from_gist(const std::string& js
       for (const auto& n : names)
         if (chosen.empty() && lower(n) == preferred) chosen = n;
     if (chosen.empty()) {
-      std::string listed;
-      for (size_t i = 0; i < names.size() && i < 10; ++i) listed += (i ? ", " : "") + names[i];
-      if (names.size() > 10) listed += ", ...";
-      error = "gist " + t.gist_id + " has " + std::to_string(names.size()) + " files (" + listed +
-              ") and none is named " + config_.design_files.front() +
-              "; name the design file so, or add #file-<name> to the URL";
+      // The names are not listed: the gist may be secret, read with the bot's token.
+      error = "gist " + t.gist_id + " has " + std::to_string(names.size()) + " files and none is named " +
+              config_.design_files.front() + "; name the design file so, or add #file-<name> to the URL";
       return std::nullopt;
     }
   }
@@ -286,13 +283,12 @@ std::optional<std::string> UrlDesignSource::pick_from_gist(const std::string& js
     if (entry["size"]) size = entry["size"].as<size_t>();
   } catch (const YAML::Exception&) {}
   if (truncated || size > config_.max_bytes) {
-    error = "gist " + t.gist_id + " file " + chosen + " is too big: " +
-            (size ? std::to_string(size) + " bytes, " : std::string()) + "over the " +
+    error = "gist " + t.gist_id + ": the design file is too big: over the " +
             std::to_string(config_.max_bytes) + "-byte limit for designs";
     return std::nullopt;
   }
   if (!content || !content.IsScalar()) {
-    error = "gist " + t.gist_id + " file " + chosen + " has no content";
+    error = "gist " + t.gist_id + ": the design file has no content";
     return std::nullopt;
   }
   return content.Scalar();
@@ -372,9 +368,11 @@ std::optional<Design> UrlDesignSource::answer(const std::string& ref, const UrlT
     if (!content) return std::nullopt;
     text = std::move(*content);
   }
-  auto design = parse_design(ref, std::move(text), error);
+  // A remote design's values may be secrets (and a gist's file names too): errors name the
+  // field and the line, never the value.
+  auto design = parse_design(ref, std::move(text), error, DesignOrigin::Remote);
   if (!design) {
-    error = what + (file.empty() ? "" : " (" + file + ")") + ": " + error;
+    error = what + ": " + error;
     return std::nullopt;
   }
   return design;

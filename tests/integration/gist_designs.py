@@ -87,7 +87,7 @@ check(api_calls and all(r[2].get("Authorization") == f"Bearer {token}" for r in 
       "the gist API was called without the token")
 
 rc, out = plan(good, "https://gist.github.com/bb22")
-check(rc == 1 and "gist bb22 has 3 files (README.md, thor.yaml, odin.yaml) and none is named design.yaml" in out,
+check(rc == 1 and "gist bb22 has 3 files and none is named design.yaml" in out and "thor.yaml" not in out,
       f"several files: {out}")
 rc, out = plan(good, "https://gist.github.com/bb22#file-odin-yaml")
 check(rc == 0 and "odin: plan three" in out, f"#file- anchor: {out}")
@@ -97,9 +97,27 @@ check(rc == 0 and "freyr: plan three" in out, f"design.yaml among several: {out}
 rc, out = plan(good, "https://gist.github.com/ff66")
 check(rc == 1 and "gist ff66 not found" in out, f"404: {out}")
 rc, out = plan(good, "https://gist.github.com/dd44")
-check(rc == 1 and "gist dd44 (broken.yaml): the design is not usable YAML: line 4" in out, f"invalid YAML: {out}")
+check(rc == 1 and "gist dd44: the design is not usable YAML: line 4" in out and "broken.yaml" not in out,
+      f"invalid YAML: {out}")
 rc, out = plan(good, "https://gist.github.com/ee55")
-check(rc == 1 and "instance.hostname '-loki-' (line 2)" in out, f"invalid design: {out}")
+check(rc == 1 and "instance.hostname (line 2) is not a host name" in out and "-loki-" not in out,
+      f"invalid design: {out}")
+
+# --- A secret gist read with the bot's token (finding 11) ----------------------------------
+# Its file names are not listed and its values are not echoed, whichever way it fails.
+emu.add_gist("5ec7e7", {"prod-db-hunter2.md": "# notes\n", "root-password-hunter2.txt": "hunter2\n"})
+emu.add_gist("5ec7e8", {"design.yaml": "instance:\n  hostname: loki\n  provider: test\n"
+                                       "  size: 'hunter2 the db root password'\n"})
+emu.add_gist("5ec7e9", {"design.yaml": "instance:\n  hostname: loki\n  provider: hunter2-db\n"})
+rc, out = plan(good, "https://gist.github.com/5ec7e7")
+check(rc == 1 and "gist 5ec7e7 has 2 files and none is named design.yaml" in out and "hunter2" not in out,
+      f"a secret gist's file names were listed: {out}")
+rc, out = plan(good, "https://gist.github.com/5ec7e8")
+check(rc == 1 and "instance.size (line 4) is not a size" in out and "hunter2" not in out,
+      f"a secret gist's value was echoed: {out}")
+rc, out = plan(good, "https://gist.github.com/5ec7e9")
+check(rc == 1 and "no pipeline matches this design (by its instance.provider)" in out and "hunter2" not in out,
+      f"a secret gist's provider was echoed: {out}")
 
 # Raw URLs from an allowed host; no token goes to them.
 emu.requests.clear()
@@ -182,7 +200,7 @@ for gist_id, body in [("bad1", '{"files": {"design.yaml": "instance: {hostname: 
     emu.add_raw(f"/gists/{gist_id}", body, content_type="application/json")
     rc, out = plan(good, f"https://gist.github.com/{gist_id}")
     check(rc == 1 and (f"gist {gist_id}: the gist API answer was not understood" in out
-                       or f"gist {gist_id} file" in out), f"{gist_id}: {rc} {out}")
+                       or f"gist {gist_id}: the design file has no content" in out), f"{gist_id}: {rc} {out}")
 # ... and serve carries on after one.
 bot = subprocess.Popen([binary, "--config", good, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                        stderr=subprocess.DEVNULL, text=True)
