@@ -168,8 +168,14 @@ TEST(CommandService, PlanOfARemoteDesignNeedsTheRightToDeploy) {
   EXPECT_TRUE(say("plan loki", reader).lines.at(0).rfind("loki: plan svc", 0) == 0) << "local designs stay open";
   auto allowed = say("plan https://gist.github.com/aa11", deployer);
   EXPECT_NE(allowed.lines.at(0).find("cannot fetch gist aa11"), std::string::npos) << allowed.lines.at(0);
+  // Issue 17, finding 12: the trail is open to everyone; tokens in URLs are not in it.
+  auto tokened = say("plan https://gist.githubusercontent.com/u/1/raw/x.yaml?access_token=ghp_hunter2 "
+                     "--pipeline svc", reader);
+  EXPECT_EQ(tokened.lines.at(0).find("ghp_hunter2"), std::string::npos) << tokened.lines.at(0);
   auto trail = h.store->audit_trail(100);
   ASSERT_FALSE(trail.empty());
+  EXPECT_EQ(trail.back().command,
+            "plan https://gist.githubusercontent.com/u/1/raw/x.yaml?access_token=[redacted] --pipeline svc");
   EXPECT_EQ(trail.front().command, "plan https://gist.github.com/aa11");
   EXPECT_NE(trail.front().outcome.find("needs the right to deploy"), std::string::npos);
 }

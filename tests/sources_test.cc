@@ -11,6 +11,7 @@
 #include "bot/net/http_client.h"
 #include "bot/commands/acl.h"
 #include "bot/util/json.h"
+#include "bot/util/url_redact.h"
 
 namespace jarvis {
 namespace {
@@ -164,6 +165,23 @@ TEST_F(UrlSource, UrlHostsNameAPortOrMeanTheDefaultOne) {
   EXPECT_EQ(why("https://mirror.example.com/x.yaml"),
             "host mirror.example.com is not one jarvis fetches designs from (gist.url_hosts)");
   EXPECT_EQ(why("https://[fd00::5]:9443/x.yaml"), "accepted");
+}
+
+// Issue 17, finding 12: credentials in URLs are hidden wherever URLs are stored or logged.
+TEST(UrlRedact, TokensAndPasswordsInUrlsAreRedacted) {
+  EXPECT_EQ(redact_url_credentials("plan https://raw.example.com/x.yaml?access_token=ghp_abc123&ref=main"),
+            "plan https://raw.example.com/x.yaml?access_token=[redacted]&ref=main");
+  EXPECT_EQ(redact_url_credentials("deploy https://alice:s3cret@raw.example.com/x.yaml"),
+            "deploy https://[redacted]@raw.example.com/x.yaml");
+  EXPECT_EQ(redact_url_credentials("https://ghp_abc@example.com"), "https://[redacted]@example.com");
+  EXPECT_EQ(redact_url_credentials("a https://h/x?token=1;sig=2&X-Amz-Signature=3#id_token=4 b"),
+            "a https://h/x?token=[redacted];sig=[redacted]&X-Amz-Signature=[redacted]#id_token=[redacted] b");
+  EXPECT_EQ(redact_url_credentials("'https://h/?private%5Ftoken=abc' and http://h2/?api_key=k"),
+            "'https://h/?private%5Ftoken=[redacted]' and http://h2/?api_key=[redacted]");
+  EXPECT_EQ(redact_url_credentials("https://h/x.yaml?ref=main&page=2"), "https://h/x.yaml?ref=main&page=2");
+  EXPECT_EQ(redact_url_credentials("no url here: token=abc"), "no url here: token=abc");
+  EXPECT_EQ(redact_url_credentials("cn=loki,ou=Hosts"), "cn=loki,ou=Hosts");
+  EXPECT_EQ(redact_url_credentials("://x?token=1"), "://x?token=1") << "no scheme, no URL";
 }
 
 TEST(Ldap, FilterValuesAreEscapedPerRfc4515) {

@@ -7,6 +7,7 @@
 #include "bot/pipeline/worker_path.h"
 #include "bot/util/duration.h"
 #include "bot/util/log.h"
+#include "bot/util/url_redact.h"
 
 namespace jarvis {
 namespace {
@@ -479,8 +480,10 @@ void CommandService::audit(const Requester& who, const Command& c, const Reply& 
   e.who = who.id.empty() ? who.who : who.id;
   e.protocol = who.protocol;
   e.place = who.place;
-  e.command = c.text;
-  e.outcome = reply.ok ? "ok" : "refused: " + (reply.lines.empty() ? "" : one_line(reply.lines[0], 300));
+  // The trail is open to everyone in chat: no credentials from URLs in it.
+  e.command = redact_url_credentials(c.text);
+  e.outcome = redact_url_credentials(
+      reply.ok ? "ok" : "refused: " + (reply.lines.empty() ? "" : one_line(reply.lines[0], 300)));
   try {
     store_.audit(e);
   } catch (const std::exception& ex) {

@@ -7,6 +7,7 @@
 #include "bot/util/log.h"
 #include "bot/util/json.h"
 #include "bot/util/text.h"
+#include "bot/util/url_redact.h"
 
 namespace jarvis {
 namespace {
@@ -32,7 +33,8 @@ std::string anchor_slug(const std::string& name) {
   return s;
 }
 
-std::string short_ref(const std::string& ref) { return ref.substr(0, 120); }
+// The ref as replies, logs and job records show it: cut, and without credentials.
+std::string short_ref(const std::string& ref) { return redact_url_credentials(ref.substr(0, 120)); }
 
 long default_port(const std::string& scheme) { return scheme == "http" ? 80 : 443; }
 
@@ -370,7 +372,8 @@ std::optional<Design> UrlDesignSource::answer(const std::string& ref, const UrlT
   }
   // A remote design's values may be secrets (and a gist's file names too): errors name the
   // field and the line, never the value.
-  auto design = parse_design(ref, std::move(text), error, DesignOrigin::Remote);
+  // The job record keeps the ref (status, jobs, the log): without the URL's credentials.
+  auto design = parse_design(redact_url_credentials(ref), std::move(text), error, DesignOrigin::Remote);
   if (!design) {
     error = what + ": " + error;
     return std::nullopt;

@@ -11,6 +11,7 @@ resolution), echo curl's words, addresses or ports into the reply, list a gist's
 echo a design's field values, or throw out of the handler on a gist API answer of the wrong
 shape (which would end serve)."""
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -191,6 +192,33 @@ for ref in [f"{emu.base_url}/designs/baldr.yaml", f"https://localhost:{emu.port}
     check(rc == 1 and "loopback, private or link-local address" in reply, f"{ref} was fetched: {reply}{log}")
     check("127.0.0.1 is loopback" in log or "::1 is loopback" in log, f"{ref}: the log does not say why: {log}")
 check(not emu.requests, f"a private address was connected to: {emu.requests}")
+
+# --- Tokens in URLs (finding 12) ------------------------------------------------------------
+# The URL's token still reaches the server, but not the reply, the log, the audit trail or
+# the job record.
+url_token = "glpat-url0token0hunter2"
+emu.requests.clear()
+for ref in [f"{emu.base_url}/designs/baldr.yaml?access_token={url_token}&ref=main",
+            f"{emu.base_url}/designs/nosuch.yaml?token={url_token}"]:
+    p = subprocess.run([binary, "--config", good, "plan", ref], capture_output=True, text=True, timeout=60)
+    check(url_token not in p.stdout + p.stderr, f"the URL's token was shown: {p.stdout}{p.stderr}")
+check(any(url_token in r[1] for r in emu.requests), f"the URL's token did not reach the server: {emu.requests}")
+p = subprocess.run([binary, "--config", good, "run", f"{emu.base_url}/designs/baldr.yaml?access_token={url_token}"],
+                   capture_output=True, text=True, timeout=120)
+check(p.returncode == 0 and url_token not in p.stdout + p.stderr, f"run with a URL token: {p.stdout}{p.stderr}")
+for words in [["jobs"], ["log", "baldr"], ["status", "baldr"]]:
+    p = subprocess.run([binary, "--config", good, *words], capture_output=True, text=True, timeout=60)
+    check(url_token not in p.stdout + p.stderr, f"{words}: the URL's token is stored: {p.stdout}")
+with sqlite3.connect(f"{work}/state-good/jarvis.db") as db:
+    audited = [row[0] for row in db.execute("SELECT command FROM audit")]
+    refs = [row[0] for row in db.execute("SELECT design_ref FROM jobs")]
+check(any("access_token=[redacted]&ref=main" in c for c in audited) and not any(url_token in c for c in audited),
+      f"the audit trail: {audited}")
+check(refs and not any(url_token in r for r in refs), f"the job records: {refs}")
+for suffix in ["", "-wal"]:
+    if os.path.exists(f"{work}/state-good/jarvis.db{suffix}"):
+        check(url_token.encode() not in open(f"{work}/state-good/jarvis.db{suffix}", "rb").read(),
+              f"the URL's token is in jarvis.db{suffix}")
 
 # --- Answers of the wrong shape (finding 21) -----------------------------------------------
 for gist_id, body in [("bad1", '{"files": {"design.yaml": "instance: {hostname: x}"}}'),
