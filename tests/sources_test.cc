@@ -3,6 +3,16 @@
 // are exercised by tests/integration/gist_designs.py and ldap_designs.py.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include <boost/asio/io_context.hpp>
 
 #include "bot/design/ldap_design_source.h"
@@ -248,6 +258,126 @@ TEST(Ldap, OnlyNamesWithEqualsSignsAreLdapRefs) {
   EXPECT_EQ(error, "uid=root,ou=People,dc=example,dc=com is outside ou=Hosts,dc=example,dc=com, where jarvis reads hosts");
   EXPECT_FALSE(based.load("c n=loki", error));
   EXPECT_EQ(error, "'c n=loki' is not an LDAP name: use attribute=value, e.g. cn=loki");
+}
+
+// A TCP server that accepts and then says nothing (ldaps://: the TLS handshake stalls), or
+// that answers StartTLS with success and then says nothing (the handshake after it stalls).
+class SilentLdapServer {
+ public:
+  explicit SilentLdapServer(bool answer_starttls) : starttls_(answer_starttls) {
+    listen_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_, 16) != 0 ||
+        ::getsockname(listen_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("cannot listen");
+    port = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~SilentLdapServer() {
+    stop_ = true;
+    thread_.join();
+    for (int fd : connections_) ::close(fd);
+    ::close(listen_);
+  }
+  int port = 0;
+  std::atomic<int> accepted{0};
+
+ private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{listen_, POLLIN, 0};
+      if (::poll(&p, 1, 50) != 1) continue;
+      int fd = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      connections_.push_back(fd);
+      ++accepted;
+      if (starttls_) {
+        char request[512];
+        pollfd r{fd, POLLIN, 0};
+        if (::poll(&r, 1, 2000) == 1 && ::recv(fd, request, sizeof request, 0) > 0) {
+          // ExtendedResponse to message 1: success, and then silence.
+          static const unsigned char ok[] = {0x30, 0x0c, 0x02, 0x01, 0x01, 0x78, 0x07, 0x0a,
+                                             0x01, 0x00, 0x04, 0x00, 0x04, 0x00};
+          (void)!::send(fd, ok, sizeof ok, MSG_NOSIGNAL);
+        }
+      }
+    }
+  }
+  bool starttls_;
+  int listen_ = -1;
+  std::atomic<bool> stop_{false};
+  std::vector<int> connections_;
+  std::thread thread_;
+};
+
+template <typename Predicate>
+bool run_until(boost::asio::io_context& io, Predicate done, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < end) {
+    io.restart();
+    io.run_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+// Issue 17, finding 10: libldap 2.5 never times out a stalled TLS handshake (and spins); the
+// lookup's deadline answers the caller and shuts the socket down, which frees the thread.
+TEST(LdapDeadline, AStalledTlsHandshakeTimesOutAndFreesItsThread) {
+  using namespace std::chrono_literals;
+  for (bool starttls : {false, true}) {
+    SCOPED_TRACE(starttls ? "StartTLS, then silence" : "ldaps://, silence");
+    SilentLdapServer server(starttls);
+    boost::asio::io_context io;
+    LdapSourceConfig config;
+    config.connect.uri = std::string(starttls ? "ldap" : "ldaps") + "://127.0.0.1:" + std::to_string(server.port);
+    config.connect.timeout = 1s;  // libldap's own timeouts, which do not cover the handshake
+    config.lookup_timeout = 2s;
+    config.base = "ou=Hosts,dc=example,dc=com";
+    config.threads = 1;
+    auto start = std::chrono::steady_clock::now();
+    {
+      LdapDesignSource source(io, config);
+      std::optional<std::string> answer;
+      source.fetch("cn=loki", [&](std::optional<Design> d, std::string error) {
+        EXPECT_FALSE(d);
+        answer = error;
+      });
+      ASSERT_TRUE(run_until(io, [&] { return answer.has_value(); }, 10s)) << "no answer";
+      EXPECT_EQ(*answer, "LDAP did not answer within 2s (ldap.lookup_timeout); try again later");
+      EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);
+      EXPECT_EQ(server.accepted, 1);
+      // The pool's thread comes back: the stalled call ended when its socket was shut down.
+      EXPECT_TRUE(run_until(io, [&] { return source.in_flight() == 0; }, 3s)) << "the LDAP thread is still stuck";
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 6s) << "the source's destructor waited";
+  }
+}
+
+TEST(LdapDeadline, LookupsBeyondThePoolAndItsQueueAreRefused) {
+  using namespace std::chrono_literals;
+  SilentLdapServer server(false);
+  boost::asio::io_context io;
+  LdapSourceConfig config;
+  config.connect.uri = "ldaps://127.0.0.1:" + std::to_string(server.port);
+  config.lookup_timeout = 2s;
+  config.base = "ou=Hosts,dc=example,dc=com";
+  config.threads = 1;
+  config.max_queued = 1;
+  LdapDesignSource source(io, config);
+  std::vector<std::optional<std::string>> answers(3);
+  for (size_t i = 0; i < answers.size(); ++i)
+    source.fetch("cn=loki", [&answers, i](std::optional<Design>, std::string error) { answers[i] = error; });
+  ASSERT_TRUE(run_until(io, [&] { return answers[2].has_value(); }, 1s));
+  EXPECT_EQ(*answers[2], "LDAP is busy (2 lookups in flight); try again in a moment");
+  EXPECT_FALSE(answers[0] || answers[1]) << "the busy answer comes at once";
+  ASSERT_TRUE(run_until(io, [&] { return answers[0] && answers[1]; }, 6s));
+  EXPECT_EQ(*answers[0], "LDAP did not answer within 2s (ldap.lookup_timeout); try again later");
+  EXPECT_EQ(*answers[1], *answers[0]) << "the queued one has the same deadline";
+  EXPECT_TRUE(run_until(io, [&] { return source.in_flight() == 0; }, 3s));
+  EXPECT_LE(server.accepted, 1) << "the lookup cancelled in the queue never connected";
 }
 
 TEST(Json, EmojiAsSurrogatePairsAreRead) {

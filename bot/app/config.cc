@@ -318,7 +318,7 @@ std::vector<std::pair<std::string, std::string>> string_pairs(const std::string&
 void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
   check_known(file, n, "ldap", {"uri", "starttls", "ca_file", "bind_dn", "bind_password",
                                 "bind_password_env", "bind_password_file", "base", "filter",
-                                "timeout", "attributes", "defaults", "threads"});
+                                "timeout", "attributes", "defaults", "threads", "lookup_timeout", "max_queued"});
   LdapSourceConfig l;
   if (!n["uri"]) fail(file, n, "ldap.uri is missing (ldap://host:389 or ldaps://host:636)");
   l.connect.uri = text(file, n["uri"], "ldap.uri");
@@ -340,6 +340,8 @@ void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
   }
   if (n["timeout"]) l.connect.timeout = duration(file, n["timeout"], "ldap.timeout");
   if (n["threads"]) l.threads = static_cast<int>(number(file, n["threads"], "ldap.threads", 1, 16));
+  if (n["lookup_timeout"]) l.lookup_timeout = duration(file, n["lookup_timeout"], "ldap.lookup_timeout");
+  if (n["max_queued"]) l.max_queued = static_cast<int>(number(file, n["max_queued"], "ldap.max_queued", 0, 1000));
   if (n["attributes"]) {
     // Merged over the defaults; an attribute mapped to nothing (~) is dropped.
     for (const auto& [attr, path] : string_pairs(file, n["attributes"], "ldap.attributes")) {
