@@ -18,6 +18,7 @@
 #include <boost/asio/post.hpp>
 
 #include "bot/util/log.h"
+#include "bot/util/utf8.h"
 
 namespace jarvis {
 namespace asio = boost::asio;
@@ -146,7 +147,7 @@ class XmppSession : public gloox::ConnectionListener,
     }
     gloox::JID to(target);
     if (!to || to.bare() != target) {
-      log::warn(log::kNoJob, "xmpp: not sending to '{}': not a bare JID or joined room", target.substr(0, 80));
+      log::warn(log::kNoJob, "xmpp: not sending to '{}': not a bare JID or joined room", utf8_prefix(target, 80));
       return;
     }
     gloox::Message m(gloox::Message::Chat, to, text);
@@ -169,7 +170,7 @@ class XmppSession : public gloox::ConnectionListener,
       return true;
     }
     cert_problem_ = "TLS certificate refused (" + describe_cert_status(info.status) +
-                    "; issuer " + info.issuer.substr(0, 120) + ")";
+                    "; issuer " + std::string(utf8_prefix(info.issuer, 120)) + ")";
     log::error(log::kNoJob, "xmpp: {}; trust its CA with xmpp.tls_ca_file", cert_problem_);
     return false;
   }
@@ -237,8 +238,8 @@ class XmppSession : public gloox::ConnectionListener,
 
   // gloox::LogHandler
   void handleLog(gloox::LogLevel level, gloox::LogArea, const std::string& message) override {
-    if (level == gloox::LogLevelError) log::error(log::kNoJob, "xmpp: gloox: {}", message.substr(0, 300));
-    else log::warn(log::kNoJob, "xmpp: gloox: {}", message.substr(0, 300));
+    if (level == gloox::LogLevelError) log::error(log::kNoJob, "xmpp: gloox: {}", utf8_prefix(message, 300));
+    else log::warn(log::kNoJob, "xmpp: gloox: {}", utf8_prefix(message, 300));
   }
 
  private:
