@@ -273,7 +273,7 @@ void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
 void apply_xmpp(const std::string& file, const YAML::Node& n, Config& c) {
   check_known(file, n, "xmpp", {"jid", "password", "password_env", "password_file", "server", "port",
                                 "resource", "nick", "tls_ca_file", "rooms", "ping_interval",
-                                "connect_timeout"});
+                                "connect_timeout", "trusted_muc_domains"});
   XmppConfig x;
   if (!n["jid"]) fail(file, n, "xmpp.jid is missing (the bot's account, like jarvis@example.com)");
   x.jid = text(file, n["jid"], "xmpp.jid");
@@ -289,6 +289,7 @@ void apply_xmpp(const std::string& file, const YAML::Node& n, Config& c) {
   if (n["tls_ca_file"]) x.tls_ca_file = text(file, n["tls_ca_file"], "xmpp.tls_ca_file");
   if (n["ping_interval"]) x.ping_interval = duration(file, n["ping_interval"], "xmpp.ping_interval");
   if (n["connect_timeout"]) x.connect_timeout = duration(file, n["connect_timeout"], "xmpp.connect_timeout");
+  if (n["trusted_muc_domains"]) x.trusted_muc_domains = strings(file, n["trusted_muc_domains"], "xmpp.trusted_muc_domains");
   if (n["rooms"]) {
     c.xmpp_rooms = strings(file, n["rooms"], "xmpp.rooms");
     for (const auto& r : c.xmpp_rooms)
