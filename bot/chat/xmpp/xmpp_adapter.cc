@@ -17,6 +17,7 @@
 #include <gloox/mucroomhandler.h>
 #include <gloox/tlsdefault.h>
 
+#include <deque>
 #include <set>
 
 #include <boost/asio/connect.hpp>
@@ -139,22 +140,39 @@ class XmppSession : public gloox::ConnectionListener,
   void read() { client_.recv(0); }
   void close() { client_.disconnect(); }
   // XEP-0199 to our server: the answer (like anything read) tells the adapter the link lives.
-  void ping() { client_.xmppPing(gloox::JID(client_.jid().server()), this); }
+  void ping() {
+    client_.xmppPing(gloox::JID(client_.jid().server()), this);
+    // A room that did not exist may have been created since: look again, quietly.
+    auto missing = std::move(missing_rooms_);
+    missing_rooms_.clear();
+    for (const auto& room : missing) join(room);
+  }
   void handleEvent(const gloox::Event&) override {}  // the pong; reading it was the point
 
   // Rooms are never created by the bot (a new room gets the server's defaults, perhaps
   // public and logged): it asks the room's disco#info first and joins only one that answers.
   void join(const std::string& room) {
-    asked_rooms_.push_back(room);
-    client_.disco()->getDiscoInfo(gloox::JID(room), "", this, static_cast<int>(asked_rooms_.size() - 1));
+    int context = next_context_++;
+    asked_rooms_[context] = room;
+    wanted_rooms_.insert(room);
+    client_.disco()->getDiscoInfo(gloox::JID(room), "", this, context);
+  }
+  std::string asked_room(int context) {
+    auto it = asked_rooms_.find(context);
+    if (it == asked_rooms_.end()) return {};
+    std::string room = std::move(it->second);
+    asked_rooms_.erase(it);
+    return room;
   }
   void handleDiscoInfo(const gloox::JID&, const gloox::Disco::Info&, int context) override {
-    if (context >= 0 && static_cast<size_t>(context) < asked_rooms_.size()) join_existing(asked_rooms_[static_cast<size_t>(context)]);
+    if (std::string room = asked_room(context); !room.empty()) join_existing(room);
   }
   void handleDiscoItems(const gloox::JID&, const gloox::Disco::Items&, int) override {}
-  void handleDiscoError(const gloox::JID& from, const gloox::Error* error, int) override {
+  void handleDiscoError(const gloox::JID& from, const gloox::Error* error, int context) override {
     bool missing = error && error->error() == gloox::StanzaErrorItemNotFound;
-    log::error(log::kNoJob, "xmpp: room {} {}; not joining it (the bot never creates rooms)", from.bare(),
+    if (std::string room = asked_room(context); !room.empty()) missing_rooms_.push_back(room);
+    if (!reported_rooms_.insert(from.bare()).second) return;  // said once per connection
+    log::error(log::kNoJob, "xmpp: room {} {}; not joining it yet (the bot never creates rooms; it looks again every ping_interval)", from.bare(),
                missing ? "does not exist" : "did not answer disco#info (error " +
                                                 std::to_string(error ? static_cast<int>(error->error()) : -1) + ")");
   }
@@ -164,6 +182,9 @@ class XmppSession : public gloox::ConnectionListener,
     auto r = std::make_unique<gloox::MUCRoom>(&client_, gloox::JID(room + "/" + config_.nick), this, nullptr);
     r->setRequestHistory(0, gloox::MUCRoom::HistoryMaxStanzas);  // no replay of old commands
     r->join();
+    // What was said to the room while it was being looked up goes out after the join.
+    if (auto waiting = waiting_lines_.extract(room))
+      for (const auto& text : waiting.mapped()) r->send(text);
     rooms_[room] = std::move(r);
   }
 
@@ -172,6 +193,12 @@ class XmppSession : public gloox::ConnectionListener,
     std::string text = chat_safe_text(line);
     if (auto it = rooms_.find(target); it != rooms_.end()) {
       it->second->send(text);
+      return;
+    }
+    if (wanted_rooms_.count(target)) {  // not joined yet (disco#info on its way, or missing)
+      auto& lines = waiting_lines_[target];
+      if (lines.size() >= 200) lines.pop_front();
+      lines.push_back(text);
       return;
     }
     gloox::JID to(target);
@@ -318,7 +345,12 @@ class XmppSession : public gloox::ConnectionListener,
   std::map<std::string, std::unique_ptr<gloox::MUCRoom>> rooms_;
   std::map<std::string, std::map<std::string, std::string>> occupants_;  // room -> nick -> real JID
   std::string cert_problem_;
-  std::vector<std::string> asked_rooms_;  // disco#info contexts
+  std::map<int, std::string> asked_rooms_;  // disco#info context -> room
+  int next_context_ = 0;
+  std::set<std::string> wanted_rooms_;  // configured rooms, joined or not yet
+  std::map<std::string, std::deque<std::string>> waiting_lines_;  // for rooms not joined yet
+  std::vector<std::string> missing_rooms_;  // to look for again at the next ping
+  std::set<std::string> reported_rooms_;
   std::set<std::string> warned_services_;
 };
 
