@@ -3,7 +3,7 @@
 // the protocol's length, held while offline, and paced by token buckets (one for the whole
 // connection, one per target) so the server never disconnects the bot for flooding. When a
 // target falls behind, its queued progress lines are merged into summary lines: batched,
-// never dropped.
+// never dropped short of the bounds below. Every line is made chat-safe (chat_text.h).
 #include <deque>
 #include <map>
 #include <string>
