@@ -6,6 +6,10 @@
 #include "bot/chat/addressing.h"
 #include "bot/chat/announcer.h"
 #include "bot/chat/chat_front.h"
+#include "bot/chat/chat_text.h"
+#include "bot/chat/irc/irc_adapter.h"
+#include "bot/commands/mask.h"
+#include "bot/util/utf8.h"
 #include "bot/chat/memory/memory_adapter.h"
 #include "bot/design/file_design_source.h"
 #include "tests/test_support.h"
@@ -49,6 +53,78 @@ TEST(Acl, OpenReadsClosedChangesAndRulesByMaskAccountAndRoom) {
   EXPECT_FALSE(acl.allows(irc("alice!x@y"), "#ops", Verb::Retry)) << "a nick is not an account";
   EXPECT_TRUE(acl.allows(irc("root!r@anywhere"), "#x", Verb::Cancel));
   EXPECT_TRUE(Acl({AclRule{{"*"}, {"deploy", "frobnicate"}, {"*"}}}).problems().size() == 1);
+}
+
+TEST(Acl, MasksAreIrcMasksFoldedByTheServersCasemapping) {
+  // Only * and ? are special: [ ] \\ are nick characters, not glob syntax.
+  Acl acl({AclRule{{"irc:bob[m]!*@*", "irc:a\\b!*@*", "irc:x?z!*@*"}, {"deploy"}, {"irc:#Ops[1]"}}});
+  auto rfc = [](const std::string& full) {
+    Identity id = irc(full);
+    id.casemapping = CaseMapping::Rfc1459;
+    return id;
+  };
+  EXPECT_TRUE(acl.allows(rfc("bob[m]!b@h"), "#ops[1]", Verb::Deploy));
+  EXPECT_FALSE(acl.allows(rfc("bobm!b@h"), "#ops[1]", Verb::Deploy)) << "[m] is not a character class";
+  EXPECT_TRUE(acl.allows(rfc("BOB{M}!b@h"), "#OPS{1}", Verb::Deploy)) << "rfc1459 folds [] to {}";
+  EXPECT_TRUE(acl.allows(rfc("A|B!b@h"), "#ops[1]", Verb::Deploy)) << "rfc1459 folds \\ to |";
+  EXPECT_TRUE(acl.allows(rfc("xyz!b@h"), "#ops[1]", Verb::Deploy));
+  EXPECT_FALSE(acl.allows(rfc("xz!b@h"), "#ops[1]", Verb::Deploy)) << "? is exactly one character";
+  Identity ascii = irc("bob{m}!b@h");
+  ascii.casemapping = CaseMapping::Ascii;
+  EXPECT_FALSE(acl.allows(ascii, "#ops[1]", Verb::Deploy)) << "ascii does not fold [] to {}";
+  ascii.full = "BOB[M]!b@h";
+  EXPECT_TRUE(acl.allows(ascii, "#ops[1]", Verb::Deploy));
+  EXPECT_TRUE(mask_matches("n~ck!*", "N^CK!u@h", CaseMapping::Rfc1459));
+  EXPECT_FALSE(mask_matches("n~ck!*", "N^CK!u@h", CaseMapping::StrictRfc1459));
+  EXPECT_TRUE(mask_matches("*!*@*.example.com", "a!b@c.d.example.com", CaseMapping::Ascii));
+  EXPECT_FALSE(mask_matches("*!*@*.example.com", "a!b@example.com", CaseMapping::Ascii));
+  EXPECT_TRUE(mask_matches("**a*", "bab", CaseMapping::Ascii));
+  EXPECT_FALSE(mask_matches(std::string(40, '*') + "b", std::string(2000, 'a'), CaseMapping::Ascii));
+  EXPECT_EQ(parse_casemapping("strict-rfc1459"), CaseMapping::StrictRfc1459);
+  EXPECT_FALSE(parse_casemapping("rfc7613"));
+}
+
+TEST(Utf8, CutsBetweenCharactersAndReplacesWhatIsNotUtf8) {
+  EXPECT_EQ(utf8_prefix("abé", 3), "ab");
+  EXPECT_EQ(utf8_prefix("ab€", 4), "ab");
+  EXPECT_EQ(utf8_prefix("ab€", 5), "ab€");
+  EXPECT_EQ(utf8_prefix("ab", 1), "a");
+  EXPECT_EQ(valid_utf8("ok é €"), "ok é €");
+  EXPECT_EQ(valid_utf8("a\xC3"), "a\uFFFD") << "truncated";
+  EXPECT_EQ(valid_utf8("\x80" "x"), "\uFFFD" "x") << "stray continuation";
+  EXPECT_EQ(valid_utf8("\xC0\xAF"), "\uFFFD\uFFFD") << "overlong";
+  EXPECT_EQ(valid_utf8("\xED\xA0\x80"), "\uFFFD") << "a surrogate";
+  EXPECT_EQ(valid_utf8("\xF4\x90\x80\x80"), "\uFFFD") << "past U+10FFFF";
+  // A parse error that echoes a word cut at 40 bytes stays valid UTF-8.
+  auto parsed = parse_command(std::string(39, 'x') + "éé");
+  EXPECT_EQ(valid_utf8(parsed.error), parsed.error);
+  EXPECT_NE(parsed.error.find(std::string(39, 'x') + "\""), std::string::npos) << parsed.error;
+}
+
+TEST(ChatText, NoControlColourOrBidiCodesReachAChannel) {
+  EXPECT_EQ(chat_safe_text("\x02" "bold\x02 \x1F" "under\x1F \x03" "04red\x03 \x03" "12,04blue\x0f x"),
+            "bold under red blue x");
+  EXPECT_EQ(chat_safe_text("\x03" "1,2,3 and \x03" "99"), ",3 and ") << "a colour takes at most fg,bg";
+  EXPECT_EQ(chat_safe_text("\x04" "ff00AAhex\x04"), "hex");
+  EXPECT_EQ(chat_safe_text("a,b \x03, c"), "a,b , c") << "commas that are text stay";
+  EXPECT_EQ(chat_safe_text(std::string("evil\rQUIT :x\n\0\x7f\u0085!", 18)), "evil QUIT :x !");
+  EXPECT_EQ(chat_safe_text("file \u202Egpj.exe \u2066x\u2069 \u202Ay\u202C"), "file gpj.exe x y");
+  EXPECT_EQ(chat_safe_text("xml \uFFFE\uFFFF ok \xF0\x9F\x9A\x80"), "xml  ok \xF0\x9F\x9A\x80");
+  EXPECT_EQ(chat_safe_text("bad \xC3" "("), "bad \uFFFD(");
+}
+
+TEST(IrcText, UserhostRepliesAndServicesTargets) {
+  auto r = parse_userhost_reply("alice=+~al@10.0.0.1 Oper*=-op@h.example ");
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0], (std::pair<std::string, std::string>{"alice", "~al@10.0.0.1"}));
+  EXPECT_EQ(r[1], (std::pair<std::string, std::string>{"Oper", "op@h.example"}));
+  EXPECT_TRUE(parse_userhost_reply("").empty());
+  EXPECT_TRUE(is_server_qualified_target("NickServ@services.example.net"));
+  EXPECT_FALSE(is_server_qualified_target("NickServ"));
+  EXPECT_FALSE(is_server_qualified_target("NickServ@"));
+  EXPECT_FALSE(is_server_qualified_target("NickServ@localhost")) << "no dot: not a server name";
+  EXPECT_FALSE(is_server_qualified_target("Nick Serv@services.example.net"));
+  EXPECT_FALSE(is_server_qualified_target("n!u@services.example.net"));
 }
 
 TEST(Outbox, SplitsLongLinesAtSpacesAndNeverInsideACharacter) {
@@ -138,6 +214,66 @@ TEST(ChatFront, RateLimitsPerPersonAndAuditsIt) {
   EXPECT_EQ(h.store->audit_trail(10).back().outcome, "refused: rate limited");
   h.adapter.receive("someone_else", "#ops", "!jobs");
   EXPECT_EQ(h.said("#ops", 4).back(), "no jobs in flight") << "others are not slowed";
+}
+
+TEST(ChatFront, RefusalsCostTokensAndAreAnsweredAndAuditedOncePerWindow) {
+  ChatHarness h;
+  Acl acl;  // deploy is closed
+  ChatFrontConfig cfg;
+  cfg.command_burst = 3;
+  cfg.commands_per_second = 0.01;
+  cfg.refusal_window = 300ms;
+  auto f = h.front(acl, cfg);
+  for (int i = 0; i < 20; ++i) h.adapter.receive("mallory", "#ops", "jarvis: deploy loki");
+  h.adapter.receive("bob", "#ops", "!jobs");
+  auto lines = h.said("#ops", 2);
+  EXPECT_EQ(lines, (std::vector<std::string>{"mallory: you may not deploy here; ask an admin to add you to the ACL",
+                                             "no jobs in flight"}))
+      << "one answer per window, and bob is not behind mallory's refusals";
+  auto trail = h.store->audit_trail(50);
+  EXPECT_EQ(trail.size(), 2u) << "mallory's first refusal and bob's jobs";
+  h.run_until([&] { return h.store->audit_trail(50).size() >= 3; }, 3s);
+  trail = h.store->audit_trail(50);
+  ASSERT_EQ(trail.size(), 3u);
+  EXPECT_EQ(trail[2].command, "(19 more commands)");
+  EXPECT_EQ(trail[2].who, "memory:mallory!mallory@test");
+  EXPECT_EQ(trail[2].outcome.rfind("refused: 19 more refused", 0), 0u) << trail[2].outcome;
+  // A new window: one more answer (now a slow-down: the burst is spent).
+  h.adapter.receive("mallory", "#ops", "!jobs");
+  EXPECT_EQ(h.said("#ops", 3).at(2), "mallory: slow down; try again in a few seconds");
+}
+
+TEST(ChatFront, ANickChangeDoesNotRefillTheBucket) {
+  ChatHarness h;
+  Acl acl;
+  ChatFrontConfig cfg;
+  cfg.command_burst = 2;
+  cfg.commands_per_second = 0.01;
+  auto f = h.front(acl, cfg);
+  for (const char* nick : {"mal", "mal_", "mal__"})
+    h.adapter.receive_as(Identity{"memory", nick, std::string(nick) + "!m@evil.example", ""}, "#ops", "!jobs");
+  auto lines = h.said("#ops", 3);
+  EXPECT_EQ(lines.at(2), "mal__: slow down; try again in a few seconds");
+  EXPECT_EQ(f->people(), 1u);
+}
+
+TEST(ChatFront, PeopleAndOutboxTargetsAreBounded) {
+  ChatHarness h;
+  Acl acl;
+  ChatFrontConfig cfg;
+  cfg.max_people = 50;
+  cfg.outbox.max_targets = 20;
+  cfg.outbox.max_queued = 5;
+  auto f = h.front(acl, cfg);
+  for (int i = 0; i < 300; ++i) h.adapter.receive("u" + std::to_string(i), "", "help");
+  EXPECT_LE(f->people(), 50u);
+  boost::asio::io_context io;
+  MemoryAdapter adapter(io);
+  Outbox outbox(io, adapter, OutboxLimits{1, 1, 1, 1, 3, 5, 20});  // paused: nothing leaves
+  for (int t = 0; t < 40; ++t)
+    for (int i = 0; i < 10; ++i) outbox.send("#t" + std::to_string(t), "line " + std::to_string(i));
+  EXPECT_EQ(outbox.targets(), 20u);
+  EXPECT_EQ(outbox.pending(), 100u);
 }
 
 TEST(ChatFront, QueuesWhileOfflineAndDeliversAfterReconnectingAndRejoining) {

@@ -394,8 +394,17 @@ TEST(Slack, TextIsUnescapedAndLinksUnwrapped) {
   EXPECT_EQ(slack_unescape("deploy <https://gist.github.com/aa11>"), "deploy https://gist.github.com/aa11");
   EXPECT_EQ(slack_unescape("a &lt;b&gt; &amp;lt;"), "a <b> &lt;");
   EXPECT_EQ(slack_unescape("<@U1> hi"), "<@U1> hi");
-  EXPECT_EQ(slack_escape("<@U123>: say \"deploy <design>\" & wait"),
+  EXPECT_EQ(slack_escape("<@U123>: say \"deploy <design>\" & wait", "U123"),
             "<@U123>: say \"deploy &lt;design&gt;\" &amp; wait");
+}
+
+TEST(Slack, OnlyTheBotsOwnAddressingMentionsAnyone) {
+  EXPECT_EQ(slack_escape("<@U123>: status <@U0CEO> <!channel> <!here> <!subteam^S1>", "U123"),
+            "<@U123>: status @U0CEO &lt;!channel&gt; &lt;!here&gt; &lt;!subteam^S1&gt;");
+  EXPECT_EQ(slack_escape("<@U0CEO>: hi"), "@U0CEO: hi") << "a leading mention of someone not addressed";
+  EXPECT_EQ(slack_escape("<@U0CEO>: hi", "U123"), "@U0CEO: hi");
+  EXPECT_EQ(slack_escape("loki: running (job 3, started by <@U123>)", "U123"), "loki: running (job 3, started by @U123)");
+  EXPECT_EQ(slack_escape("a <@U1 b> <@> &amp;"), "a &lt;@U1 b&gt; &lt;@&gt; &amp;amp;");
 }
 
 TEST(Acl, AnAnonymousOccupantGetsOpenCommandsOnly) {

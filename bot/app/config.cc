@@ -131,17 +131,21 @@ std::string secret(const std::string& file, const YAML::Node& section, const std
   return {};
 }
 
+void check_known(const std::string& file, const YAML::Node& n, const char* section,
+                 const std::vector<std::string>& known);
+
 void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
   if (!n.IsMap()) fail(file, n, "irc must be a mapping");
   IrcConfig irc;
   static const std::vector<std::string> known = {
       "server", "port", "tls", "tls_verify", "tls_ca_file", "tls_server_name", "nick", "username",
-      "realname", "password_env", "password_file", "nickserv_password_env",
-      "nickserv_password_file", "channels", "ping_interval", "ping_timeout", "flood",
-      "nick_recover_interval",
-      "password", "nickserv_password"};
+      "realname", "password_env", "password_file", "nickserv", "channels", "ping_interval",
+      "ping_timeout", "flood", "nick_recover_interval", "password"};
   for (auto it = n.begin(); it != n.end(); ++it) {
     std::string key = it->first.Scalar();
+    if (key.rfind("nickserv_password", 0) == 0)  // the old form sent IDENTIFY to any "NickServ"
+      fail(file, it->first, "irc." + key + " is no more: use irc.nickserv: {target: NickServ@services.example.net, "
+                            "password_file: ...}; IDENTIFY goes only to a server-qualified target");
     if (std::find(known.begin(), known.end(), key) == known.end())
       fail(file, it->first, "unknown key irc." + key);
   }
@@ -158,7 +162,17 @@ void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
   if (n["username"]) irc.username = text(file, n["username"], "irc.username");
   if (n["realname"]) irc.realname = text(file, n["realname"], "irc.realname");
   irc.server_password = secret(file, n, "password");
-  irc.nickserv_password = secret(file, n, "nickserv_password");
+  if (const YAML::Node ns = n["nickserv"]) {
+    check_known(file, ns, "irc.nickserv", {"target", "password_env", "password_file", "allow_plaintext_identify", "password"});
+    if (!ns["target"]) fail(file, ns, "irc.nickserv.target is missing (the services nick and server: NickServ@services.example.net)");
+    irc.nickserv_target = text(file, ns["target"], "irc.nickserv.target");
+    if (!is_server_qualified_target(irc.nickserv_target))
+      fail(file, ns["target"], "irc.nickserv.target must name the services server too: NickServ@services.example.net");
+    irc.nickserv_password = secret(file, ns, "password");
+    if (irc.nickserv_password.empty()) fail(file, ns, "irc.nickserv needs password_env or password_file");
+    if (ns["allow_plaintext_identify"])
+      irc.allow_plaintext_identify = boolean(file, ns["allow_plaintext_identify"], "irc.nickserv.allow_plaintext_identify");
+  }
   if (n["ping_interval"]) irc.ping_interval = duration(file, n["ping_interval"], "irc.ping_interval");
   if (n["ping_timeout"]) irc.ping_timeout = duration(file, n["ping_timeout"], "irc.ping_timeout");
   if (n["nick_recover_interval"])
@@ -263,7 +277,7 @@ void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
 void apply_xmpp(const std::string& file, const YAML::Node& n, Config& c) {
   check_known(file, n, "xmpp", {"jid", "password", "password_env", "password_file", "server", "port",
                                 "resource", "nick", "tls_ca_file", "rooms", "ping_interval",
-                                "connect_timeout"});
+                                "connect_timeout", "trusted_muc_domains"});
   XmppConfig x;
   if (!n["jid"]) fail(file, n, "xmpp.jid is missing (the bot's account, like jarvis@example.com)");
   x.jid = text(file, n["jid"], "xmpp.jid");
@@ -279,6 +293,7 @@ void apply_xmpp(const std::string& file, const YAML::Node& n, Config& c) {
   if (n["tls_ca_file"]) x.tls_ca_file = text(file, n["tls_ca_file"], "xmpp.tls_ca_file");
   if (n["ping_interval"]) x.ping_interval = duration(file, n["ping_interval"], "xmpp.ping_interval");
   if (n["connect_timeout"]) x.connect_timeout = duration(file, n["connect_timeout"], "xmpp.connect_timeout");
+  if (n["trusted_muc_domains"]) x.trusted_muc_domains = strings(file, n["trusted_muc_domains"], "xmpp.trusted_muc_domains");
   if (n["rooms"]) {
     c.xmpp_rooms = strings(file, n["rooms"], "xmpp.rooms");
     for (const auto& r : c.xmpp_rooms)

@@ -7,12 +7,21 @@
 
 namespace jarvis {
 
+// How a server compares names (IRC's CASEMAPPING): ascii folds A-Z only; rfc1459 also folds
+// []\~ to {}|^ (so "bob[m]" and "BOB{M}" are one nick); strict-rfc1459 folds []\ only.
+enum class CaseMapping { Ascii, Rfc1459, StrictRfc1459 };
+
 struct Identity {
   std::string protocol;  // "irc"
-  std::string name;      // what to call them, and where direct replies go: the IRC nick
+  std::string name;      // what to call them: the IRC nick
   std::string full;      // what the server vouches for: nick!user@host on IRC
   std::string account;   // services account, when the server says
   bool anonymous = false;  // the server hides who this is (an XMPP room without real JIDs)
+  CaseMapping casemapping = CaseMapping::Ascii;  // how the ACL folds masks and names for them
+  // Where direct messages reach this person and nobody else, when that is not `name`: on IRC
+  // the full mask, which the adapter checks before each send (a nick can change hands).
+  std::string direct{};
+  const std::string& direct_target() const { return direct.empty() ? name : direct; }
   std::string label() const { return protocol + ":" + (full.empty() ? name : full); }
 };
 

@@ -1,6 +1,11 @@
 #include "bot/chat/outbox.h"
 
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
+
+#include "bot/chat/chat_text.h"
+#include "bot/util/log.h"
 
 namespace jarvis {
 
@@ -33,9 +38,28 @@ Outbox::Outbox(boost::asio::io_context& io, ChatAdapter& adapter, OutboxLimits l
     : adapter_(adapter), limits_(limits), total_(limits.per_second, limits.burst), timer_(io) {}
 
 void Outbox::send(const std::string& target, const std::string& text, bool progress) {
-  auto [it, inserted] = targets_.try_emplace(target);
-  if (inserted) it->second.bucket = TokenBucket(limits_.target_per_second, limits_.target_burst);
-  it->second.queue.push_back({text, progress});
+  auto it = targets_.find(target);
+  if (it == targets_.end()) {
+    if (targets_.size() >= limits_.max_targets)
+      std::erase_if(targets_, [](const auto& t) { return t.second.queue.empty(); });
+    if (targets_.size() >= limits_.max_targets) {
+      log::warn(log::kNoJob, "{}: {} targets have lines waiting; not queuing one for {}",
+                adapter_.protocol(), targets_.size(), target);
+      return;
+    }
+    it = targets_.try_emplace(target).first;
+    it->second.bucket = TokenBucket(limits_.target_per_second, limits_.target_burst);
+  }
+  auto& queue = it->second.queue;
+  if (queue.size() >= limits_.max_queued) {
+    // Far behind: a progress line is the first to go (a later one says more), else the oldest.
+    auto old = std::find_if(queue.begin(), queue.end(), [](const Entry& e) { return e.progress; });
+    queue.erase(old != queue.end() ? old : queue.begin());
+    if (dropped_++ % 100 == 0)
+      log::warn(log::kNoJob, "{}: {} is {} lines behind; dropping the oldest ({} so far)",
+                adapter_.protocol(), target, queue.size(), dropped_);
+  }
+  queue.push_back({chat_safe_text(text), progress});
   schedule(TokenBucket::Clock::duration::zero());
 }
 

@@ -1,15 +1,11 @@
 #include "bot/commands/acl.h"
 
-#include <fnmatch.h>
-
 #include <algorithm>
+
+#include "bot/commands/mask.h"
 
 namespace jarvis {
 namespace {
-
-bool glob(const std::string& pattern, const std::string& text) {
-  return ::fnmatch(pattern.c_str(), text.c_str(), FNM_CASEFOLD) == 0;
-}
 
 bool names(const std::vector<std::string>& list, const std::string& verb) {
   return std::any_of(list.begin(), list.end(),
@@ -20,16 +16,18 @@ bool who_matches(const std::string& pattern, const Identity& id) {
   if (pattern == "*") return true;
   std::string account_prefix = id.protocol + ":account:";
   if (pattern.rfind(account_prefix, 0) == 0)
-    return !id.account.empty() && glob(pattern.substr(account_prefix.size()), id.account);
+    return !id.account.empty() &&
+           mask_matches(pattern.substr(account_prefix.size()), id.account, id.casemapping);
   std::string proto_prefix = id.protocol + ":";
   if (pattern.rfind(proto_prefix, 0) != 0) return false;
-  return glob(pattern.substr(proto_prefix.size()), id.full.empty() ? id.name : id.full);
+  return mask_matches(pattern.substr(proto_prefix.size()), id.full.empty() ? id.name : id.full,
+                      id.casemapping);
 }
 
 bool where_matches(const std::string& pattern, const Identity& id, const std::string& room) {
   if (pattern == "*") return true;
   if (room.empty()) return pattern == "direct" || pattern == id.protocol + ":direct";
-  return glob(pattern, id.protocol + ":" + room);
+  return mask_matches(pattern, id.protocol + ":" + room, id.casemapping);
 }
 
 }  // namespace

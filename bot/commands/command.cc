@@ -6,6 +6,7 @@
 
 #include "bot/design/design.h"
 #include "bot/util/text.h"
+#include "bot/util/utf8.h"
 
 namespace jarvis {
 namespace {
@@ -56,7 +57,7 @@ ParsedCommand parse_command(std::string_view text) {
   for (const auto& v : kVerbs)
     if (v.name == verb) info = &v;
   if (!info) {
-    out.error = "I don't know \"" + words[0].substr(0, 40) + "\". Say \"help\" for the commands.";
+    out.error = "I don't know \"" + std::string(utf8_prefix(words[0], 40)) + "\". Say \"help\" for the commands.";
     return out;
   }
   Command cmd;
@@ -102,11 +103,11 @@ std::optional<Target> parse_target(std::string_view text, std::string& error) {
   if (!digits.empty() && std::all_of(digits.begin(), digits.end(), ::isdigit)) {
     auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), t.job);
     if (ec == std::errc() && t.job > 0) return t;
-    error = "'" + std::string(text.substr(0, 40)) + "' is not a job number";
+    error = "'" + std::string(utf8_prefix(text, 40)) + "' is not a job number";
     return std::nullopt;
   }
   if (!is_valid_hostname(text)) {
-    error = "'" + std::string(text.substr(0, 80)) + "' is neither a host name nor a job number";
+    error = "'" + std::string(utf8_prefix(text, 80)) + "' is neither a host name nor a job number";
     return std::nullopt;
   }
   t.host = lower(text);

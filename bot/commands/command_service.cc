@@ -8,6 +8,7 @@
 #include "bot/util/duration.h"
 #include "bot/util/log.h"
 #include "bot/util/url_redact.h"
+#include "bot/util/utf8.h"
 
 namespace jarvis {
 namespace {
@@ -22,7 +23,7 @@ std::string stage_label(const JobRecord& j) {
 std::string one_line(std::string s, size_t max = 400) {
   for (char& c : s)
     if (c == '\n' || c == '\r' || c == '\t') c = ' ';
-  if (s.size() > max) s = s.substr(0, max) + "...";
+  if (s.size() > max) s = std::string(utf8_prefix(s, max)) + "...";
   return s;
 }
 
@@ -131,7 +132,7 @@ void CommandService::handle(const std::string& text, const Requester& who, Done 
   if (!parsed.command) {
     Reply r{{parsed.error}, false};
     Command c;
-    c.text = text.substr(0, kMaxCommandLength);
+    c.text = std::string(utf8_prefix(text, kMaxCommandLength));
     audit(who, c, r);
     done(std::move(r));
     return;
@@ -284,7 +285,7 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
     return;
   }
   if (!designs_.handles(c.argument)) {
-    Reply r{{"'" + c.argument.substr(0, 80) + "' is not a design I can load"}, false};
+    Reply r{{"'" + std::string(utf8_prefix(c.argument, 80)) + "' is not a design I can load"}, false};
     audit(who, c, r);
     done(std::move(r));
     return;
@@ -461,7 +462,7 @@ Reply CommandService::audit_trail(const Command& c) {
 void CommandService::audit_refusal(const Requester& who, const std::string& text,
                                    const std::string& why) {
   Command c;
-  c.text = text.substr(0, kMaxCommandLength);
+  c.text = std::string(utf8_prefix(text, kMaxCommandLength));
   audit(who, c, Reply{{why}, false});
 }
 
@@ -486,7 +487,7 @@ Reply CommandService::help(const Command& c, const Requester& who) {
         return r;
       }
     }
-    return {{"there is no command \"" + c.argument.substr(0, 40) + "\". Say \"help\" for the list."}, false};
+    return {{"there is no command \"" + std::string(utf8_prefix(c.argument, 40)) + "\". Say \"help\" for the list."}, false};
   }
   for (const auto& e : entries)
     if (!who.may || who.may(e.verb)) r.lines.push_back(std::string(e.usage) + ": " + e.what);

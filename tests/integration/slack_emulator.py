@@ -670,11 +670,11 @@ class SlackEmulator:
         return parts
 
     def mention(self, user, channel, text, retry_attempt=0, event_id=None, thread_ts=None,
-                to="newest"):
-        """`user` writes "<@UBOT> text" in `channel`: an app_mention event. Returns the
-        envelope id."""
+                to="newest", extra=None):
+        """`user` writes "<@UBOT> text" in `channel`: an app_mention event. extra: more event
+        fields (a Slack Connect user: {"user_team": "T0OTHER"}). Returns the envelope id."""
         event = self._user_message("app_mention", user, channel, f"<@{BOT_USER_ID}> {text}",
-                                   thread_ts, {})
+                                   thread_ts, dict(extra or {}))
         return self.send_event(event, retry_attempt, event_id, to)
 
     def dm(self, user, text, retry_attempt=0, event_id=None, to="newest"):
@@ -683,6 +683,18 @@ class SlackEmulator:
             channel = self.ims.setdefault(user, "D0" + user.lstrip("U"))
         event = self._user_message("message", user, channel, text, None, {"channel_type": "im"})
         return self.send_event(event, retry_attempt, event_id, to)
+
+    def send_frame(self, frame, to="newest"):
+        """Any Socket Mode frame as it is (a dict is sent as JSON), malformed ones included."""
+        text = frame if isinstance(frame, str) else self._dumps(frame)
+
+        async def go():
+            with self._cond:
+                targets = self._targets(to)
+            for conn in targets:
+                await conn.ws.send(text)
+                self._log(f"WS #{conn.id} -> {text}"[:600])
+        self._call(go())
 
     def envelope(self, envelope_id):
         """What was sent: {envelope_id, event_id, event, retry_attempt, envelope (the JSON),

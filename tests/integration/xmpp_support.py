@@ -77,10 +77,13 @@ _STARTED = "jarvis-test: server started"
 
 
 class Prosody:
-    def __init__(self, semianonymous_rooms=(), log_level="debug"):
+    def __init__(self, semianonymous_rooms=(), log_level="debug", extra_mucs=()):
+        """extra_mucs: more MUC components with the same defaults ("rooms.elsewhere.test"),
+        as a room service on another server would look to the bot."""
         self.dir = tempfile.mkdtemp(prefix="jarvis-prosody-")
         self.port = free_port()
         self.domain, self.muc = DOMAIN, MUC
+        self.mucs = [MUC, *extra_mucs]
         self.cert, self.key = make_cert(self.dir, "localhost")
         self.data = os.path.join(self.dir, "data")
         self.plugins = os.path.join(self.dir, "plugins")
@@ -132,7 +135,13 @@ Component "{MUC}" "muc"
     muc_tombstones = false
     jarvis_semianonymous_rooms = {{ {rooms} }}
     jarvis_room_owner = "owner@{DOMAIN}"
-""")
+""" + "".join(f"""
+Component "{muc}" "muc"
+    muc_room_locking = false
+    muc_room_default_public_jids = true
+    muc_room_default_persistent = true
+    muc_tombstones = false
+""" for muc in extra_mucs))
         self.proc = None
         self.start()
 
@@ -558,9 +567,9 @@ class Client:
             room, nick = source.split("/", 1)
             room = JID(self._room(room)).user
             return lambda m: m.kind == "private" and m.room == room and m.nick == nick
-        if "@" not in source or source.split("@", 1)[1] == self.server.muc:
-            room = source.split("@", 1)[0]
-            return lambda m: m.kind == "groupchat" and m.room == room
+        if "@" not in source or source.split("@", 1)[1] in self.server.mucs:
+            room_jid = self._room(source)
+            return lambda m: m.kind == "groupchat" and JID(m.from_jid).bare == room_jid
         bare = JID(source).bare
         return lambda m: m.room is None and m.from_jid == bare
 

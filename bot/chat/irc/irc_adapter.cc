@@ -9,17 +9,40 @@
 
 #include <boost/asio/post.hpp>
 
+#include "bot/chat/chat_text.h"
 #include "bot/chat/irc/tls_bridge.h"
+#include "bot/commands/mask.h"
 #include "bot/util/log.h"
+#include "bot/util/text.h"
 
 namespace jarvis {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-std::string clean_irc_text(std::string_view text) {
-  std::string out(text);
-  for (char& c : out)
-    if (c == '\r' || c == '\n' || c == '\0') c = ' ';
+std::string clean_irc_text(std::string_view text) { return chat_safe_text(text); }
+
+bool is_server_qualified_target(std::string_view t) {
+  auto at = t.find('@');
+  return is_safe_irc_target(t) && at != std::string_view::npos && at > 0 && at + 1 < t.size() &&
+         t.find('!') == std::string_view::npos && t.find('.', at) != std::string_view::npos &&
+         t[0] != '#' && t[0] != '&';
+}
+
+std::vector<std::pair<std::string, std::string>> parse_userhost_reply(std::string_view reply) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t pos = 0;
+  while (pos < reply.size()) {
+    size_t end = reply.find(' ', pos);
+    std::string_view word = reply.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    pos = end == std::string_view::npos ? reply.size() : end + 1;
+    auto eq = word.find('=');
+    if (eq == std::string_view::npos || eq == 0 || eq + 2 > word.size()) continue;
+    std::string_view nick = word.substr(0, eq);
+    if (nick.back() == '*') nick.remove_suffix(1);  // an operator
+    std::string_view userhost = word.substr(eq + 1);
+    if (userhost.front() == '+' || userhost.front() == '-') userhost.remove_prefix(1);  // away or not
+    out.emplace_back(std::string(nick), std::string(userhost));
+  }
   return out;
 }
 
@@ -37,28 +60,41 @@ const char* param(const char** params, unsigned count, unsigned i) {
   return i < count && params[i] ? params[i] : "";
 }
 
+// libircclient is C: nothing may unwind through it. A callback that throws is logged and the
+// connection carries on with the next line.
+template <typename F>
+void guarded(irc_session_t* s, const char* what, F f) {
+  try {
+    f(self_of(s));
+  } catch (const std::exception& e) {
+    log::error(log::kNoJob, "irc: handling a {} failed inside jarvis: {}", what, e.what());
+  }
+}
+
 void cb_connect(irc_session_t* s, const char*, const char*, const char** params, unsigned count) {
-  self_of(s)->on_connect_event(param(params, count, 0));
+  guarded(s, "welcome", [&](IrcAdapter* a) { a->on_connect_event(param(params, count, 0)); });
 }
 void cb_nick(irc_session_t* s, const char*, const char* origin, const char** params, unsigned count) {
-  self_of(s)->on_nick_event(origin ? origin : "", param(params, count, 0));
+  guarded(s, "NICK", [&](IrcAdapter* a) { a->on_nick_event(origin ? origin : "", param(params, count, 0)); });
 }
 // libircclient tells channel and private messages apart by a prefix match on a nick it
 // tracks wrongly; one handler decides from the target itself.
 void cb_message(irc_session_t* s, const char*, const char* origin, const char** params, unsigned count) {
-  self_of(s)->on_message_event(origin ? origin : "", param(params, count, 0), param(params, count, 1));
+  guarded(s, "message", [&](IrcAdapter* a) {
+    a->on_message_event(origin ? origin : "", param(params, count, 0), param(params, count, 1));
+  });
 }
 void cb_numeric(irc_session_t* s, unsigned int code, const char*, const char** params, unsigned count) {
-  self_of(s)->on_numeric_event(code, params, count);
+  guarded(s, "numeric reply", [&](IrcAdapter* a) { a->on_numeric_event(code, params, count); });
 }
 void cb_unknown(irc_session_t* s, const char* event, const char*, const char** params, unsigned count) {
-  self_of(s)->on_unknown_event(event ? event : "", params, count);
+  guarded(s, "server line", [&](IrcAdapter* a) { a->on_unknown_event(event ? event : "", params, count); });
 }
 void cb_join(irc_session_t* s, const char*, const char* origin, const char** params, unsigned count) {
-  self_of(s)->on_join_event(origin ? origin : "", param(params, count, 0));
+  guarded(s, "JOIN", [&](IrcAdapter* a) { a->on_join_event(origin ? origin : "", param(params, count, 0)); });
 }
 void cb_kick(irc_session_t* s, const char*, const char*, const char** params, unsigned count) {
-  self_of(s)->on_kick_event(param(params, count, 0), param(params, count, 1));
+  guarded(s, "KICK", [&](IrcAdapter* a) { a->on_kick_event(param(params, count, 0), param(params, count, 1)); });
 }
 // Our own handler, so libircclient does not answer CTCP requests outside our flood control.
 void cb_ignore(irc_session_t*, const char*, const char*, const char**, unsigned) {}
@@ -136,6 +172,7 @@ void IrcAdapter::start_session(const std::string& address, unsigned short port) 
   own_nick_ = config_.nick;
   nick_attempt_ = 0;
   registered_ = false;
+  casemapping_ = CaseMapping::Rfc1459;
   const char* pass = config_.server_password.empty() ? nullptr : config_.server_password.c_str();
   int rc = address.find(':') == std::string::npos
                ? irc_connect(session_, address.c_str(), port, pass, config_.nick.c_str(),
@@ -269,11 +306,65 @@ void IrcAdapter::feed() {
 }
 
 void IrcAdapter::send(const std::string& target, const std::string& line) {
+  if (target.find('!') != std::string::npos) return queue_direct(target, line);
   if (!is_safe_irc_target(target)) {
     log::warn(log::kNoJob, "irc: not sending to unsafe target '{}'", clean_irc_text(target));
     return;
   }
   raw_queue_.push_back("PRIVMSG " + target + " :" + clean_irc_text(line));
+  feed();
+  watch();
+}
+
+void IrcAdapter::queue_direct(const std::string& mask, const std::string& line) {
+  auto bang = mask.find('!');
+  std::string nick = mask.substr(0, bang);
+  if (!is_safe_irc_target(mask) || !is_safe_irc_target(nick) || mask.find('@', bang) == std::string::npos) {
+    log::warn(log::kNoJob, "irc: not sending to unsafe target '{}'", clean_irc_text(mask));
+    return;
+  }
+  // Bounded: a person who never answers (or a server that never replies) cannot pile up lines.
+  constexpr size_t kMaxPeopleWaiting = 100, kMaxLinesEach = 50;
+  auto it = direct_waiting_.find(mask);
+  if (it == direct_waiting_.end()) {
+    if (direct_waiting_.size() >= kMaxPeopleWaiting) {
+      log::warn(log::kNoJob, "irc: {} people have direct lines waiting; not queuing one for {}",
+                direct_waiting_.size(), nick);
+      return;
+    }
+    it = direct_waiting_.try_emplace(mask).first;
+  }
+  if (it->second.size() >= kMaxLinesEach) it->second.pop_front();
+  it->second.push_back(line);
+  if (std::find(userhost_asked_.begin(), userhost_asked_.end(), mask) != userhost_asked_.end()) return;
+  userhost_asked_.push_back(mask);
+  raw_queue_.push_back("USERHOST " + nick);
+  feed();
+  watch();
+}
+
+void IrcAdapter::on_userhost(const std::string& reply) {
+  if (userhost_asked_.empty()) return;
+  std::string mask = userhost_asked_.front();  // the server answers in order
+  userhost_asked_.pop_front();
+  auto waiting = direct_waiting_.extract(mask);
+  if (waiting.empty()) return;
+  auto& lines = waiting.mapped();
+  auto bang = mask.find('!');
+  std::string nick = mask.substr(0, bang), userhost = mask.substr(bang + 1);
+  std::string holder;
+  for (const auto& [n, uh] : parse_userhost_reply(reply))
+    if (casefold(n, casemapping_) == casefold(nick, casemapping_)) holder = uh;
+  if (holder.empty()) {
+    log::warn(log::kNoJob, "irc: {} has left IRC; {} lines for them not sent", mask, lines.size());
+    return;
+  }
+  if (lower(holder) != lower(userhost)) {
+    log::warn(log::kNoJob, "irc: the nick {} is now {}, not {}; {} lines for {} not sent", nick, holder,
+              userhost, lines.size(), mask);
+    return;
+  }
+  for (const auto& line : lines) raw_queue_.push_back("PRIVMSG " + nick + " :" + clean_irc_text(line));
   feed();
   watch();
 }
@@ -302,6 +393,8 @@ void IrcAdapter::disconnect() {
   // Handlers of the old connection return early (generation), so reset what they would have.
   read_armed_ = write_armed_ = process_posted_ = false;
   joining_.clear();
+  direct_waiting_.clear();  // unconfirmed direct lines die with the connection
+  userhost_asked_.clear();
   if (session_) irc_destroy_session(session_);
   session_ = nullptr;
   if (bridge_) bridge_->close();
@@ -349,14 +442,30 @@ void IrcAdapter::on_connect_event(const char* nick) {
   own_nick_ = nick;
   registered_ = true;
   log::info(log::kNoJob, "irc: registered as {}", own_nick_);
-  if (!config_.nickserv_password.empty())
-    raw_queue_.push_front("PRIVMSG NickServ :IDENTIFY " + clean_irc_text(config_.nickserv_password));
+  if (!config_.nickserv_password.empty()) identify();
   if (!same_nick(own_nick_, config_.nick)) recover_nick();
   // Tell the listener from the loop, not from inside libircclient's processing.
   int gen = generation_;
   asio::post(io_, [this, gen] {
     if (gen == generation_ && listener_) listener_->on_connected();
   });
+}
+
+void IrcAdapter::identify() {
+  if (!is_server_qualified_target(config_.nickserv_target)) {
+    log::error(log::kNoJob, "irc: not identifying: irc.nickserv.target '{}' names no services server",
+               clean_irc_text(config_.nickserv_target));
+    return;
+  }
+  if ((!config_.tls || !config_.tls_verify) && !config_.allow_plaintext_identify) {
+    log::error(log::kNoJob, "irc: not identifying to {}: the connection is not verified TLS "
+               "(irc.nickserv.allow_plaintext_identify: true would send the password anyway)",
+               config_.nickserv_target);
+    return;
+  }
+  log::info(log::kNoJob, "irc: identifying to {}", config_.nickserv_target);
+  raw_queue_.push_front("PRIVMSG " + config_.nickserv_target + " :IDENTIFY " +
+                        clean_irc_text(config_.nickserv_password));
 }
 
 void IrcAdapter::recover_nick() {
@@ -378,8 +487,21 @@ void IrcAdapter::on_nick_event(const char* origin, const char* new_nick) {
 }
 
 void IrcAdapter::on_numeric_event(unsigned int code, const char** params, unsigned int count) {
-  (void)params;
-  (void)count;
+  if (code == 5) {  // ISUPPORT: how this server folds nicks and channels
+    for (unsigned i = 1; i < count; ++i) {
+      std::string_view token = param(params, count, i);
+      if (token.rfind("CASEMAPPING=", 0) != 0) continue;
+      if (auto m = parse_casemapping(token.substr(12))) casemapping_ = *m;
+      else log::warn(log::kNoJob, "irc: unknown CASEMAPPING {}; folding as rfc1459", clean_irc_text(token.substr(12)));
+    }
+    return;
+  }
+  if (code == 302) return on_userhost(param(params, count, 1));
+  if (code == LIBIRC_RFC_ERR_NOSUCHNICK && !config_.nickserv_target.empty() &&
+      ::strcasecmp(param(params, count, 1), config_.nickserv_target.c_str()) == 0) {
+    log::error(log::kNoJob, "irc: {} is not on the network: not identified", config_.nickserv_target);
+    return;
+  }
   if (code == LIBIRC_RFC_ERR_NICKNAMEINUSE || code == LIBIRC_RFC_ERR_ERRONEUSNICKNAME ||
       code == LIBIRC_RFC_ERR_NICKCOLLISION || code == 437) {
     if (registered_) return;  // a recovery attempt failed; the timer tries again later
@@ -417,6 +539,9 @@ void IrcAdapter::on_message_event(const char* origin, const char* target, const 
   m.sender.protocol = "irc";
   m.sender.name = o.substr(0, bang);
   m.sender.full = o;
+  m.sender.casemapping = casemapping_;
+  // Direct replies and announcements go to this mask, checked before each send.
+  if (bang != std::string::npos && o.find('@', bang) != std::string::npos) m.sender.direct = o;
   std::string t(target);
   bool room = !t.empty() && (t[0] == '#' || t[0] == '&' || t[0] == '+' || t[0] == '!');
   if (room) m.room = t;

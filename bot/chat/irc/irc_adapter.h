@@ -5,6 +5,7 @@
 // gethostbyname), TLS through TlsBridge, nick fallback and recovery, our own keepalive (the
 // library has none), NickServ, and CR/LF cleaning of every outgoing line.
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -36,15 +37,25 @@ struct IrcConfig {
   std::string username = "jarvis";
   std::string realname = "jarvis deploy bot";
   std::string server_password;   // read from an environment variable or a file, never inline
+  // IDENTIFY goes only to this services target, qualified by the services server
+  // ("NickServ@services.example.net"), so a client that took the nick NickServ on a network
+  // without services never gets the password; and only over verified TLS unless allowed.
+  std::string nickserv_target;
   std::string nickserv_password;
+  bool allow_plaintext_identify = false;
   Millis ping_interval{std::chrono::seconds(60)};  // quiet this long: we PING the server
   Millis ping_timeout{std::chrono::seconds(120)};  // quiet this long: the link is dead
   Millis register_timeout{std::chrono::seconds(30)};
   Millis nick_recover_interval{std::chrono::seconds(60)};
 };
 
-// Removes what could end an IRC line or smuggle a second command into it.
+// Removes what could end an IRC line or smuggle a second command into it, and the
+// formatting, colour and bidi codes chat_safe_text removes.
 std::string clean_irc_text(std::string_view text);
+// A services target with its server, "NickServ@services.example.net".
+bool is_server_qualified_target(std::string_view target);
+// The nick!user@host masks in a USERHOST reply ("alice=+al@host bob*=-b@h"), keyed by nick.
+std::vector<std::pair<std::string, std::string>> parse_userhost_reply(std::string_view reply);
 // A target (nick or channel) is sent only if it cannot carry anything but a name.
 bool is_safe_irc_target(std::string_view target);
 
@@ -60,6 +71,9 @@ class IrcAdapter : public ChatAdapter {
   void disconnect() override;
   bool connected() const override { return registered_; }
   void join(const std::string& room) override;
+  // `target` is a channel, a nick, or a person's full mask (nick!user@host, from
+  // Identity::direct): then the line goes only if USERHOST shows the nick still has that
+  // user@host, so someone who took the nick after its owner left never receives it.
   void send(const std::string& target, const std::string& line) override;
   size_t max_line_bytes() const override { return 400; }
 
@@ -86,6 +100,9 @@ class IrcAdapter : public ChatAdapter {
   void keepalive();
   void teardown(const std::string& reason);
   void recover_nick();
+  void identify();
+  void queue_direct(const std::string& mask, const std::string& line);
+  void on_userhost(const std::string& reply);
 
   boost::asio::io_context& io_;
   IrcConfig config_;
@@ -110,6 +127,11 @@ class IrcAdapter : public ChatAdapter {
   // the keepalive tick asks again for any that stay unconfirmed.
   std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> joining_;
   std::string last_error_;
+  CaseMapping casemapping_ = CaseMapping::Rfc1459;  // until the server's 005 says otherwise
+  // Direct lines waiting for USERHOST to confirm who holds the nick, by full mask, and the
+  // masks asked about, in the order the server answers.
+  std::map<std::string, std::deque<std::string>> direct_waiting_;
+  std::deque<std::string> userhost_asked_;
 };
 
 }  // namespace jarvis

@@ -34,6 +34,14 @@ void MemoryAdapter::receive(const std::string& from, const std::string& room,
   if (listener_) listener_->on_message(m);
 }
 
+void MemoryAdapter::receive_as(const Identity& from, const std::string& room, const std::string& text) {
+  ChatMessage m;
+  m.sender = from;
+  m.room = room;
+  m.text = text;
+  if (listener_) listener_->on_message(m);
+}
+
 void MemoryAdapter::drop(const std::string& reason) {
   connected_ = false;
   if (listener_) listener_->on_disconnected(reason);

@@ -28,6 +28,7 @@ class MemoryAdapter : public ChatAdapter {
 
   // Test side.
   void receive(const std::string& from, const std::string& room, const std::string& text);
+  void receive_as(const Identity& from, const std::string& room, const std::string& text);
   void drop(const std::string& reason);  // as if the server went away
   std::vector<std::string> lines_to(const std::string& target) const;
 

@@ -10,6 +10,7 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include "bot/chat/chat_text.h"
 #include "bot/util/json.h"
 #include "bot/util/log.h"
 
@@ -23,6 +24,9 @@ namespace {
 
 constexpr size_t kMaxFrame = 1 << 20;      // an envelope is a few KB
 constexpr size_t kSeenEvents = 5000;       // event ids remembered for de-duplication
+constexpr size_t kSpeakers = 5000;         // people remembered as ones the bot may address
+constexpr size_t kProgressMessages = 2000; // progress messages remembered for editing
+constexpr size_t kMaxOutgoing = 5000;      // messages waiting to be sent
 constexpr Millis kMaxNetworkBackoff{30000};
 
 struct WssUrl {
@@ -76,16 +80,26 @@ std::string slack_unescape(std::string_view in) {
   return out;
 }
 
-std::string slack_escape(std::string_view in) {
+std::string slack_escape(std::string_view in, std::string_view addressee) {
   std::string out;
-  for (size_t i = 0; i < in.size(); ++i) {
+  out.reserve(in.size());
+  size_t i = 0;
+  if (!addressee.empty()) {
+    std::string mention = "<@" + std::string(addressee) + ">";
+    if (in.substr(0, mention.size()) == mention) {
+      out += mention;
+      i = mention.size();
+    }
+  }
+  for (; i < in.size(); ++i) {
     char c = in[i];
-    // A user mention the bot writes on purpose ("<@U123>: ...") stays markup.
     if (c == '<' && in.compare(i, 2, "<@") == 0) {
+      // Any other mention is shown as plain @U123: visible, and it notifies nobody.
       size_t end = i + 2;
       while (end < in.size() && std::isalnum(static_cast<unsigned char>(in[end]))) ++end;
       if (end < in.size() && in[end] == '>' && end > i + 2) {
-        out += in.substr(i, end - i + 1);
+        out += "@";
+        out += in.substr(i + 2, end - i - 2);
         i = end;
         continue;
       }
@@ -227,7 +241,7 @@ void SlackAdapter::open_socket() {
                 }
                 std::string text = beast::buffers_to_string(s->buffer.data());
                 s->buffer.consume(s->buffer.size());
-                socket_frame(s, text);
+                handle_frame(s, text);
                 if (!s->closed) (*read)();
               });
             };
@@ -237,6 +251,16 @@ void SlackAdapter::open_socket() {
       });
     });
   });
+}
+
+void SlackAdapter::handle_frame(const std::shared_ptr<Socket>& s, const std::string& text) {
+  // One frame that jarvis cannot handle costs that frame, never the connection or serve.
+  try {
+    socket_frame(s, text);
+  } catch (const std::exception& e) {
+    log::error(log::kNoJob, "slack: a frame failed inside jarvis ({}); ignored it: {}", e.what(),
+               std::string_view(text).substr(0, 200));
+  }
 }
 
 void SlackAdapter::socket_frame(const std::shared_ptr<Socket>& s, const std::string& text) {
@@ -296,6 +320,10 @@ void SlackAdapter::socket_frame(const std::shared_ptr<Socket>& s, const std::str
   } else if (type == "events_api") {
     const YAML::Node& f = frame;
     const YAML::Node payload = f["payload"];
+    if (!payload || !payload.IsMap()) {
+      log::warn(log::kNoJob, "slack: an events_api frame without a payload; ignored");
+      return;
+    }
     std::string event_id = json_text(payload, "event_id");
     if (!event_id.empty()) {
       if (seen_events_.count(event_id)) {
@@ -310,7 +338,7 @@ void SlackAdapter::socket_frame(const std::shared_ptr<Socket>& s, const std::str
         seen_order_.pop_front();
       }
     }
-    if (payload && payload.IsMap() && payload["event"]) handle_event(payload["event"]);
+    if (payload["event"] && payload["event"].IsMap()) handle_event(payload["event"]);
   }
 }
 
@@ -323,8 +351,18 @@ void SlackAdapter::handle_event(const YAML::Node& event) {
     return;
   ChatMessage m;
   m.sender.protocol = "slack";
-  m.sender.name = "<@" + user + ">";                      // how Slack renders a mention
-  m.sender.full = (team_.empty() ? json_text(event, "team") : team_) + "/" + user;  // the id within its team
+  m.sender.name = "<@" + user + ">";  // how Slack renders a mention
+  // The user's own team: in a Slack Connect channel people of other organisations speak too,
+  // and must never match the home team's slack:T.../* rules. `team` is only trusted when it
+  // is the home team (in shared channels it can be the channel's, not the user's).
+  std::string team = json_text(event, "user_team");
+  if (team.empty() && !team_.empty() && json_text(event, "team") == team_) team = team_;
+  if (team.empty()) {
+    m.sender.full = "?/" + user;
+    m.sender.anonymous = true;  // a team we cannot tell: open commands only
+  } else {
+    m.sender.full = team + "/" + user;
+  }
   std::string text = slack_unescape(json_text(event, "text"));
   if (type == "app_mention") {
     // "<@UBOT> status loki" -> "jarvis: status loki", so the front sees it addressed.
@@ -332,12 +370,32 @@ void SlackAdapter::handle_event(const YAML::Node& event) {
     if (auto at = text.find(mention); at != std::string::npos) text.replace(at, mention.size(), bot_name_ + ":");
     m.room = channel;
   } else if (type == "message" && json_text(event, "channel_type") == "im") {
+    if (ims_.size() >= kSpeakers && !ims_.count(user)) ims_.clear();  // bounded; re-learnt from the next DM
     ims_[user] = channel;
   } else {
     return;  // channel messages arrive as app_mention too; handling both would run them twice
   }
   m.text = text;
+  remember_speaker(user);
   if (listener_) listener_->on_message(m);
+}
+
+void SlackAdapter::remember_speaker(const std::string& user) {
+  if (!speakers_.insert(user).second) return;
+  speakers_order_.push_back(user);
+  if (speakers_order_.size() > kSpeakers) {
+    speakers_.erase(speakers_order_.front());
+    speakers_order_.pop_front();
+  }
+}
+
+std::string SlackAdapter::slack_text(const std::string& line) const {
+  std::string_view v = line;
+  std::string addressee;
+  if (v.rfind("<@", 0) == 0) {
+    if (auto end = v.find('>'); end != std::string_view::npos) addressee = v.substr(2, end - 2);
+  }
+  return slack_escape(chat_safe_text(line), speakers_.count(addressee) ? std::string_view(addressee) : std::string_view());
 }
 
 void SlackAdapter::socket_closed(const std::shared_ptr<Socket>& s, const std::string& reason) {
@@ -408,6 +466,11 @@ bool SlackAdapter::update_in_place(const std::string& target, const std::string&
 }
 
 void SlackAdapter::enqueue(Outgoing o) {
+  if (outgoing_.size() >= kMaxOutgoing) {
+    // Far behind (Slack refusing us for a long time): the oldest waiting message goes.
+    log::warn(log::kNoJob, "slack: {} messages waiting; dropping the oldest", outgoing_.size());
+    outgoing_.erase(outgoing_.begin() + (sending_ ? 1 : 0));
+  }
   outgoing_.push_back(std::move(o));
   pump();
 }
@@ -428,7 +491,7 @@ void SlackAdapter::pump() {
   std::string id = o.channel + "\n" + o.key;
   auto ts = o.key.empty() ? progress_ts_.end() : progress_ts_.find(id);
   bool update = ts != progress_ts_.end();
-  std::string json = "{\"channel\":" + json_quote(o.channel) + ",\"text\":" + json_quote(slack_escape(o.text));
+  std::string json = "{\"channel\":" + json_quote(o.channel) + ",\"text\":" + json_quote(slack_text(o.text));
   if (update) json += ",\"ts\":" + json_quote(ts->second);
   json += "}";
   api(update ? "chat.update" : "chat.postMessage", config_.bot_token, json,
@@ -453,6 +516,11 @@ void SlackAdapter::pump() {
       if (update) progress_ts_.erase(id);  // the message is gone: the next state posts anew
     } else if (!done.key.empty() && !update) {
       progress_ts_[id] = json_text(*a, "ts");
+      progress_order_.push_back(id);
+      if (progress_order_.size() > kProgressMessages) {  // an old job's message is not edited again
+        progress_ts_.erase(progress_order_.front());
+        progress_order_.pop_front();
+      }
     }
     sending_ = false;
     pump();

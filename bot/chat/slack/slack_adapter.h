@@ -39,7 +39,11 @@ struct SlackConfig {
 
 // Slack's text escaping (& < >) and its link markup (<https://x|label> -> https://x).
 std::string slack_unescape(std::string_view text);
-std::string slack_escape(std::string_view text);
+// Escapes & < > everywhere, so no text (a user's, a worker's) can be Slack markup: no
+// <!channel>, <!here> or <@U...> mention. The one mention kept is the bot's own addressing
+// of `addressee` at the start of a line ("<@U123>: you may not ..."); a <@U...> elsewhere
+// is shown as @U... and notifies nobody.
+std::string slack_escape(std::string_view text, std::string_view addressee = {});
 
 class SlackAdapter : public ChatAdapter {
  public:
@@ -71,6 +75,11 @@ class SlackAdapter : public ChatAdapter {
   void socket_frame(const std::shared_ptr<Socket>& socket, const std::string& text);
   void socket_closed(const std::shared_ptr<Socket>& socket, const std::string& reason);
   void handle_event(const YAML::Node& event);
+  void handle_frame(const std::shared_ptr<Socket>& socket, const std::string& text);
+  // The text of a message as Slack gets it: escaped, a leading mention kept only for someone
+  // who spoke to the bot (the requester it answers).
+  std::string slack_text(const std::string& line) const;
+  void remember_speaker(const std::string& user);
   std::string channel_for(const std::string& target) const;
   void enqueue(Outgoing o);
   void pump();
@@ -90,12 +99,15 @@ class SlackAdapter : public ChatAdapter {
   std::set<std::string> seen_events_;
   std::deque<std::string> seen_order_;
   std::map<std::string, std::string> ims_;  // user id -> their direct-message channel
+  std::set<std::string> speakers_;          // users the bot heard (and may address)
+  std::deque<std::string> speakers_order_;  // bounded, like seen_events_
   // Sending, one call at a time and in order.
   std::deque<Outgoing> outgoing_;
   bool sending_ = false;
   Millis network_backoff_{1000};
   boost::asio::steady_timer send_timer_;
   std::map<std::string, std::string> progress_ts_;  // channel + "\n" + key -> message ts
+  std::deque<std::string> progress_order_;          // oldest first, to keep the map bounded
 };
 
 }  // namespace jarvis

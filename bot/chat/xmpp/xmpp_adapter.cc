@@ -6,6 +6,9 @@
 #include <gloox/connectionlistener.h>
 #include <gloox/connectiontcpclient.h>
 #include <gloox/delayeddelivery.h>
+#include <gloox/disco.h>
+#include <gloox/discohandler.h>
+#include <gloox/error.h>
 #include <gloox/eventhandler.h>
 #include <gloox/loghandler.h>
 #include <gloox/message.h>
@@ -14,10 +17,16 @@
 #include <gloox/mucroomhandler.h>
 #include <gloox/tlsdefault.h>
 
+#include <deque>
+#include <set>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
 
+#include "bot/chat/chat_text.h"
 #include "bot/util/log.h"
+#include "bot/util/text.h"
+#include "bot/util/utf8.h"
 
 namespace jarvis {
 namespace asio = boost::asio;
@@ -33,6 +42,18 @@ std::string describe_cert_status(int status) {
   for (const auto& [bit, words] : bits)
     if (status & bit) out += (out.empty() ? "" : ", ") + std::string(words);
   return out.empty() ? "ok" : out;
+}
+
+bool trusts_muc_service(const XmppConfig& config, const std::string& service) {
+  std::string s = lower(service);
+  if (!config.trusted_muc_domains.empty()) {
+    for (const auto& d : config.trusted_muc_domains)
+      if (lower(d) == s) return true;
+    return false;
+  }
+  std::string own = lower(config.jid.substr(config.jid.find('@') + 1));
+  return s == own || (s.size() > own.size() && s.compare(s.size() - own.size(), own.size(), own) == 0 &&
+                      s[s.size() - own.size() - 1] == '.');
 }
 
 namespace {
@@ -52,15 +73,6 @@ std::string describe_connection_error(gloox::ConnectionError e, gloox::Client& c
     case gloox::ConnNotConnected: return "not connected";
     default: return "connection error " + std::to_string(static_cast<int>(e));
   }
-}
-
-// Characters XML 1.0 cannot carry would end the stream: keep text, tabs and newlines only.
-std::string clean_xml_text(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s)
-    if (c >= 0x20 || c == '\t' || c == '\n') out += static_cast<char>(c);
-  return out;
 }
 
 // gloox's TCP connection, given a socket the loop already connected, so that gloox never
@@ -92,7 +104,8 @@ class XmppSession : public gloox::ConnectionListener,
                     public gloox::MessageHandler,
                     public gloox::MUCRoomHandler,
                     public gloox::LogHandler,
-                    public gloox::EventHandler {
+                    public gloox::EventHandler,
+                    public gloox::DiscoHandler {
  public:
   XmppSession(XmppAdapter& adapter, asio::io_context& io, const XmppConfig& config, int fd, int gen,
               std::shared_ptr<int> current)
@@ -127,26 +140,70 @@ class XmppSession : public gloox::ConnectionListener,
   void read() { client_.recv(0); }
   void close() { client_.disconnect(); }
   // XEP-0199 to our server: the answer (like anything read) tells the adapter the link lives.
-  void ping() { client_.xmppPing(gloox::JID(client_.jid().server()), this); }
+  void ping() {
+    client_.xmppPing(gloox::JID(client_.jid().server()), this);
+    // A room that did not exist may have been created since: look again, quietly.
+    auto missing = std::move(missing_rooms_);
+    missing_rooms_.clear();
+    for (const auto& room : missing) join(room);
+  }
   void handleEvent(const gloox::Event&) override {}  // the pong; reading it was the point
 
+  // Rooms are never created by the bot (a new room gets the server's defaults, perhaps
+  // public and logged): it asks the room's disco#info first and joins only one that answers.
   void join(const std::string& room) {
+    int context = next_context_++;
+    asked_rooms_[context] = room;
+    wanted_rooms_.insert(room);
+    client_.disco()->getDiscoInfo(gloox::JID(room), "", this, context);
+  }
+  std::string asked_room(int context) {
+    auto it = asked_rooms_.find(context);
+    if (it == asked_rooms_.end()) return {};
+    std::string room = std::move(it->second);
+    asked_rooms_.erase(it);
+    return room;
+  }
+  void handleDiscoInfo(const gloox::JID&, const gloox::Disco::Info&, int context) override {
+    if (std::string room = asked_room(context); !room.empty()) join_existing(room);
+  }
+  void handleDiscoItems(const gloox::JID&, const gloox::Disco::Items&, int) override {}
+  void handleDiscoError(const gloox::JID& from, const gloox::Error* error, int context) override {
+    bool missing = error && error->error() == gloox::StanzaErrorItemNotFound;
+    if (std::string room = asked_room(context); !room.empty()) missing_rooms_.push_back(room);
+    if (!reported_rooms_.insert(from.bare()).second) return;  // said once per connection
+    log::error(log::kNoJob, "xmpp: room {} {}; not joining it yet (the bot never creates rooms; it looks again every ping_interval)", from.bare(),
+               missing ? "does not exist" : "did not answer disco#info (error " +
+                                                std::to_string(error ? static_cast<int>(error->error()) : -1) + ")");
+  }
+
+  void join_existing(const std::string& room) {
     if (rooms_.count(room)) rooms_.erase(room);  // a fresh join (after a kick or an error)
     auto r = std::make_unique<gloox::MUCRoom>(&client_, gloox::JID(room + "/" + config_.nick), this, nullptr);
     r->setRequestHistory(0, gloox::MUCRoom::HistoryMaxStanzas);  // no replay of old commands
     r->join();
+    // What was said to the room while it was being looked up goes out after the join.
+    if (auto waiting = waiting_lines_.extract(room))
+      for (const auto& text : waiting.mapped()) r->send(text);
     rooms_[room] = std::move(r);
   }
 
   void send(const std::string& target, const std::string& line) {
-    std::string text = clean_xml_text(line);
+    // Invalid UTF-8 or a character XML 1.0 forbids would make the server close the stream.
+    std::string text = chat_safe_text(line);
     if (auto it = rooms_.find(target); it != rooms_.end()) {
       it->second->send(text);
       return;
     }
+    if (wanted_rooms_.count(target)) {  // not joined yet (disco#info on its way, or missing)
+      auto& lines = waiting_lines_[target];
+      if (lines.size() >= 200) lines.pop_front();
+      lines.push_back(text);
+      return;
+    }
     gloox::JID to(target);
     if (!to || to.bare() != target) {
-      log::warn(log::kNoJob, "xmpp: not sending to '{}': not a bare JID or joined room", target.substr(0, 80));
+      log::warn(log::kNoJob, "xmpp: not sending to '{}': not a bare JID or joined room", utf8_prefix(target, 80));
       return;
     }
     gloox::Message m(gloox::Message::Chat, to, text);
@@ -169,7 +226,7 @@ class XmppSession : public gloox::ConnectionListener,
       return true;
     }
     cert_problem_ = "TLS certificate refused (" + describe_cert_status(info.status) +
-                    "; issuer " + info.issuer.substr(0, 120) + ")";
+                    "; issuer " + std::string(utf8_prefix(info.issuer, 120)) + ")";
     log::error(log::kNoJob, "xmpp: {}; trust its CA with xmpp.tls_ca_file", cert_problem_);
     return false;
   }
@@ -179,7 +236,19 @@ class XmppSession : public gloox::ConnectionListener,
   void onStreamEvent(gloox::StreamEvent) override {}
 
   // gloox::MessageHandler: one-to-one messages.
+  // Nothing may unwind through gloox: a stanza that fails is logged and the stream goes on.
+  template <typename F>
+  void guard(const char* what, F f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      log::error(log::kNoJob, "xmpp: handling a {} failed inside jarvis: {}", what, e.what());
+    }
+  }
   void handleMessage(const gloox::Message& msg, gloox::MessageSession*) override {
+    guard("message", [&] { chat_message(msg); });
+  }
+  void chat_message(const gloox::Message& msg) {
     if (msg.subtype() != gloox::Message::Chat && msg.subtype() != gloox::Message::Normal) return;
     if (msg.body().empty()) return;
     if (rooms_.count(msg.from().bare())) return;  // a private message through a room: anonymous
@@ -198,12 +267,26 @@ class XmppSession : public gloox::ConnectionListener,
   // gloox::MUCRoomHandler
   void handleMUCParticipantPresence(gloox::MUCRoom* room, const gloox::MUCRoomParticipant p,
                                     const gloox::Presence& presence) override {
+    guard("room presence", [&] { occupant_presence(room, p, presence); });
+  }
+  void occupant_presence(gloox::MUCRoom* room, const gloox::MUCRoomParticipant& p, const gloox::Presence& presence) {
     if (!p.nick) return;
     auto& occupants = occupants_[room->name() + "@" + room->service()];
     if (presence.subtype() == gloox::Presence::Unavailable) occupants.erase(p.nick->resource());
-    else occupants[p.nick->resource()] = p.jid ? p.jid->bare() : std::string();
+    // A real JID only from a MUC service we trust to tell the truth about it.
+    else occupants[p.nick->resource()] = p.jid && trusted_service(room->service()) ? p.jid->bare() : std::string();
+  }
+  bool trusted_service(const std::string& service) {
+    if (trusts_muc_service(config_, service)) return true;
+    if (warned_services_.insert(service).second)
+      log::warn(log::kNoJob, "xmpp: not trusting the real JIDs {} shows (not in xmpp.trusted_muc_domains); "
+                "its occupants get the open commands only", service);
+    return false;
   }
   void handleMUCMessage(gloox::MUCRoom* room, const gloox::Message& msg, bool priv) override {
+    guard("room message", [&] { room_message(room, msg, priv); });
+  }
+  void room_message(gloox::MUCRoom* room, const gloox::Message& msg, bool priv) {
     if (priv || msg.body().empty()) return;
     if (msg.when()) return;  // history replayed on join: never run an old command again
     std::string nick = msg.from().resource();
@@ -224,8 +307,11 @@ class XmppSession : public gloox::ConnectionListener,
     post([m](XmppAdapter& a) { a.session_message(m); });
   }
   bool handleMUCRoomCreation(gloox::MUCRoom* room) override {
-    log::warn(log::kNoJob, "xmpp: room {}@{} did not exist; created it with the defaults", room->name(), room->service());
-    return true;
+    // The room vanished between disco#info and the join, so joining created it: undo that.
+    log::error(log::kNoJob, "xmpp: room {}@{} did not exist and joining created it; destroying it "
+               "(the bot never creates rooms)", room->name(), room->service());
+    room->destroy("jarvis does not create rooms");
+    return false;
   }
   void handleMUCSubject(gloox::MUCRoom*, const std::string&, const std::string&) override {}
   void handleMUCInviteDecline(gloox::MUCRoom*, const gloox::JID&, const std::string&) override {}
@@ -237,8 +323,8 @@ class XmppSession : public gloox::ConnectionListener,
 
   // gloox::LogHandler
   void handleLog(gloox::LogLevel level, gloox::LogArea, const std::string& message) override {
-    if (level == gloox::LogLevelError) log::error(log::kNoJob, "xmpp: gloox: {}", message.substr(0, 300));
-    else log::warn(log::kNoJob, "xmpp: gloox: {}", message.substr(0, 300));
+    if (level == gloox::LogLevelError) log::error(log::kNoJob, "xmpp: gloox: {}", utf8_prefix(message, 300));
+    else log::warn(log::kNoJob, "xmpp: gloox: {}", utf8_prefix(message, 300));
   }
 
  private:
@@ -259,6 +345,13 @@ class XmppSession : public gloox::ConnectionListener,
   std::map<std::string, std::unique_ptr<gloox::MUCRoom>> rooms_;
   std::map<std::string, std::map<std::string, std::string>> occupants_;  // room -> nick -> real JID
   std::string cert_problem_;
+  std::map<int, std::string> asked_rooms_;  // disco#info context -> room
+  int next_context_ = 0;
+  std::set<std::string> wanted_rooms_;  // configured rooms, joined or not yet
+  std::map<std::string, std::deque<std::string>> waiting_lines_;  // for rooms not joined yet
+  std::vector<std::string> missing_rooms_;  // to look for again at the next ping
+  std::set<std::string> reported_rooms_;
+  std::set<std::string> warned_services_;
 };
 
 XmppAdapter::XmppAdapter(asio::io_context& io, XmppConfig config)

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -32,7 +33,13 @@ struct XmppConfig {
   std::string tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";
   Millis connect_timeout{std::chrono::seconds(20)};
   Millis ping_interval{std::chrono::seconds(60)};  // XMPP ping; 2.5 intervals of silence = dead
+  // MUC services whose real JIDs the ACL believes (a MUC on another server can claim any JID
+  // for its occupants). Empty: the JID's domain and its subdomains (conference.example.com).
+  std::vector<std::string> trusted_muc_domains;
 };
+
+// Whether the real JIDs shown by the MUC service `service` are believed.
+bool trusts_muc_service(const XmppConfig& config, const std::string& service);
 
 // Words for gloox's certificate status bits ("signer unknown, wrong peer").
 std::string describe_cert_status(int status);
