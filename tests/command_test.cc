@@ -53,21 +53,35 @@ TEST(Replies, StatusLinesHaveTheAgreedShape) {
   running.stage = 3;
   running.attempt = 1;
   running.stage_started_ms = 1'000'000;
+  running.tasks[3].timeout = std::chrono::seconds(60);
   EXPECT_EQ(describe_job(running, 0, 1'041'000),
-            "loki: running stage 4/12 sandbox:create (41s, job 17, started by alice)");
+            "loki: running stage 4/12 sandbox:create (41s of 1m00s, job 17, started by alice)");
 
+  // Finished jobs say when, in UTC: the time of day within the last day, the date before.
+  const int64_t day = 86'400'000;
   auto failed = record(JobState::Failed);
   failed.stage = 5;
   failed.reason = "exit code 3: NOTAUTH";
-  EXPECT_EQ(describe_job(failed, 0, 0),
-            "loki: failed at stage 6/12 dns:update: exit code 3: NOTAUTH (job 17). Say \"retry "
+  failed.ended_ms = 20 * day + (9 * 60 + 14) * 60'000;
+  EXPECT_EQ(describe_job(failed, 0, failed.ended_ms + 60'000),
+            "loki: failed at stage 6/12 dns:update: exit code 3: NOTAUTH (job 17, 09:14 UTC). Say \"retry "
             "loki\" to resume.");
 
   auto ready = record(JobState::Ready);
   ready.stage = 12;
   ready.started_ms = 0;
   ready.ended_ms = 182'000;
-  EXPECT_EQ(describe_job(ready, 0, 0), "loki: ready (job 17, 12 stages in 3m02s)");
+  EXPECT_EQ(describe_job(ready, 0, 3 * day), "loki: ready (job 17, 12 stages in 3m02s, 1970-01-01 00:03 UTC)");
+
+  // In flight, but the jarvis that ran it is gone: nothing runs it, and status says so.
+  auto orphan = record(JobState::Running);
+  orphan.stage = 8;
+  orphan.id = 7;
+  orphan.tasks.resize(19, Harness::task("m:t"));
+  orphan.stage_started_ms = 1'000'000;
+  EXPECT_EQ(describe_job(orphan, 0, 1'000'000 + 12 * 60'000, true),
+            "loki: job 7 stopped at stage 9/19 when its jarvis stopped (12m00s ago); start jarvis serve to "
+            "resume it, or cancel loki");
 
   auto queued = record(JobState::Queued);
   EXPECT_EQ(describe_job(queued, 3, 0),

@@ -174,7 +174,14 @@ int spawn_marked(const std::vector<std::string>& env_entries, const std::string&
   pid_t pid = 0;
   int rc = posix_spawn(&pid, "/bin/sh", nullptr, &attr, argv.data(), envp.data());
   posix_spawnattr_destroy(&attr);
-  return rc == 0 ? pid : -1;
+  if (rc != 0) return -1;
+  // posix_spawn returns while the kernel is still finishing the exec: until then the child's
+  // /proc environ reads empty. An engine's worker has long been running when an adopter looks.
+  for (int i = 0; i < 200 && read_file("/proc/" + std::to_string(pid) + "/environ").find(env_entries.front()) ==
+                                 std::string::npos;
+       ++i)
+    ::usleep(5000);
+  return pid;
 }
 
 TEST(Durability, AnAdopterKillsTheDeadEnginesWorkerEvenIfItsPidWasNeverStored) {

@@ -20,6 +20,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "bot/app/cli_args.h"
 #include "bot/app/config.h"
 #include "bot/chat/announcer.h"
 #include "bot/chat/chat_front.h"
@@ -35,79 +36,46 @@
 #include "bot/pipeline/worker_path.h"
 #include "bot/store/sqlite_job_store.h"
 #include "bot/util/log.h"
+#include "bot/util/url_redact.h"
 
 namespace jarvis {
 namespace {
 namespace asio = boost::asio;
-
-constexpr const char* kUsage = R"(usage: jarvis [options] <command> [arguments]
-
-commands:
-  run DESIGN [--pipeline NAME]   run one job in the foreground with live progress
-  deploy DESIGN [...]            the same as run
-  serve                          the long-running bot (console front: commands on stdin)
-  status [HOST|JOB]              where a job is; without an argument, like jobs
-  jobs                           jobs in flight and the last ones finished
-  log HOST|JOB                   the last lines the job's workers wrote
-  cancel HOST|JOB                stop a job in flight
-  retry HOST|JOB                 resume a failed job at the stage where it stopped
-  plan DESIGN [--pipeline NAME]  dry run: the pipeline and stages, nothing executed
-  check-config                   load the config and pipelines, check every worker exists
-  help [COMMAND]
-
-options (on every command):
-  --config FILE                  configuration file (see config/jarvis.example.yaml)
-  --state-dir DIR                job store and worker state (default ./state)
-  --workers-path DIR[:DIR...]    where module/task executables are found (default ./workers)
-  --pipelines-dir DIR            pipeline files (default ./pipelines)
-  --log-format text|json         log lines on stderr
-  --help                         this text
-
-exit status: 0 success, 1 the job or command failed, 2 bad usage or configuration
-)";
-
-struct Args {
-  ConfigOverrides overrides;
-  std::string command;
-  std::vector<std::string> rest;
-  bool help = false;
-};
-
-// Global options may appear anywhere; everything else is the command and its words.
-std::optional<Args> parse_args(int argc, char** argv, std::string& error) {
-  Args a;
-  std::map<std::string, std::optional<std::string>*> options = {
-      {"--config", &a.overrides.config_file},       {"--state-dir", &a.overrides.state_dir},
-      {"--workers-path", &a.overrides.workers_path}, {"--pipelines-dir", &a.overrides.pipelines_dir},
-      {"--log-format", &a.overrides.log_format},
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string w = argv[i];
-    if (w == "--help" || w == "-h") { a.help = true; continue; }
-    auto eq = w.find('=');
-    std::string name = w.substr(0, eq);
-    if (auto it = options.find(name); it != options.end()) {
-      if (eq != std::string::npos) {
-        *it->second = w.substr(eq + 1);
-      } else if (i + 1 < argc) {
-        *it->second = argv[++i];
-      } else {
-        error = name + " needs a value";
-        return std::nullopt;
-      }
-      continue;
-    }
-    if (a.command.empty()) a.command = w;
-    else a.rest.push_back(w);
-  }
-  return a;
-}
 
 // Who runs this command, for the audit trail: the real uid's name. $USER is the caller's to
 // set, so it would let anyone act under anyone's name.
 std::string current_user() {
   if (passwd* pw = ::getpwuid(::getuid())) return pw->pw_name;
   return "uid" + std::to_string(::getuid());
+}
+
+// "alice@build-2": the CLI's identity in the audit trail (protocol cli).
+std::string cli_identity() {
+  char host[256] = {0};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = 0;
+  return current_user() + "@" + (host[0] ? host : "localhost");
+}
+
+std::string tty_place() {
+  const char* tty = ::ttyname(STDIN_FILENO);
+  return tty ? tty : "no tty";
+}
+
+// Commands that act outside the command core (run, a foreground retry, cancelling a stopped
+// job) write their audit rows here, like every other front.
+void audit_cli(JobStore& store, const std::string& command, const std::string& outcome) {
+  AuditEntry e;
+  e.at_ms = now_ms();
+  e.who = cli_identity();
+  e.protocol = "cli";
+  e.place = tty_place();
+  e.command = redact_url_credentials(command);  // the audit trail is open to all
+  e.outcome = redact_url_credentials(outcome);
+  try {
+    store.audit(e);
+  } catch (const std::exception& ex) {
+    std::cerr << "jarvis: warning: cannot write the audit trail: " << ex.what() << '\n';
+  }
 }
 
 std::string join(const std::vector<std::string>& words) {
@@ -164,10 +132,14 @@ class ProgressView {
   void on_event(const EngineEvent& e) {
     using K = EngineEvent::Kind;
     if (!tty_) {
-      std::string line = e.kind == K::StageLog
-                             ? e.host + " " + std::to_string(e.stage) + "/" +
-                                   std::to_string(e.stage_count) + " " + e.task + " | " + e.text
-                             : describe_event(e);
+      std::string line;
+      if (e.kind == K::StageLog)
+        line = e.host + " " + std::to_string(e.stage) + "/" + std::to_string(e.stage_count) + " " +
+               e.task + " | " + e.text;
+      else if (e.kind == K::JobFailed || e.kind == K::JobCancelled)
+        line = shell_ending(e);
+      else
+        line = describe_event(e);
       std::cout << line << '\n' << std::flush;
       return;
     }
@@ -182,11 +154,14 @@ class ProgressView {
       case K::StageRetrying:
         print("  \x1b[33m↻\x1b[0m " + pad(e) + "  " + e.text + "; retrying in " + format_duration(e.delay));
         break;
-      case K::JobFailed: print("  \x1b[31m✗\x1b[0m " + pad(e) + "  " + e.text); break;
+      case K::JobFailed:
+        print("  \x1b[31m✗\x1b[0m " + pad(e) + "  " + e.text);
+        print("  resume it at this stage: jarvis retry " + e.host + "   (its log: jarvis log " + e.host + ")");
+        break;
+      case K::JobCancelled: print(shell_ending(e)); break;
       case K::JobStarted:
       case K::JobQueued:
       case K::JobReady:
-      case K::JobCancelled:
       case K::StoreFailed:
       case K::StoreRecovered:
       case K::StoreLost: print(describe_event(e)); break;
@@ -205,6 +180,14 @@ class ProgressView {
   }
 
  private:
+  // The end of a job that did not get ready, with the next step as a shell command (the chat
+  // wording says "Say retry loki").
+  static std::string shell_ending(const EngineEvent& e) {
+    std::string stage = std::to_string(e.stage) + "/" + std::to_string(e.stage_count) + " " + e.task;
+    std::string what = e.kind == EngineEvent::Kind::JobFailed ? "failed at stage " + stage + ": " + e.text
+                                                               : "cancelled at stage " + stage + " by " + e.text;
+    return e.host + ": " + what + " (job " + std::to_string(e.job) + "). Resume it with: jarvis retry " + e.host;
+  }
   static std::string pad(const EngineEvent& e) {
     std::string n = std::to_string(e.stage) + "/" + std::to_string(e.stage_count);
     return std::string(n.size() < 5 ? 5 - n.size() : 0, ' ') + n + " " + e.task;
@@ -247,7 +230,7 @@ struct Context {
   std::vector<std::string> pipeline_errors;
 };
 
-std::unique_ptr<Context> open_context(const Args& args, log::Level level) {
+std::unique_ptr<Context> open_context(const CliArgs& args, log::Level level) {
   auto ctx = std::make_unique<Context>();
   ctx->config = load_config(args.overrides);
   log::init(ctx->config.log_format, level);
@@ -307,7 +290,11 @@ int follow_job(Context& ctx, const std::function<int64_t(Engine&, std::string&)>
   Engine engine(io, *ctx.store, runner, ec);
   engine.start();
 
-  ProgressView view(io, ::isatty(STDOUT_FILENO) == 1);
+  bool tty = ::isatty(STDOUT_FILENO) == 1;
+  ProgressView view(io, tty);
+  // Under a progress bar the engine's own warnings would break the display and repeat the
+  // failure the view prints once; they are in the job's log (jarvis log) anyway.
+  if (tty) log::set_level(log::Level::Error);
   int64_t job = 0;
   std::optional<EngineEvent::Kind> end;
   engine.add_observer([&](const EngineEvent& e) {
@@ -388,10 +375,16 @@ struct AllDesignSources {
   DesignSources all;
 };
 
-// For the CLI: fetch one design, running a loop just for that.
+// For the CLI: fetch one design, running a loop just for that. A bare name that is no file
+// here but is a design in designs_dir ("loki") is read from there, as chat reads it.
 std::optional<Design> load_design(const Config& config, const std::string& ref, std::string& error) {
   asio::io_context io;
-  AllDesignSources sources(io, config, std::nullopt);
+  std::optional<std::string> root;
+  std::error_code ec;
+  if (ref.find('/') == std::string::npos && !std::filesystem::exists(ref, ec) &&
+      std::filesystem::exists(config.designs_dir + "/" + ref + ".yaml", ec))
+    root = config.designs_dir;
+  AllDesignSources sources(io, config, root);
   std::optional<Design> out;
   sources.all.fetch(ref, [&](std::optional<Design> d, std::string e) {
     out = std::move(d);
@@ -401,23 +394,16 @@ std::optional<Design> load_design(const Config& config, const std::string& ref, 
   return out;
 }
 
-int cmd_run(Context& ctx, const Args& args) {
-  std::optional<std::string> pipeline;
-  std::vector<std::string> words;
-  for (size_t i = 0; i < args.rest.size(); ++i) {
-    if (args.rest[i] == "--pipeline" && i + 1 < args.rest.size()) pipeline = args.rest[++i];
-    else if (args.rest[i].rfind("--pipeline=", 0) == 0) pipeline = args.rest[i].substr(11);
-    else words.push_back(args.rest[i]);
-  }
-  if (words.size() != 1) {
-    std::cerr << "usage: jarvis run DESIGN [--pipeline NAME]\n";
-    return 2;
-  }
+int cmd_run(Context& ctx, const CliArgs& args) {
+  const auto& words = args.words;
+  const auto& pipeline = args.pipeline;
+  std::string typed = "deploy " + words[0] + (pipeline ? " --pipeline " + *pipeline : "");
   warn_pipeline_errors(ctx);
   std::string error;
   auto design = load_design(ctx.config, words[0], error);
   if (!design) {
     std::cerr << "jarvis: " << error << '\n';
+    audit_cli(*ctx.store, typed, "refused: " + error);
     return 1;
   }
   if (!design->members.empty()) {
@@ -432,13 +418,15 @@ int cmd_run(Context& ctx, const Args& args) {
     return 1;
   }
   return follow_job(ctx, [&](Engine& engine, std::string& err) -> int64_t {
-    auto r = engine.submit(*design, *p, current_user(), "cli:tty");
+    auto r = engine.submit(*design, *p, cli_identity(), "cli:" + tty_place());
     if (r.conflict) {
       err = design->hostname + " already has a job in flight: " +
             describe_job(*r.conflict, 0, now_ms());
     } else if (!r.job) {
       err = design->hostname + ": cannot deploy: " + r.error;
-    } else {
+    }
+    audit_cli(*ctx.store, typed, r.job ? "ok: job " + std::to_string(r.job) : "refused: " + err);
+    if (r.job) {
       std::cout << design->hostname << ": " << p->name << ", " << p->tasks.size()
                 << " stages (job " << r.job << ")\n" << std::flush;
     }
@@ -446,53 +434,69 @@ int cmd_run(Context& ctx, const Args& args) {
   });
 }
 
-int cmd_retry(Context& ctx, const Args& args) {
-  if (args.rest.size() != 1) {
-    std::cerr << "usage: jarvis retry HOST|JOB\n";
-    return 2;
-  }
+int cmd_retry(Context& ctx, const CliArgs& args) {
   if (serve_running(ctx.config.state_dir)) return -1;  // the bot resumes it: use the shared path
   std::string error;
-  auto target = parse_target(args.rest[0], error);
+  auto target = parse_target(args.words[0], error);
   std::optional<JobRecord> j;
   if (target) j = target->job ? ctx.store->job(target->job) : ctx.store->latest_for_host(target->host);
+  std::string typed = "retry " + args.words[0];
   if (!j) {
-    std::cerr << "jarvis: " << (error.empty() ? "no such job or host: " + args.rest[0] : error) << '\n';
+    std::string why = error.empty() ? "no such job or host: " + args.words[0] : error;
+    std::cerr << "jarvis: " << why << '\n';
+    audit_cli(*ctx.store, typed, "refused: " + why);
     return 1;
   }
-  // No bot is running: resume it here, in the foreground.
+  // No bot is running: resume it here, in the foreground. A job still in flight whose jarvis
+  // stopped is taken over from the dead engine; a failed or cancelled one is requeued.
+  bool stopped = is_active(j->state) && !engine_alive(ctx.config.state_dir, j->owner);
   return follow_job(ctx, [&](Engine& engine, std::string& err) -> int64_t {
-    auto r = engine.retry(j->id);
-    if (!r.ok) {
-      err = j->host + ": cannot retry: " + r.error;
-      return 0;
+    if (stopped) {
+      if (!engine.take_over(j->id, err)) {
+        err = j->host + ": cannot retry: " + err;
+        audit_cli(*ctx.store, typed, "refused: " + err);
+        return 0;
+      }
+    } else {
+      auto r = engine.retry(j->id);
+      if (!r.ok) {
+        err = j->host + ": cannot retry: " + r.error;
+        audit_cli(*ctx.store, typed, "refused: " + err);
+        return 0;
+      }
     }
-    std::cout << j->host << ": retrying job " << j->id << " from stage " << j->stage + 1 << "/"
-              << j->stage_count() << "\n" << std::flush;
+    audit_cli(*ctx.store, typed, "ok: job " + std::to_string(j->id));
+    std::cout << j->host << ": " << (stopped ? "resuming" : "retrying") << " job " << j->id
+              << " from stage " << std::min(j->stage + 1, j->stage_count()) << "/" << j->stage_count()
+              << "\n" << std::flush;
     return j->id;
   });
 }
 
-int cmd_cancel_orphan(Context& ctx, const Args& args) {
+int cmd_cancel_orphan(Context& ctx, const CliArgs& args) {
   // A job whose engine died and no bot is running: cancel it in the store directly.
-  if (args.rest.size() != 1 || serve_running(ctx.config.state_dir)) return -1;
+  if (serve_running(ctx.config.state_dir)) return -1;
   std::string error;
-  auto target = parse_target(args.rest[0], error);
+  auto target = parse_target(args.words[0], error);
   if (!target) return -1;
   auto j = target->job ? ctx.store->job(target->job) : ctx.store->latest_for_host(target->host);
   if (!j || !is_active(j->state) || engine_alive(ctx.config.state_dir, j->owner)) return -1;
-  ctx.store->request_cancel(j->id, current_user());
-  ctx.store->job_cancelled(j->id, now_ms(), "cancelled by " + current_user());
-  std::cout << j->host << ": cancelled job " << j->id << " (no engine was running it)\n";
+  ctx.store->request_cancel(j->id, cli_identity());
+  ctx.store->job_cancelled(j->id, now_ms(), "cancelled by " + cli_identity());
+  audit_cli(*ctx.store, "cancel " + args.words[0], "ok: job " + std::to_string(j->id) + " cancelled");
+  std::cout << j->host << ": cancelled job " << j->id << " (its jarvis had stopped; nothing was running it)\n";
   return 0;
 }
 
-int cmd_shared(Context& ctx, const Args& args) {
+int cmd_shared(Context& ctx, const CliArgs& args) {
   asio::io_context io;
   AllDesignSources designs(io, ctx.config, std::nullopt);
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, nullptr);
-  Requester who{current_user(), "cli", "tty"};
-  std::string text = args.command + (args.rest.empty() ? "" : " " + join(args.rest));
+  service.set_owner_check([&](const std::string& owner) { return engine_alive(ctx.config.state_dir, owner); });
+  Requester who{cli_identity(), "cli", tty_place()};
+  std::string text = args.command + (args.words.empty() ? "" : " " + join(args.words));
+  if (args.pipeline) text += " --pipeline " + *args.pipeline;
+  if (args.command == "log" && args.lines != 20) text += " -n " + std::to_string(args.lines);
   int status = 0;
   service.handle(text, who, [&](Reply r) {
     for (const auto& l : r.lines) std::cout << l << '\n';
@@ -531,6 +535,7 @@ int cmd_serve(Context& ctx) {
   Engine engine(io, *ctx.store, runner, ec);
   AllDesignSources designs(io, ctx.config, ctx.config.designs_dir);
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, &engine);
+  service.set_owner_check([&](const std::string& owner) { return engine_alive(ctx.config.state_dir, owner); });
   ConsoleFront console(io, service, Requester{current_user(), "console", "stdin"},
                        [](const std::string& line) { std::cout << line << '\n' << std::flush; });
   engine.add_observer([&](const EngineEvent& e) { console.announce(e); });
@@ -642,6 +647,66 @@ int cmd_check_config(Context& ctx) {
   return problems ? 2 : 0;
 }
 
+
+// What can be deployed: every design in designs_dir, the host, the pipeline a deploy picks.
+int cmd_designs(Context& ctx) {
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(ctx.config.designs_dir, ec)) {
+    auto ext = e.path().extension().string();
+    if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml")) files.push_back(e.path().string());
+  }
+  if (ec) {
+    std::cerr << "jarvis: cannot read designs_dir " << ctx.config.designs_dir << ": " << ec.message() << '\n';
+    return 1;
+  }
+  std::sort(files.begin(), files.end());
+  if (files.empty()) std::cout << "no designs in " << ctx.config.designs_dir << '\n';
+  asio::io_context io;
+  FileDesignSource source(io, std::nullopt);
+  int problems = 0;
+  for (const auto& f : files) {
+    std::string name = std::filesystem::path(f).stem().string(), error;
+    auto d = source.load(f, error);
+    if (!d) {
+      std::cout << name << ": cannot be deployed: " << error << '\n';
+      ++problems;
+      continue;
+    }
+    auto pick = [&](const Design& one) {
+      std::string why;
+      const Pipeline* p = ctx.pipelines.select(one.root, std::nullopt, why);
+      return p ? p->name + " (" + std::to_string(p->tasks.size()) + " stages)" : "no pipeline: " + why;
+    };
+    if (d->members.empty()) {
+      std::cout << name << ": host " << d->hostname << ", " << pick(*d) << '\n';
+    } else {
+      std::cout << name << ": cluster " << d->cluster << " of " << d->members.size() << " hosts\n";
+      for (const auto& m : d->members) std::cout << "  " << m.hostname << ": " << pick(m) << '\n';
+    }
+  }
+  return problems ? 1 : 0;
+}
+
+int cmd_pipelines(Context& ctx) {
+  warn_pipeline_errors(ctx);
+  if (ctx.pipelines.all().empty()) std::cout << "no pipelines in " << ctx.config.pipelines_dir << '\n';
+  for (const auto& p : ctx.pipelines.all()) {
+    std::string match;
+    for (const auto& [k, v] : p.match) match += (match.empty() ? "" : ", ") + k + "=" + v;
+    std::cout << p.name << ": " << p.tasks.size() << " stages, "
+              << (match.empty() ? "chosen only by name (--pipeline " + p.name + ")" : "for designs with " + match)
+              << "  (" << p.file << ")\n";
+    for (size_t i = 0; i < p.tasks.size(); ++i) {
+      const auto& t = p.tasks[i];
+      std::cout << "  " << i + 1 << ". " << t.name << " (timeout " << format_duration(t.timeout)
+                << (t.retries ? ", " + std::to_string(t.retries) + (t.retries == 1 ? " retry" : " retries") : "")
+                << (t.destructive ? ", destructive" : "") << ")\n";
+    }
+  }
+  return ctx.pipeline_errors.empty() ? 0 : 1;
+}
+
 }  // namespace
 
 int cli_main(int argc, char** argv) {
@@ -650,29 +715,17 @@ int cli_main(int argc, char** argv) {
   // A core dump of the bot would hold every clipboard in memory, secrets included.
   rlimit no_core{0, 0};
   ::setrlimit(RLIMIT_CORE, &no_core);
-  std::string error;
-  auto args = parse_args(argc, argv, error);
-  if (!args) {
-    std::cerr << "jarvis: " << error << "\n" << kUsage;
-    return 2;
-  }
-  if (args->help || args->command.empty() || (args->command == "help" && args->rest.empty())) {
-    std::cout << kUsage;
-    return args->command.empty() && !args->help ? 2 : 0;
-  }
-  if (args->command == "deploy") args->command = "run";
-  static const char* known[] = {"run", "serve", "status", "jobs", "log", "cancel",
-                                "retry", "plan", "check-config", "help"};
-  if (std::find(std::begin(known), std::end(known), args->command) == std::end(known)) {
-    std::cerr << "jarvis: unknown command '" << args->command << "'\n" << kUsage;
-    return 2;
-  }
+  auto parsed = parse_cli(argc, argv, std::cout, std::cerr);
+  if (!parsed.args) return parsed.exit_code;
+  auto args = std::move(parsed.args);
   try {
     bool quiet = args->command != "serve";
     auto ctx = open_context(*args, quiet ? log::Level::Warn : log::Level::Info);
     if (args->command == "run") return cmd_run(*ctx, *args);
     if (args->command == "serve") return cmd_serve(*ctx);
     if (args->command == "check-config") return cmd_check_config(*ctx);
+    if (args->command == "designs") return cmd_designs(*ctx);
+    if (args->command == "pipelines") return cmd_pipelines(*ctx);
     if (args->command == "retry") {
       int rc = cmd_retry(*ctx, *args);
       if (rc >= 0) return rc;

@@ -75,6 +75,15 @@ ParsedCommand parse_command(std::string_view text) {
       cmd.pipeline = words[++i];
     } else if (takes_pipeline && w.rfind("--pipeline=", 0) == 0) {
       cmd.pipeline = w.substr(11);
+    } else if (cmd.verb == Verb::Log && (w == "-n" || w == "--lines")) {
+      int n = 0;
+      const std::string* v = i + 1 < words.size() ? &words[++i] : nullptr;
+      if (!v || std::from_chars(v->data(), v->data() + v->size(), n).ptr != v->data() + v->size() ||
+          n < 1 || n > 100000) {
+        out.error = "log: -n needs a number of lines from 1 to 100000";
+        return out;
+      }
+      cmd.lines = n;
     } else {
       args.push_back(w);
     }

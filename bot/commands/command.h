@@ -15,6 +15,7 @@ struct Command {
   Verb verb = Verb::Help;
   std::string argument;                 // design, host, job id or help topic; may be empty
   std::optional<std::string> pipeline;  // deploy/plan: --pipeline NAME
+  int lines = 0;                        // log: -n N (0: the default)
   std::string text;                     // as typed, for the audit trail
 };
 

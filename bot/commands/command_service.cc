@@ -41,8 +41,24 @@ std::string job_ref(const JobRecord& j) {
 
 }  // namespace
 
-std::string describe_job(const JobRecord& j, int queued_ahead, int64_t now) {
+std::string clock_utc(int64_t at_ms, int64_t now) {
+  time_t secs = static_cast<time_t>(at_ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[32];
+  bool today = now - at_ms < 24 * 3600 * 1000LL && at_ms <= now + 60000;
+  std::strftime(buf, sizeof buf, today ? "%H:%M UTC" : "%Y-%m-%d %H:%M UTC", &tm);
+  return buf;
+}
+
+std::string describe_job(const JobRecord& j, int queued_ahead, int64_t now, bool stopped) {
   std::string h = j.host + ": ";
+  if (stopped && is_active(j.state)) {
+    int64_t last = std::max({j.created_ms, j.started_ms, j.stage_started_ms});
+    std::string ago = last > 0 && last <= now ? " (" + format_duration(Millis(now - last)) + " ago)" : "";
+    return h + "job " + std::to_string(j.id) + " stopped at stage " + stage_label(j).substr(0, stage_label(j).find(' ')) +
+           " when its jarvis stopped" + ago + "; start jarvis serve to resume it, or cancel " + j.host;
+  }
   switch (j.state) {
     case JobState::Queued: {
       std::string where = j.stage > 0 ? "queued to resume at stage " + stage_label(j)
@@ -65,18 +81,24 @@ std::string describe_job(const JobRecord& j, int queued_ahead, int64_t now) {
       // Between taking its slot and starting its first stage a job has no stage clock yet.
       if (j.stage_started_ms <= 0 || j.stage_started_ms > now)
         return h + "starting stage " + stage_label(j) + " (" + job_ref(j) + ")";
+      std::string of;
+      if (j.stage < j.stage_count())
+        of = " of " + format_duration(j.tasks[static_cast<size_t>(j.stage)].timeout);
       return h + "running stage " + stage_label(j) + " (" +
-             format_duration(Millis(now - j.stage_started_ms)) + attempt + ", " + job_ref(j) + ")";
+             format_duration(Millis(now - j.stage_started_ms)) + of + attempt + ", " + job_ref(j) + ")";
     }
     case JobState::Ready:
       return h + "ready (job " + std::to_string(j.id) + ", " + std::to_string(j.stage_count()) +
-             " stages in " + format_duration(Millis(j.ended_ms - j.started_ms)) + ")";
+             " stages in " + format_duration(Millis(j.ended_ms - j.started_ms)) + ", " +
+             clock_utc(j.ended_ms, now) + ")";
     case JobState::Failed:
       return h + "failed at stage " + stage_label(j) + ": " + one_line(j.reason) + " (job " +
-             std::to_string(j.id) + "). Say \"retry " + j.host + "\" to resume.";
+             std::to_string(j.id) + ", " + clock_utc(j.ended_ms, now) + "). Say \"retry " + j.host +
+             "\" to resume.";
     case JobState::Cancelled:
       return h + "cancelled at stage " + stage_label(j) + " " + one_line(j.reason, 80) + " (job " +
-             std::to_string(j.id) + "). Say \"retry " + j.host + "\" to resume.";
+             std::to_string(j.id) + ", " + clock_utc(j.ended_ms, now) + "). Say \"retry " + j.host +
+             "\" to resume.";
   }
   return h + "unknown state";
 }
@@ -150,11 +172,11 @@ void CommandService::run(const Command& c, const Requester& who, Done done) {
     switch (c.verb) {
       case Verb::Status: r = c.argument.empty() ? jobs() : status(c); break;
       case Verb::Jobs: r = jobs(); break;
-      case Verb::Log: r = log(c); break;
+      case Verb::Log: r = log(c, who); break;
       case Verb::Cancel: r = cancel(c, who); break;
       case Verb::Retry: r = retry(c); break;
       case Verb::Help: r = help(c, who); break;
-      case Verb::Audit: r = audit_trail(c); break;
+      case Verb::Audit: r = audit_trail(c, who); break;
       default: break;
     }
   } catch (const StoreError& e) {
@@ -197,7 +219,7 @@ Reply CommandService::status(const Command& c) {
     return {{error}, false};
   }
   int ahead = j->state == JobState::Queued ? store_.queued_ahead(j->id) : 0;
-  return {{describe_job(*j, ahead, now_ms())}};
+  return {{describe_job(*j, ahead, now_ms(), stopped(*j))}};
 }
 
 Reply CommandService::cluster_status(const std::string& group, const std::vector<JobRecord>& members) {
@@ -212,7 +234,7 @@ Reply CommandService::cluster_status(const std::string& group, const std::vector
   r.lines.push_back("cluster " + group + ": " + std::to_string(members.size()) + " hosts, " +
                     (done ? "all ready" : summary));
   for (const auto& j : members)
-    r.lines.push_back(describe_job(j, j.state == JobState::Queued ? store_.queued_ahead(j.id) : 0, now));
+    r.lines.push_back(describe_job(j, j.state == JobState::Queued ? store_.queued_ahead(j.id) : 0, now, stopped(j)));
   return r;
 }
 
@@ -221,25 +243,42 @@ Reply CommandService::jobs() {
   int64_t now = now_ms();
   auto active = store_.active_jobs();
   int queued = 0;
-  for (const auto& j : active) r.lines.push_back(describe_job(j, j.state == JobState::Queued ? queued++ : 0, now));
+  for (const auto& j : active) r.lines.push_back(describe_job(j, j.state == JobState::Queued ? queued++ : 0, now, stopped(j)));
   if (active.empty()) r.lines.push_back("no jobs in flight");
   for (const auto& j : store_.recent_finished(5)) r.lines.push_back(describe_job(j, 0, now));
   return r;
 }
 
-Reply CommandService::log(const Command& c) {
+bool CommandService::stopped(const JobRecord& j) const {
+  return is_active(j.state) && owner_alive_ && !owner_alive_(j.owner);
+}
+
+Reply CommandService::log(const Command& c, const Requester& who) {
   std::string error;
   auto j = find_job(c.argument, error);
   if (!j) return {{error}, false};
   Reply r;
-  auto lines = store_.log(j->id, 20);
+  // The CLI shows what it is asked for, with times; a chat answer stays short.
+  bool cli = who.protocol == "cli";
+  int limit = c.lines ? c.lines : 20;
+  if (!cli) limit = std::min(limit, 50);
+  auto lines = store_.log(j->id, limit);
   if (lines.empty()) r.lines.push_back(j->host + ": job " + std::to_string(j->id) + " has no log lines yet");
   for (const auto& l : lines) {
     std::string where = l.stage >= 1 && l.stage <= j->stage_count()
                             ? std::to_string(l.stage) + "/" + std::to_string(j->stage_count()) + " " +
                                   j->tasks[static_cast<size_t>(l.stage - 1)].name
                             : "job";
-    r.lines.push_back(j->host + " " + where + ": " + one_line(l.line, 1000));
+    std::string when;
+    if (cli) {
+      time_t secs = static_cast<time_t>(l.at_ms / 1000);
+      std::tm tm{};
+      ::gmtime_r(&secs, &tm);
+      char buf[32];
+      std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S ", &tm);
+      when = buf;
+    }
+    r.lines.push_back(when + j->host + " " + where + ": " + one_line(l.line, 1000));
   }
   return r;
 }
@@ -428,7 +467,9 @@ Reply CommandService::deploy_cluster(const Command& c, const Requester& who, con
   return r;
 }
 
-Reply CommandService::audit_trail(const Command& c) {
+Reply CommandService::audit_trail(const Command& c, const Requester& who) {
+  // A shell shows a page; a chat answer stays short.
+  const size_t shown = who.protocol == "cli" ? 100 : 10;
   std::string host;
   if (!c.argument.empty()) {
     std::string error;
@@ -438,9 +479,9 @@ Reply CommandService::audit_trail(const Command& c) {
   }
   Reply r;
   // The newest entries that mention the host as a word of the command.
-  auto entries = store_.audit_trail(host.empty() ? 10 : 500);
+  auto entries = store_.audit_trail(host.empty() ? static_cast<int>(shown) : 5000);
   std::vector<AuditEntry> picked;
-  for (auto it = entries.rbegin(); it != entries.rend() && picked.size() < 10; ++it) {
+  for (auto it = entries.rbegin(); it != entries.rend() && picked.size() < shown; ++it) {
     if (!host.empty()) {
       std::string padded = " " + it->command + " ";
       if (padded.find(" " + host + " ") == std::string::npos) continue;

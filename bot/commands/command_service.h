@@ -29,8 +29,12 @@ struct Reply {
   bool ok = true;  // false when the command was refused or failed
 };
 
-// status/log/jobs lines, shared with the CLI's progress output.
-std::string describe_job(const JobRecord& job, int queued_ahead, int64_t now);
+// status/log/jobs lines, shared with the CLI's progress output. `stopped`: the job is in
+// flight but the jarvis that ran it is gone, so nothing is running it.
+std::string describe_job(const JobRecord& job, int queued_ahead, int64_t now, bool stopped = false);
+
+// "09:15 UTC" within the last day, "2026-11-30 09:15 UTC" before.
+std::string clock_utc(int64_t at_ms, int64_t now_ms);
 
 // The announcement for an engine event ("loki: stage 4/19 sandbox:create done in 2s (job 17)");
 // empty for worker log lines, which fronts show or not as they see fit.
@@ -48,17 +52,21 @@ class CommandService {
   // Parses and runs `text`; `done` runs once with the reply (later, for deploy and plan).
   void handle(const std::string& text, const Requester& who, Done done);
   void run(const Command& command, const Requester& who, Done done);
+  // How to tell whether the engine named as a job's owner still lives (engine_alive on the
+  // state dir); without it every job in flight is taken to be running.
+  void set_owner_check(std::function<bool(const std::string& owner)> alive) { owner_alive_ = std::move(alive); }
   // Records a command a front refused before running it (ACL, rate limit).
   void audit_refusal(const Requester& who, const std::string& text, const std::string& why);
 
  private:
   Reply status(const Command& c);
   Reply jobs();
-  Reply log(const Command& c);
+  Reply log(const Command& c, const Requester& who);
+  bool stopped(const JobRecord& j) const;
   Reply cancel(const Command& c, const Requester& who);
   Reply retry(const Command& c);
   Reply help(const Command& c, const Requester& who);
-  Reply audit_trail(const Command& c);
+  Reply audit_trail(const Command& c, const Requester& who);
   void deploy_or_plan(const Command& c, const Requester& who, Done done);
   Reply plan_cluster(const Command& c, const Design& cluster);
   Reply deploy_cluster(const Command& c, const Requester& who, const Design& cluster);
@@ -71,6 +79,7 @@ class CommandService {
   DesignSource& designs_;
   std::vector<std::string> workers_path_;
   Engine* engine_;
+  std::function<bool(const std::string&)> owner_alive_;
 };
 
 }  // namespace jarvis

@@ -533,6 +533,24 @@ RequeueResult Engine::retry(int64_t id) {
   return r;
 }
 
+bool Engine::take_over(int64_t id, std::string& error) {
+  auto rec = store_.job(id);
+  if (!rec || !is_active(rec->state)) {
+    error = "job " + std::to_string(id) + " is not in flight";
+    return false;
+  }
+  if (engine_alive(config_.state_dir, rec->owner)) {
+    error = "job " + std::to_string(id) + " is still run by a live jarvis (" + rec->owner + ")";
+    return false;
+  }
+  adopt(id, rec->owner);
+  if (!jobs_.count(id)) {
+    error = "job " + std::to_string(id) + " was taken over by another jarvis meanwhile";
+    return false;
+  }
+  return true;
+}
+
 void Engine::watch() {
   if (stopping_) return;
   try {

@@ -94,6 +94,9 @@ class Engine {
   bool cancel(int64_t job, const std::string& by);
   // Puts a failed or cancelled job back in line at the stage where it stopped.
   RequeueResult retry(int64_t job);
+  // Adopts a job in flight whose engine is gone (a `jarvis retry` with no serve running);
+  // false with the reason when its engine is alive or another took it first.
+  bool take_over(int64_t job, std::string& error);
 
   const std::string& id() const { return id_; }
   // Why the store cannot be written right now, or empty: deploys are refused meanwhile.

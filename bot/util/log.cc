@@ -21,6 +21,8 @@ spdlog::level::level_enum to_spdlog(Level l) {
 }
 }  // namespace
 
+void set_level(Level level) { spdlog::set_level(to_spdlog(level)); }
+
 void init(Format format, Level level) {
   g_format = format;
   // Logs go to stderr: stdout belongs to replies and progress.

@@ -16,6 +16,8 @@ void init(Format format, Level level = Level::Info);
 
 void write(Level level, int64_t job, std::string_view message);
 bool enabled(Level level);
+// Changes the level after init (the CLI quiets the engine's warnings under a progress bar).
+void set_level(Level level);
 
 template <typename... Args>
 void info(int64_t job, fmt::format_string<Args...> f, Args&&... args) {

@@ -1,6 +1,7 @@
 """The README's sample through the CLI: run, status, log, plan, a failure, retry, the per-host
 lock across processes, cancel from another process, and bad input."""
 import os
+import re
 import subprocess
 import sys
 
@@ -32,9 +33,11 @@ check("loki 19/19 monitoring:enable: monitoring enabled for loki" in log, log)
 # A failure stops at the stage with the worker's reason; retry resumes there.
 failed = j.run("run", loki_fails, expect=1)
 check("loki: failed at stage 10/19 dns:update: exit code 3" in failed.stdout, failed.stdout)
+check(failed.stdout.rstrip().endswith("(job 2). Resume it with: jarvis retry loki"), failed.stdout)
+check(failed.stdout.count("failed at stage 10/19") == 1, "the failure is printed once:\n" + failed.stdout)
 status = j.status("loki")
 check(status.startswith("loki: failed at stage 10/19 dns:update: exit code 3")
-      and status.endswith('(job 2). Say "retry loki" to resume.'), status)
+      and re.search(r'\(job 2, \d\d:\d\d UTC\). Say "retry loki" to resume.$', status), status)
 retry = j.run("retry", "loki", expect=0)
 check("retrying job 2 from stage 10/19" in retry.stdout, retry.stdout)
 check("stage 1/19" not in retry.stdout, "stages before the failed one must not run again")
@@ -61,7 +64,14 @@ check("cannot read design" in missing.stderr, missing.stderr)
 check("no jobs yet" in j.run("status", "thor", expect=1).stdout, "unknown host")
 check("neither a host name nor a job number" in j.run("status", "a;b", expect=1).stdout, "bad target")
 usage = j.run("frobnicate", expect=2)
-check("unknown command 'frobnicate'" in usage.stderr, usage.stderr)
+check('there is no command "frobnicate"' in usage.stderr, usage.stderr)
+typo = j.run("stauts", "loki", expect=2)
+check('did you mean "status"?' in typo.stderr, typo.stderr)
+check(j.run("--version", expect=0).stdout.startswith("jarvis 0.1.0 (git "), "version")
+check(j.run("help", "run", expect=0).stdout == j.run("run", "--help", expect=0).stdout, "one help text")
+check("Usage: jarvis log" in j.run("help", "log", expect=0).stdout, "help log")
+j.run("log", expect=2)
+j.run("log", "loki", "-n", "many", expect=2)
 jobs = j.run("jobs", expect=0).stdout
 check("no jobs in flight" in jobs and "loki: cancelled" in jobs, jobs)
 

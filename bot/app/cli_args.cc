@@ -1,0 +1,222 @@
+#include "bot/app/cli_args.h"
+
+#include <algorithm>
+#include <iostream>
+#include <map>
+
+#include <CLI/CLI.hpp>
+
+#include "jarvis_version.h"  // generated at build time: JARVIS_VERSION, JARVIS_GIT_REVISION
+
+namespace jarvis {
+namespace {
+
+struct CommandSpec {
+  const char* name;
+  const char* summary;      // one line, in the command list
+  const char* description;  // the first lines of `jarvis help NAME`
+};
+
+const CommandSpec kCommands[] = {
+    {"run", "run one job in the foreground with live progress (also: deploy)",
+     "Runs one job in this process, in the foreground, with live progress; exits 0 when the host is\n"
+     "ready, 1 when the job fails. DESIGN is a design file, a name in designs_dir (loki for\n"
+     "<designs_dir>/loki.yaml), a gist or raw URL, or an LDAP DN (cn=loki). Works with or without a\n"
+     "jarvis serve on the same state dir; ^C cancels the job."},
+    {"serve", "the long-running bot: chat fronts, and commands on stdin",
+     "Runs the bot: the chat fronts of the config (IRC, XMPP, Slack), the console front (commands on\n"
+     "stdin, replies and announcements on stdout), and the engine, which resumes every job in flight\n"
+     "after a crash or restart. One per state dir. SIGTERM or ^C stops it; jobs in flight resume on the\n"
+     "next start."},
+    {"status", "where a job is: the stage running, the failure, or ready",
+     "Where the latest job of HOST (or job JOB) is: the stage running and for how long, the stage that\n"
+     "failed and why, or ready. A cluster name lists its hosts. Without an argument, like jobs."},
+    {"jobs", "jobs in flight and the last ones finished", "Jobs in flight and the last five finished."},
+    {"log", "the last lines the job's workers wrote, with times",
+     "The last lines (-n, default 20) the workers of the latest job of HOST (or job JOB) wrote, with\n"
+     "their times (UTC)."},
+    {"cancel", "stop a job in flight", "Stops a job in flight: its running worker gets SIGTERM, then SIGKILL."},
+    {"retry", "resume a failed, cancelled or stopped job at its stage",
+     "Resumes a failed or cancelled job at the stage where it stopped, with the clipboard saved before\n"
+     "it; also a job whose jarvis stopped while it ran. With a jarvis serve running it resumes there;\n"
+     "without, in the foreground here."},
+    {"plan", "dry run: the pipeline and stages a deploy would run",
+     "Shows the pipeline a deploy of DESIGN would run, stage by stage, with timeouts, retries and\n"
+     "destructive stages; nothing runs."},
+    {"audit", "who asked for what, when and from where",
+     "The last entries of the audit trail (who, from where, what, the outcome); with HOST, those about it."},
+    {"designs", "the designs in designs_dir and the pipeline each gets",
+     "Every design in designs_dir: its host (or cluster), the pipeline a deploy would choose, and\n"
+     "problems that would stop it."},
+    {"pipelines", "the pipelines and what designs they match", "Every pipeline: its stages and what designs it matches."},
+    {"check-config", "check the config, pipelines, workers, announce places and ACL",
+     "Loads the config and the pipelines and checks what would break at 3 a.m.: missing worker\n"
+     "executables, a missing workers path or designs_dir, announce places on protocols that are not\n"
+     "configured, ACL rules that cannot match. Exit 0 when all is well, 1 with problems (each named\n"
+     "with its file and line where it has one)."},
+    {"help", "this list, or one command in detail", "This list, or one command in detail."},
+};
+
+constexpr const char* kFooter =
+    "Global options go anywhere on the line. \"jarvis help COMMAND\" (or \"jarvis COMMAND --help\")\n"
+    "shows one command in detail.\n"
+    "exit status: 0 success, 1 the job or command failed, 2 bad usage or configuration";
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+bool is_command(const std::string& w) {
+  if (w == "deploy") return true;
+  return std::any_of(std::begin(kCommands), std::end(kCommands), [&](const auto& c) { return w == c.name; });
+}
+
+// The global options that take a value, so that a scan for the command word skips values.
+const char* const kValueOptions[] = {"--config", "--state-dir", "--workers-path", "--pipelines-dir",
+                                     "--log-format", "--pipeline", "-n", "--lines"};
+
+std::optional<std::string> first_word(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string w = argv[i];
+    if (w.empty() || w[0] != '-') return w;
+    if (w.find('=') == std::string::npos &&
+        std::find(std::begin(kValueOptions), std::end(kValueOptions), w) != std::end(kValueOptions))
+      ++i;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string version_text() {
+  return std::string("jarvis ") + JARVIS_VERSION + " (git " + JARVIS_GIT_REVISION + ")";
+}
+
+std::optional<std::string> suggest_command(const std::string& word) {
+  std::optional<std::string> best;
+  size_t best_distance = 3;  // at most two edits away, or a prefix
+  for (const auto& c : kCommands) {
+    std::string name = c.name;
+    size_t d = edit_distance(word, name);
+    if (word.size() >= 2 && name.rfind(word, 0) == 0) d = std::min<size_t>(d, 1);
+    if (d < best_distance) {
+      best_distance = d;
+      best = name;
+    }
+  }
+  return best;
+}
+
+// A command's help: CLI11's usage and options, named as typed ("jarvis run"), then what it does.
+std::string command_help(CLI::App& sub) {
+  std::string text = sub.help();
+  std::string usage = "Usage: " + sub.get_name();
+  if (auto at = text.find(usage); at != std::string::npos)
+    text.replace(at, usage.size(), "Usage: jarvis " + sub.get_name());
+  return text;
+}
+
+ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err) {
+  CliArgs a;
+  CLI::App app{"jarvis: a chat-ops bot that deploys hosts from YAML designs through pipelines of workers",
+               "jarvis"};
+  app.footer(kFooter);
+  app.set_version_flag("--version", version_text(), "print the version and the git revision, and exit");
+  app.set_help_flag("-h,--help", "this text, or a command's with the command");
+  auto* global = app.add_option_group("global options");
+  global->add_option("--config", a.overrides.config_file, "configuration file (see config/jarvis.example.yaml)");
+  global->add_option("--state-dir", a.overrides.state_dir, "job store and worker state (default ./state)");
+  global->add_option("--workers-path", a.overrides.workers_path,
+                     "where module/task executables are found, DIR[:DIR...] (default ./workers)");
+  global->add_option("--pipelines-dir", a.overrides.pipelines_dir, "pipeline files (default ./pipelines)");
+  global->add_option("--log-format", a.overrides.log_format, "log lines on stderr: text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+
+  std::map<std::string, CLI::App*> subs;
+  std::string design, target, topic;
+  for (const auto& spec : kCommands) {
+    CLI::App* sub = app.add_subcommand(spec.name, spec.summary);
+    sub->footer(std::string(spec.description) + "\n\n" + kFooter);
+    sub->fallthrough();  // global options after the command word
+    subs[spec.name] = sub;
+  }
+  subs["run"]->alias("deploy");
+  for (const char* name : {"run", "plan"}) {
+    subs[name]->add_option("DESIGN", design, "design file, name in designs_dir, gist or raw URL, LDAP DN")->required();
+    subs[name]->add_option("--pipeline", a.pipeline, "this pipeline instead of the one the design matches");
+  }
+  subs["status"]->add_option("TARGET", target, "a host, a cluster, or a job number");
+  for (const char* name : {"log", "cancel", "retry"})
+    subs[name]->add_option("TARGET", target, "a host or a job number")->required();
+  subs["log"]->add_option("-n,--lines", a.lines, "how many lines (default 20)")->check(CLI::Range(1, 100000));
+  subs["audit"]->add_option("HOST", target, "only entries about this host");
+  subs["help"]->add_option("COMMAND", topic, "a command");
+  app.require_subcommand(1, 1);
+
+  if (auto word = first_word(argc, argv); word && !is_command(*word)) {
+    err << "jarvis: there is no command \"" << word->substr(0, 40) << "\"";
+    if (auto s = suggest_command(*word)) err << "; did you mean \"" << *s << "\"?";
+    err << " (\"jarvis help\" lists them)\n";
+    return {std::nullopt, 2};
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    for (auto* sub : app.get_subcommands()) {
+      out << command_help(*sub);
+      return {std::nullopt, 0};
+    }
+    out << app.help();
+    return {std::nullopt, 0};
+  } catch (const CLI::CallForVersion&) {
+    out << version_text() << '\n';
+    return {std::nullopt, 0};
+  } catch (const CLI::ParseError& e) {
+    auto called = app.get_subcommands();
+    std::string what = e.what();
+    if (called.empty() && argc <= 1) {
+      out << app.help();
+      return {std::nullopt, 2};
+    }
+    err << "jarvis: " << what;
+    if (!called.empty())
+      err << "; \"jarvis help " << called.front()->get_name() << "\" shows its usage\n";
+    else
+      err << "; \"jarvis help\" lists the commands\n";
+    return {std::nullopt, 2};
+  }
+  CLI::App* called = app.get_subcommands().front();
+  a.command = called->get_name();
+  if (a.command == "help") {
+    if (topic.empty()) {
+      // app.help() would describe the selected subcommand (help itself).
+      out << app.get_formatter()->make_help(&app, "jarvis", CLI::AppFormatMode::Normal);
+      return {std::nullopt, 0};
+    }
+    std::string name = topic == "deploy" ? "run" : topic;
+    if (auto it = subs.find(name); it != subs.end()) {
+      out << command_help(*it->second);
+      return {std::nullopt, 0};
+    }
+    err << "jarvis: there is no command \"" << topic.substr(0, 40) << "\"";
+    if (auto s = suggest_command(topic)) err << "; did you mean \"" << *s << "\"?";
+    err << '\n';
+    return {std::nullopt, 2};
+  }
+  if (!design.empty()) a.words.push_back(design);
+  if (!target.empty()) a.words.push_back(target);
+  return {a, 0};
+}
+
+}  // namespace jarvis
