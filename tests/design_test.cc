@@ -54,6 +54,17 @@ TEST(Design, ABillionLaughsIsRefusedQuickly) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
 }
 
+// Issue 17, finding 0: this cluster design made `jarvis plan` die of a stack overflow in
+// yaml-cpp's emitter (each host's design is emitted from the tree).
+TEST(Design, ARecursiveDesignIsRefusedBeforeAnythingWalksIt) {
+  for (const char* text : {"cluster: c\ninstances: [{hostname: a}]\nx: &b [*b]\n",
+                           "cluster: c\ninstances: [{hostname: a, x: &b {y: *b}}]\n",
+                           "instance: {hostname: a}\nx: &b [*b]\n"}) {
+    std::string error = problem(text);
+    EXPECT_NE(error.find("recursive document"), std::string::npos) << text << ": " << error;
+  }
+}
+
 TEST(Design, AClusterIsOneDesignPerHostWithTheSharedFields) {
   std::string error;
   auto d = parse_design("web.yaml",

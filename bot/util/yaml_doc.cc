@@ -34,6 +34,13 @@ class LimitChecker : public YAML::EventHandler {
     if (++aliases_ > limits_.max_aliases)
       throw LimitExceeded(where(m) + ": more than " + std::to_string(limits_.max_aliases) +
                           " aliases");
+    // An alias to an anchor whose collection is still open makes the document contain
+    // itself (`x: &b [*b]`): infinite once expanded, and yaml-cpp's emitter (or any walk)
+    // recurses until the stack overflows. Refused here, before anything builds it.
+    for (const Open& o : open_)
+      if (o.anchor != YAML::NullAnchor && o.anchor == anchor)
+        throw LimitExceeded(where(m) + ": an alias refers to the collection it is inside of "
+                                       "(a recursive document)");
     uint64_t size = anchor < anchor_sizes_.size() ? anchor_sizes_[anchor] : 1;
     add(m, "alias", size);
   }
