@@ -53,6 +53,21 @@ TEST(Config, MistakesNameTheFileAndLine) {
   EXPECT_EQ(load_error(dir, "log_format: xml\n"), "log format must be text or json, not 'xml'");
 }
 
+// Issue 17, finding 9: the bot's own passwords and tokens are redacted like clipboard secrets.
+TEST(Config, TheBotsOwnSecretsAreHandedToTheEngineForRedaction) {
+  TempDir dir;
+  write_file(dir.file("irc.pass"), "irc-server-pass-1\n");
+  write_file(dir.file("gist.token"), "ghp_gisttoken123\n");
+  write_file(dir.file("jarvis.yaml"),
+             "irc:\n  server: irc.example.com\n  password_file: irc.pass\n"
+             "gist:\n  token_file: gist.token\n");
+  ConfigOverrides o;
+  o.config_file = dir.file("jarvis.yaml");
+  auto secrets = load_config(o).engine_config().secrets;
+  EXPECT_NE(std::find(secrets.begin(), secrets.end(), "irc-server-pass-1"), secrets.end());
+  EXPECT_NE(std::find(secrets.begin(), secrets.end(), "ghp_gisttoken123"), secrets.end());
+}
+
 TEST(Config, TheExampleConfigLoads) {
   ConfigOverrides o;
   o.config_file = JARVIS_SOURCE_DIR "/config/jarvis.example.yaml";

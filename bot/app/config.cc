@@ -419,6 +419,22 @@ EngineConfig Config::engine_config() const {
   e.output_limits.max_bytes = process.stdout_cap;
   e.retry_backoff = retry_backoff;
   e.secret_patterns = SecretPatterns(secret_patterns);
+  // The bot's own secrets are redacted from workers' output like the clipboards' (a worker
+  // could print an inherited token, or a clipboard could echo one).
+  auto secret = [&](const std::string& v) {
+    if (!v.empty()) e.secrets.push_back(v);
+  };
+  if (irc) {
+    secret(irc->server_password);
+    secret(irc->nickserv_password);
+  }
+  if (xmpp) secret(xmpp->password);
+  if (slack) {
+    secret(slack->app_token);
+    secret(slack->bot_token);
+  }
+  secret(gist.token);
+  if (ldap) secret(ldap->connect.password);
   return e;
 }
 

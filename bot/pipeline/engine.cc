@@ -44,9 +44,11 @@ std::string random_suffix() {
   return out.str();
 }
 
-// Cuts a stderr line to a length that fits in a one-line failure reason.
-std::string short_line(std::string s, size_t max = 200) {
+// Cuts a stderr line to a length that fits in a one-line failure reason; redacted first, so
+// the cut never leaves the start of a secret.
+std::string short_line(std::string s, const Redactor* redactor, size_t max = 200) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.pop_back();
+  if (redactor) return redactor->redact_cut(s, max);
   if (s.size() > max) s = s.substr(0, max) + "...";
   return s;
 }
@@ -91,7 +93,8 @@ bool kill_stale_worker_group(int pgid, int64_t job) {
 
 }  // namespace
 
-std::string describe_failure(const WorkerOutcome& o, Millis timeout, const YamlLimits& limits) {
+std::string describe_failure(const WorkerOutcome& o, Millis timeout, const YamlLimits& limits,
+                             const Redactor* redactor) {
   std::string reason;
   switch (o.kind) {
     case WorkerOutcome::Kind::SpawnFailed: return o.error;
@@ -121,7 +124,7 @@ std::string describe_failure(const WorkerOutcome& o, Millis timeout, const YamlL
   std::string tail;
   size_t from = o.stderr_tail.size() > 3 ? o.stderr_tail.size() - 3 : 0;
   for (size_t i = from; i < o.stderr_tail.size(); ++i) {
-    std::string line = short_line(o.stderr_tail[i]);
+    std::string line = short_line(o.stderr_tail[i], redactor);
     if (line.empty()) continue;
     tail += (tail.empty() ? "" : " / ") + line;
   }
@@ -196,6 +199,11 @@ void Engine::enqueue(int64_t id) {
   if (!rec) return;
   auto job = std::make_unique<ActiveJob>(io_);
   job->rec = std::move(*rec);
+  // The bot's own secrets and what it passes to workers from its environment, then the
+  // clipboard's.
+  job->redactor.add(config_.secrets);
+  for (const auto& name : config_.env_allow)
+    if (const char* v = std::getenv(name.c_str())) job->redactor.add({v});
   job->redactor.add(secret_values(job->rec.clipboard, config_.secret_patterns));
   ActiveJob& ref = *job;
   jobs_[id] = std::move(job);
@@ -336,16 +344,19 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
                                                     job.stage_start);
   if (job.cancelling) return finish(id, JobState::Cancelled, job.cancelled_by);
 
-  std::string reason =
-      job.redactor.redact(describe_failure(outcome, task.timeout, config_.output_limits));
+  // Secrets this stage printed on stdout may be on its stderr too, stored before they were
+  // known: learn them (even from output that fails the check) and redact the stored lines.
+  if (!is_blank(outcome.output)) {
+    auto fresh = job.redactor.add(secret_values(outcome.output, config_.secret_patterns));
+    if (!fresh.empty()) store_.redact_log(id, rec.stage + 1, fresh);
+  }
+  std::string reason = job.redactor.redact(
+      describe_failure(outcome, task.timeout, config_.output_limits, &job.redactor));
   int64_t now = now_ms();
   if (reason.empty()) {
     // Blank output means "unchanged"; otherwise the worker's text is passed on as printed.
     bool changed = !is_blank(outcome.output) && outcome.output != rec.clipboard;
-    if (changed) {
-      rec.clipboard = std::move(outcome.output);
-      job.redactor.add(secret_values(rec.clipboard, config_.secret_patterns));
-    }
+    if (changed) rec.clipboard = std::move(outcome.output);
     store_.stage_succeeded(id, rec.stage, rec.attempt, now, changed ? &rec.clipboard : nullptr);
     log::info(id, "stage {}/{} {} done in {}", rec.stage + 1, rec.stage_count(), task.name,
               format_duration(elapsed));
