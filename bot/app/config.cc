@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 
@@ -129,6 +130,9 @@ std::string secret(const std::string& file, const YAML::Node& section, const std
   return {};
 }
 
+void check_known(const std::string& file, const YAML::Node& n, const char* section,
+                 const std::vector<std::string>& known);
+
 void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
   if (!n.IsMap()) fail(file, n, "irc must be a mapping");
   IrcConfig irc;
@@ -170,8 +174,15 @@ void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
         fail(file, n["channels"], "'" + ch + "' is not a channel name");
   }
   if (const YAML::Node f = n["flood"]) {
+    check_known(file, f, "irc.flood", {"burst", "per_second"});
     if (f["burst"]) c.chat.outbox.burst = static_cast<double>(number(file, f["burst"], "irc.flood.burst", 1, 1000));
-    if (f["per_second"]) c.chat.outbox.per_second = f["per_second"].as<double>();
+    if (f["per_second"]) {
+      double per_second = 0;
+      try { per_second = f["per_second"].as<double>(); } catch (const YAML::Exception&) {}
+      if (!(per_second > 0 && per_second <= 1000))
+        fail(file, f["per_second"], "irc.flood.per_second must be a number of lines per second, more than 0 and at most 1000");
+      c.chat.outbox.per_second = per_second;
+    }
     c.chat.outbox.target_burst = c.chat.outbox.burst;
     c.chat.outbox.target_per_second = c.chat.outbox.per_second;
   }
@@ -350,22 +361,12 @@ void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
   c.ldap = std::move(l);
 }
 
-void apply_file(const std::string& file, Config& c) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw std::runtime_error(file + ":0: cannot read the config file");
-  std::stringstream buf;
-  buf << in.rdbuf();
-  YAML::Node doc;
-  try {
-    doc = load_mapping_document(buf.str(), YamlLimits{});
-  } catch (const std::exception& e) {
-    throw std::runtime_error(file + ": " + e.what());
-  }
-  fs::path base = fs::path(file).parent_path();
-  auto rel = [&](const std::string& p) { return fs::path(p).is_absolute() ? p : (base / p).string(); };
-  for (auto it = doc.begin(); it != doc.end(); ++it) {
-    std::string key = it->first.Scalar();
-    YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
+using Rel = std::function<std::string(const std::string&)>;
+
+// One top-level entry of the config file.
+void apply_entry(const std::string& file, const std::string& key, const YAML::Node& key_node,
+                 const YAML::Node& v, const Rel& rel, Config& c) {
+  {
     if (key == "state_dir") c.state_dir = rel(text(file, v, "state_dir"));
     else if (key == "pipelines_dir") c.pipelines_dir = rel(text(file, v, "pipelines_dir"));
     else if (key == "designs_dir") c.designs_dir = rel(text(file, v, "designs_dir"));
@@ -402,7 +403,35 @@ void apply_file(const std::string& file, Config& c) {
       check_env(file, v, c);
       for (auto& p : c.workers_path) p = rel(p);
     } else {
-      fail(file, it->first, "unknown key '" + key + "'");
+      fail(file, key_node, "unknown key '" + key + "'");
+    }
+  }
+}
+
+void apply_file(const std::string& file, Config& c) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw std::runtime_error(file + ":0: cannot read the config file");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  YAML::Node doc;
+  try {
+    doc = load_mapping_document(buf.str(), YamlLimits{});
+  } catch (const std::exception& e) {
+    throw std::runtime_error(file + ": " + e.what());
+  }
+  fs::path base = fs::path(file).parent_path();
+  Rel rel = [&](const std::string& p) { return fs::path(p).is_absolute() ? p : (base / p).string(); };
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    std::string key = it->first.Scalar();
+    YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
+    try {
+      apply_entry(file, key, it->first, v, rel, c);
+    } catch (const YAML::Exception& e) {
+      // A value of the wrong kind deep in a section (a list where a mapping was expected):
+      // yaml-cpp's own complaint, with the file and the line it is about.
+      const YAML::Mark& m = e.mark.is_null() ? v.Mark() : e.mark;
+      throw std::runtime_error(file + ":" + std::to_string(m.line + 1) + ": " + key +
+                               ": a value of the wrong kind (" + e.msg + ")");
     }
   }
 }
