@@ -117,6 +117,19 @@ TEST(Secrets, AStrayCommaEnds) {
   EXPECT_TRUE(ended) << "secret_values(\",\") did not return within 5 s";
 }
 
+// Found by fuzz_secrets: a value that is a piece of the mark ("edac") was looked for inside
+// the marks already put in for longer values, and a cut could split a mark.
+TEST(Secrets, MarksAreNeverRedactedAgainOrSplit) {
+  Redactor r;
+  r.add({"edac", "some-long-secret"});
+  EXPECT_EQ(r.redact("x some-long-secret y edac z"), "x [redacted] y [redacted] z");
+  EXPECT_EQ(r.redact_cut(std::string(195, '.') + "some-long-secret", 200), std::string(195, '.') + "[redacted]...");
+  // Overlapping values become one mark.
+  Redactor o;
+  o.add({"abcdef", "defghi"});
+  EXPECT_EQ(o.redact("-abcdefghi-"), "-[redacted]-");
+}
+
 // Issue 17, finding 9: a PEM key is printed a line at a time as often as whole.
 TEST(Secrets, EachLineOfAMultiLineSecretIsRedacted) {
   Redactor r;

@@ -188,6 +188,21 @@ TEST(Ldap, ADnWithALineBreakCannotAddKeysToTheDesign) {
   EXPECT_EQ(error, "the LDAP name contains control characters or line breaks");
 }
 
+// Found by fuzz_ldap: yaml-cpp writes a CR raw in a plain scalar, which it reads back but
+// other YAML readers (PyYAML, in Python workers) take as a line break: such values are
+// double-quoted with the CR escaped.
+TEST(Ldap, ValuesWithControlCharactersAreQuoted) {
+  LdapEntry e;
+  e.dn = "cn=tnull,ou=Hosts,dc=example,dc=com";
+  e.attributes = {{"cn", {"tnull"}}, {"description", {"t\r"}}, {"l", {"a\rb\x7f"}}};
+  std::string text = design_text_from_entry(e, LdapSourceConfig{});
+  EXPECT_NE(text.find("description: \"t\\r\""), std::string::npos) << text;
+  EXPECT_EQ(text.find('\r'), std::string::npos) << text;
+  auto root = load_mapping_document(text, design_limits());
+  EXPECT_EQ(root["instance"]["description"].Scalar(), "t\r");
+  EXPECT_EQ(root["instance"]["datacenter"].Scalar(), "a\rb\x7f");
+}
+
 TEST(Ldap, OnlyNamesWithEqualsSignsAreLdapRefs) {
   boost::asio::io_context io;
   LdapSourceConfig config;

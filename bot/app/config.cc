@@ -351,7 +351,9 @@ void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
   if (n["threads"]) l.threads = static_cast<int>(number(file, n["threads"], "ldap.threads", 1, 16));
   if (n["attributes"]) {
     // Merged over the defaults; an attribute mapped to nothing (~) is dropped.
-    for (const auto& [attr, path] : string_pairs(file, n["attributes"], "ldap.attributes")) {
+    for (const auto& entry : string_pairs(file, n["attributes"], "ldap.attributes")) {
+      const std::string& attr = entry.first;  // a plain name: clang 14 cannot capture a binding
+      const std::string& path = entry.second;
       if (!is_ldap_attribute_name(attr)) fail(file, n["attributes"], "ldap.attributes: '" + attr + "' is not an attribute name");
       std::erase_if(l.attributes, [&](const auto& p) { return strcasecmp(p.first.c_str(), attr.c_str()) == 0; });
       if (!path.empty()) l.attributes.emplace_back(attr, path);

@@ -54,6 +54,32 @@ std::string printable_dn(std::string_view dn) {
   return out;
 }
 
+// Writes the design; a value with a control character is double-quoted, with the character
+// escaped (yaml-cpp would write a CR raw in a plain scalar, which other YAML readers take as a
+// line break).
+void emit_entry(YAML::Emitter& out, const YAML::Node& n) {
+  if (n.IsMap()) {
+    out << YAML::BeginMap;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      out << YAML::Key << it->first.Scalar() << YAML::Value;
+      emit_entry(out, it->second);
+    }
+    out << YAML::EndMap;
+  } else if (n.IsSequence()) {
+    out << YAML::BeginSeq;
+    for (const auto& item : n) emit_entry(out, item);
+    out << YAML::EndSeq;
+  } else if (n.IsScalar()) {
+    const std::string& v = n.Scalar();
+    bool control = false;
+    for (size_t i = 0; i < v.size() && !control; ++i) control = control_at(v, i) != 0;
+    if (control) out << YAML::DoubleQuoted;
+    out << v;
+  } else {
+    out << YAML::Null;
+  }
+}
+
 YAML::Node node_at(YAML::Node root, const std::string& dotted) {
   YAML::Node n = root;
   size_t start = 0;
@@ -116,7 +142,8 @@ std::string design_text_from_entry(const LdapEntry& entry, const LdapSourceConfi
   // Everything through the emitter: values are quoted as they need, and the DN (data from the
   // directory, where a newline could start a key of its own) is a comment that cannot end early.
   YAML::Emitter out;
-  out << YAML::Comment("from LDAP: " + printable_dn(entry.dn)) << YAML::Newline << root;
+  out << YAML::Comment("from LDAP: " + printable_dn(entry.dn)) << YAML::Newline;
+  emit_entry(out, root);
   return std::string(out.c_str()) + "\n";
 }
 

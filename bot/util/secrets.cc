@@ -226,13 +226,30 @@ std::vector<std::string> Redactor::add(const std::vector<std::string>& values) {
 }
 
 std::string Redactor::replace_all(std::string_view text) const {
-  std::string out(text);
+  if (values_.empty()) return std::string(text);
+  // Every occurrence of every value is found in the original text, then each run of covered
+  // bytes becomes one mark: a value is never looked for inside a mark put in for another.
+  std::vector<bool> covered(text.size(), false);
+  bool any = false;
   for (const auto& v : values_) {
     size_t pos = 0;
-    while ((pos = out.find(v, pos)) != std::string::npos) {
-      out.replace(pos, v.size(), kMark);
-      pos += kMark.size();
+    while ((pos = text.find(v, pos)) != std::string_view::npos) {
+      std::fill(covered.begin() + static_cast<std::ptrdiff_t>(pos),
+                covered.begin() + static_cast<std::ptrdiff_t>(pos + v.size()), true);
+      any = true;
+      ++pos;
     }
+  }
+  if (!any) return std::string(text);
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    if (!covered[i]) {
+      out += text[i++];
+      continue;
+    }
+    out += kMark;
+    while (i < text.size() && covered[i]) ++i;
   }
   return out;
 }
@@ -267,6 +284,10 @@ std::string Redactor::redact_cut(std::string_view text, size_t max) const {
   if (out.size() <= max) return out;
   size_t at = max;
   while (at > 0 && (static_cast<unsigned char>(out[at]) & 0xc0) == 0x80) --at;  // whole characters
+  // A mark the cut would split is kept whole.
+  size_t from = at >= kMark.size() ? at - kMark.size() + 1 : 0;
+  size_t mark = out.find(kMark, from);
+  if (mark != std::string::npos && mark < at) at = mark + kMark.size();
   return mask_partial_end(out.substr(0, at)) + "...";
 }
 
