@@ -97,8 +97,14 @@ struct Setup {
     std::string host = "bench" + std::to_string(i);
     std::string text = design_text;
     text.replace(text.find("hostname: loki"), 14, "hostname: " + host);
+    text.replace(text.find("fqdn: loki."), 11, "fqdn: " + host + ".");  // must start with the hostname
     std::string error;
-    return *parse_design(host, text, error);
+    auto d = parse_design(host, text, error);
+    if (!d) {
+      std::fprintf(stderr, "jarvis_bench: the bench design does not parse: %s\n", error.c_str());
+      std::exit(2);
+    }
+    return *d;
   }
 };
 

@@ -3,6 +3,8 @@
 #include "bot/commands/command.h"
 #include "bot/commands/command_service.h"
 #include "bot/design/file_design_source.h"
+#include "bot/design/ldap_design_source.h"
+#include "bot/design/url_design_source.h"
 #include "tests/test_support.h"
 
 namespace jarvis::testing {
@@ -120,6 +122,62 @@ TEST(CommandService, DeployStatusCancelRetryThroughOneParser) {
   ASSERT_GE(trail.size(), 7u);
   EXPECT_EQ(trail.front().command, "deploy loki");
   EXPECT_EQ(trail.front().who, "alice");
+}
+
+// Issue 17, finding 3: a remote design is fetched with the bot's token and from its network,
+// so planning one takes the right to deploy, even where plan is open to all.
+TEST(CommandService, PlanOfARemoteDesignNeedsTheRightToDeploy) {
+  Harness h;
+  write_file(h.tmp.file("designs/loki.yaml"), "instance:\n  hostname: loki\n  provider: svc\n");
+  write_file(h.tmp.file("pipelines/svc.yaml"), "name: svc\nmatch: {provider: svc}\ntasks: [svc:x]\n");
+  std::vector<std::string> errors;
+  auto pipelines = PipelineSet::load_dir(h.tmp.file("pipelines"), PipelineDefaults{}, errors);
+  h.start();
+  FileDesignSource files(h.io, h.tmp.file("designs"));
+  HttpClient http(h.io);
+  GistConfig gist;
+  gist.api_url = "https://127.0.0.1:9/api";  // refused as loopback before any connection
+  UrlDesignSource urls(http, gist);
+  LdapSourceConfig ldap_config;
+  ldap_config.base = "ou=Hosts,dc=example,dc=com";
+  ldap_config.connect.uri = "ldap://127.0.0.1:9";
+  LdapDesignSource ldap(h.io, ldap_config);
+  DesignSources designs;
+  designs.add(urls);
+  designs.add(ldap);
+  designs.add(files);
+  CommandService svc(*h.store, pipelines, designs, h.config.workers_path, h.engine.get());
+  Requester reader{"mallory", "irc", "#ops"};
+  reader.may = [](Verb v) { return v != Verb::Deploy; };
+  Requester deployer{"alice", "irc", "#ops"};
+  deployer.may = [](Verb) { return true; };
+  auto say = [&](const std::string& text, const Requester& who) {
+    std::optional<Reply> reply;
+    svc.handle(text, who, [&](Reply r) { reply = std::move(r); });
+    h.run_until([&] { return reply.has_value(); });
+    return *reply;
+  };
+  for (const char* ref : {"https://gist.github.com/aa11", "https://gist.githubusercontent.com/u/1/raw/x.yaml",
+                          "cn=loki"}) {
+    auto r = say(std::string("plan ") + ref, reader);
+    EXPECT_FALSE(r.ok) << ref;
+    EXPECT_EQ(r.lines.at(0), "mallory: planning a design from a gist, URL or LDAP needs the right to "
+                             "deploy; plan a design by name, or ask an admin") << ref;
+    EXPECT_EQ(http.in_flight(), 0u) << "nothing was fetched for " << ref;
+  }
+  EXPECT_TRUE(say("plan loki", reader).lines.at(0).rfind("loki: plan svc", 0) == 0) << "local designs stay open";
+  auto allowed = say("plan https://gist.github.com/aa11", deployer);
+  EXPECT_NE(allowed.lines.at(0).find("cannot fetch gist aa11"), std::string::npos) << allowed.lines.at(0);
+  // Issue 17, finding 12: the trail is open to everyone; tokens in URLs are not in it.
+  auto tokened = say("plan https://gist.githubusercontent.com/u/1/raw/x.yaml?access_token=ghp_hunter2 "
+                     "--pipeline svc", reader);
+  EXPECT_EQ(tokened.lines.at(0).find("ghp_hunter2"), std::string::npos) << tokened.lines.at(0);
+  auto trail = h.store->audit_trail(100);
+  ASSERT_FALSE(trail.empty());
+  EXPECT_EQ(trail.back().command,
+            "plan https://gist.githubusercontent.com/u/1/raw/x.yaml?access_token=[redacted] --pipeline svc");
+  EXPECT_EQ(trail.front().command, "plan https://gist.github.com/aa11");
+  EXPECT_NE(trail.front().outcome.find("needs the right to deploy"), std::string::npos);
 }
 
 }  // namespace

@@ -46,6 +46,29 @@ TEST(Design, ErrorsNameTheFieldAndTheLine) {
             "instance.datacenter (line 3) must be text of at most 128 characters without control characters");
 }
 
+// Issue 17, finding 11: a remote design's values may be secrets; its errors name the field
+// and the line, never the value.
+TEST(Design, ErrorsOfARemoteDesignNeverQuoteItsValues) {
+  auto remote_problem = [](const std::string& text) {
+    std::string error;
+    EXPECT_FALSE(parse_design("https://gist.github.com/1", text, error, DesignOrigin::Remote));
+    return error;
+  };
+  EXPECT_EQ(remote_problem("instance:\n  hostname: loki\n  size: 'hunter2 the db root password'\n"),
+            "instance.size (line 3) is not a size: a number or a plan name");
+  EXPECT_EQ(remote_problem("instance:\n  hostname: hunter2!\n"),
+            "instance.hostname (line 2) is not a host name: use 1-63 letters, digits and '-', "
+            "not starting or ending with '-'");
+  EXPECT_EQ(remote_problem("instance:\n  hostname: loki\n  fqdn: hunter2.example.com\n"),
+            "instance.fqdn (line 3) does not start with the hostname");
+  EXPECT_EQ(remote_problem("instance:\n  hostname: loki\n  fqdn: 'pw hunter2'\n"),
+            "instance.fqdn (line 3) is not a DNS name");
+  EXPECT_EQ(remote_problem("instance:\n  hostname: loki\n  provider: 'hunter2 secret'\n"),
+            "instance.provider (line 3) is not a provider name: use letters, digits, '-', '_' and '.'");
+  EXPECT_EQ(remote_problem("cluster: c\ninstances:\n  - {hostname: a}\n  - {hostname: b, size: 'hunter2 pw'}\n"),
+            "instances[2]: instance.size (line 4) is not a size: a number or a plan name");
+}
+
 TEST(Design, ABillionLaughsIsRefusedQuickly) {
   std::string bomb = testing::alias_bomb('j', 10, "instance: {hostname: boom}\n");
   auto start = std::chrono::steady_clock::now();

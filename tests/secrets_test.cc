@@ -124,6 +124,10 @@ TEST(Secrets, MarksAreNeverRedactedAgainOrSplit) {
   r.add({"edac", "some-long-secret"});
   EXPECT_EQ(r.redact("x some-long-secret y edac z"), "x [redacted] y [redacted] z");
   EXPECT_EQ(r.redact_cut(std::string(195, '.') + "some-long-secret", 200), std::string(195, '.') + "[redacted]...");
+  // A cut inside a mark keeps the mark whole and looks for no piece of a value inside it.
+  Redactor m;
+  m.add({"some-long-secret", "ted]-and-more"});
+  EXPECT_EQ(m.redact_cut(std::string(195, '.') + "some-long-secret", 200), std::string(195, '.') + "[redacted]...");
   // Overlapping values become one mark.
   Redactor o;
   o.add({"abcdef", "defghi"});

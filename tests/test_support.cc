@@ -110,7 +110,7 @@ Pipeline Harness::pipeline(const std::vector<TaskSpec>& tasks, const std::string
 
 void Harness::start() {
   runner = std::make_unique<ProcessWorkerRunner>(io, limits);
-  engine = std::make_unique<Engine>(io, *store, *runner, config);
+  engine = std::make_unique<Engine>(io, engine_store ? *engine_store : *store, *runner, config);
   engine->add_observer([this](const EngineEvent& e) { events.push_back(e); });
   engine->start();
 }

@@ -60,6 +60,7 @@ struct Harness {
   TempDir tmp;
   boost::asio::io_context io;
   std::unique_ptr<SqliteJobStore> store;
+  JobStore* engine_store = nullptr;  // what the engine uses, when not `store` (a fault injector)
   ProcessLimits limits;
   EngineConfig config;
   std::unique_ptr<ProcessWorkerRunner> runner;

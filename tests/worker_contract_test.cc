@@ -2,6 +2,9 @@
 // a clear reason, the clipboard stays as it was, and the bot and other jobs carry on.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <cstdlib>
 #include <filesystem>
 
 #include "tests/test_support.h"
@@ -171,6 +174,92 @@ TEST_F(WorkerContract, BadWorkersDoNotDisturbOtherJobs) {
   EXPECT_EQ(h.wait(b.job).state, JobState::Failed);
   EXPECT_EQ(h.wait(c.job).state, JobState::Failed);
   EXPECT_EQ(h.engine->running(), 0);
+}
+
+// Issue 17, finding 16: the sample workers check design values before they write them into
+// files. Each sample worker runs for real (python, its own sandbox state dir), as the bot
+// would start it: the clipboard on stdin, a clean environment.
+class SampleWorkerValues : public ::testing::Test {
+ protected:
+  struct Run {
+    int code;
+    std::string err;
+  };
+  Run run(const std::string& task, const std::string& clipboard) {
+    std::string module = task.substr(0, task.find(':')), name = task.substr(task.find(':') + 1);
+    write_file(tmp.file("clipboard.yaml"), clipboard);
+    std::string cmd = "env -i PATH=/usr/bin:/bin JARVIS_TASK=" + task + " JARVIS_JOB=7 JARVIS_STATE_DIR=" +
+                      tmp.file("state") + " " + JARVIS_SOURCE_DIR + "/workers/" + module + "/" + name +
+                      " < " + tmp.file("clipboard.yaml") + " > " + tmp.file("out") + " 2> " + tmp.file("err");
+    int status = std::system(cmd.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(tmp.file("err"))};
+  }
+  std::string sandbox(const std::string& path) { return tmp.file("state") + "/sandbox/" + path; }
+  TempDir tmp;
+};
+
+const char* kMigrate = R"(instance: {hostname: loki, fqdn: loki.example.com}
+inventory: {production: true, services: [www]}
+)";
+
+TEST_F(SampleWorkerValues, ANewlineInStandbyAddsNoRecordsToTheZone) {
+  auto r = run("services:migrate", std::string(kMigrate) +
+                                       "sandbox: {delay_ms: 0, standby: \"standby.example.com.\\nevil 300 IN A 6.6.6.6\"}\n");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("sandbox.standby"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is not a DNS name"), std::string::npos) << r.err;
+  if (std::filesystem::exists(sandbox("dns/example.com.zone"))) {
+    EXPECT_EQ(read_file(sandbox("dns/example.com.zone")).find("6.6.6.6"), std::string::npos);
+  }
+  // A good standby still works.
+  r = run("services:migrate", std::string(kMigrate) + "sandbox: {delay_ms: 0, standby: standby2.example.com}\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(read_file(sandbox("dns/example.com.zone")).find("www IN CNAME standby2.example.com."), std::string::npos);
+}
+
+TEST_F(SampleWorkerValues, AddressesAndFingerprintsAreCheckedBeforeTheZoneFile) {
+  const std::string base = "sandbox: {delay_ms: 0}\ninstance:\n  hostname: loki\n  fqdn: loki.example.com\n"
+                           "  ssh_fingerprints: {ed25519: 'SHA256:abc'}\n";
+  auto r = run("dns:update", base + "  ip: \"10.0.0.1\\nevil IN A 6.6.6.6\"\n");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("instance.ip"), std::string::npos) << r.err;
+  r = run("dns:update", "instance:\n  hostname: loki\n  fqdn: \"loki.example.com\\nevil\"\n  ip: 10.0.0.1\n"
+                        "  ssh_fingerprints: {ed25519: 'SHA256:abc'}\nsandbox: {delay_ms: 0}\n");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("instance.fqdn"), std::string::npos) << r.err;
+  r = run("dns:update", "instance:\n  hostname: loki\n  fqdn: loki.example.com\n  ip: 10.0.0.1\n"
+                        "  ssh_fingerprints: {ed25519: \"SHA256:abc\\nevil IN A 6.6.6.6\"}\nsandbox: {delay_ms: 0}\n");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(sandbox("dns/example.com.zone")));
+  r = run("dns:update", "instance:\n  hostname: loki\n  fqdn: loki.example.com\n  ip: 10.0.0.1\n"
+                        "  ssh_fingerprints: {ed25519: 'SHA256:abc'}\nsandbox: {delay_ms: 0}\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(read_file(sandbox("dns/example.com.zone")).find("loki IN A 10.0.0.1"), std::string::npos);
+}
+
+TEST_F(SampleWorkerValues, DotDotAsARepositoryNameWritesNothingOutsideItsDirectory) {
+  for (const char* repo : {"..", "../..", "a/../../b", "host:..", "a/."}) {
+    auto r = run("git:update_root_key", std::string("instance:\n  hostname: loki\n  fqdn: loki.example.com\n"
+                                                    "  root_pubkey: ssh-ed25519 AAAA root@loki\n"
+                                                    "  gitosis-admin: '") + repo + "'\nsandbox: {delay_ms: 0}\n");
+    EXPECT_EQ(r.code, 2) << repo << ": " << r.err;
+    EXPECT_NE(r.err.find("instance.gitosis-admin"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("is not a repository"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(sandbox("keydir"))) << "written outside git/";
+  EXPECT_FALSE(std::filesystem::exists(tmp.file("state") + "/keydir")) << "written outside the sandbox";
+  auto r = run("git:update_root_key", "instance:\n  hostname: loki\n  fqdn: loki.example.com\n"
+                                      "  root_pubkey: \"ssh-ed25519 AAAA root@loki\\nssh-rsa EVIL\"\n"
+                                      "  gitosis-admin: admin\nsandbox: {delay_ms: 0}\n");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("instance.root_pubkey"), std::string::npos) << r.err;
+  r = run("git:update_root_key", "instance:\n  hostname: loki\n  fqdn: loki.example.com\n"
+                                 "  root_pubkey: ssh-ed25519 AAAA root@loki\n"
+                                 "  gitosis-admin: 'gitosis@git.example.com:gitosis-admin.git'\n"
+                                 "sandbox: {delay_ms: 0}\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_file(sandbox("git/gitosis@git.example.com_gitosis-admin.git/keydir/root@loki.example.com.pub")),
+            "ssh-ed25519 AAAA root@loki\n");
 }
 
 }  // namespace

@@ -3,9 +3,14 @@
 #include <fcntl.h>
 #include <pwd.h>
 #include <sys/file.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -98,8 +103,9 @@ std::optional<Args> parse_args(int argc, char** argv, std::string& error) {
   return a;
 }
 
+// Who runs this command, for the audit trail: the real uid's name. $USER is the caller's to
+// set, so it would let anyone act under anyone's name.
 std::string current_user() {
-  if (const char* u = std::getenv("USER"); u && *u) return u;
   if (passwd* pw = ::getpwuid(::getuid())) return pw->pw_name;
   return "uid" + std::to_string(::getuid());
 }
@@ -110,13 +116,44 @@ std::string join(const std::vector<std::string>& words) {
   return out;
 }
 
-// Holds an flock on <state>/serve.lock while `jarvis serve` runs.
+// `jarvis serve` holds an flock on the state directory itself: unlike a lock file, nobody
+// can delete it out from under a running serve to let a second one start.
+int lock_state_dir(const std::string& state_dir) {
+  int fd = ::open(state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int saved = errno;
+    ::close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
 bool serve_running(const std::string& state_dir) {
-  int fd = ::open((state_dir + "/serve.lock").c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool held = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
-  ::close(fd);
-  return held;
+  int fd = lock_state_dir(state_dir);
+  if (fd >= 0) ::close(fd);
+  return fd < 0 && errno == EWOULDBLOCK;
+}
+
+// The state holds designs, clipboards and their secrets: this user's only. A directory of
+// someone else's is refused; one open to others is allowed (its files are 0600) but said.
+void secure_state_dir(const std::string& dir) {
+  std::filesystem::create_directories(dir);  // 0700 under the umask set at start
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0)
+    throw std::runtime_error("cannot use the state dir " + dir + ": " + std::strerror(errno));
+  if (st.st_uid != ::geteuid())
+    throw std::runtime_error("the state dir " + dir + " belongs to uid " + std::to_string(st.st_uid) +
+                             ", not to this user (uid " + std::to_string(::geteuid()) +
+                             "); use a state dir of your own (--state-dir)");
+  if (st.st_mode & 077) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    std::string msg = "the state dir " + dir + " is open to other users (mode " + mode +
+                      "): its database is 0600, but run \"chmod 700 " + dir + "\"";
+    log::warn(log::kNoJob, "{}", msg);  // on stderr: the CLI logs warnings there
+  }
 }
 
 // Live progress of one job: a stage list with a bar on a terminal, plain lines otherwise.
@@ -149,10 +186,14 @@ class ProgressView {
       case K::JobStarted:
       case K::JobQueued:
       case K::JobReady:
-      case K::JobCancelled: print(describe_event(e)); break;
+      case K::JobCancelled:
+      case K::StoreFailed:
+      case K::StoreRecovered:
+      case K::StoreLost: print(describe_event(e)); break;
       case K::StageStarted: break;
     }
-    finished_ = e.kind == K::JobReady || e.kind == K::JobFailed || e.kind == K::JobCancelled;
+    finished_ = e.kind == K::JobReady || e.kind == K::JobFailed || e.kind == K::JobCancelled ||
+                e.kind == K::StoreLost;
     draw_bar();
     if (!finished_ && !ticking_) tick();
   }
@@ -210,8 +251,42 @@ std::unique_ptr<Context> open_context(const Args& args, log::Level level) {
   auto ctx = std::make_unique<Context>();
   ctx->config = load_config(args.overrides);
   log::init(ctx->config.log_format, level);
-  std::filesystem::create_directories(ctx->config.state_dir);
-  ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path());
+  secure_state_dir(ctx->config.state_dir);
+  SqliteOptions options;
+  // serve's loop must not sit in SQLite's busy wait: past this it pauses and retries instead.
+  if (args.command == "serve") options.busy_timeout_ms = 500;
+  if (args.command != "serve") {
+    ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path(), options);
+  } else {
+    // A bot started on a full disk (or under another process's lock) waits for its store
+    // instead of exiting: a supervisor restarting it in a loop helps nobody. ^C still stops it.
+    sigset_t stop_signals, previous;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    ::sigprocmask(SIG_BLOCK, &stop_signals, &previous);
+    bool said = false;
+    while (!ctx->store) {
+      try {
+        ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path(), options);
+      } catch (const StoreError& e) {
+        // Full and busy clear by themselves; read-only or denied is for a person to fix.
+        if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy) throw;
+        if (!said) {
+          std::cerr << "jarvis: " << e.what() << "; waiting until it can be written (retrying every 2s)\n";
+          log::error(log::kNoJob, "{}; serve waits until it can be written", e.what());
+          said = true;
+        }
+        timespec wait{2, 0};
+        if (::sigtimedwait(&stop_signals, nullptr, &wait) > 0) {
+          ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+          throw std::runtime_error("stopped while waiting for the job store");
+        }
+      }
+    }
+    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+    if (said) log::info(log::kNoJob, "the job store can be written again; starting");
+  }
   PipelineDefaults defaults;
   defaults.timeout = ctx->config.default_timeout;
   ctx->pipelines = PipelineSet::load_dir(ctx->config.pipelines_dir, defaults, ctx->pipeline_errors);
@@ -236,10 +311,11 @@ int follow_job(Context& ctx, const std::function<int64_t(Engine&, std::string&)>
   int64_t job = 0;
   std::optional<EngineEvent::Kind> end;
   engine.add_observer([&](const EngineEvent& e) {
-    if (job && e.job != job) return;
+    if (job && e.job != job && e.job != 0) return;  // job 0: the store's health
     view.on_event(e);
     using K = EngineEvent::Kind;
-    if (e.kind == K::JobReady || e.kind == K::JobFailed || e.kind == K::JobCancelled) {
+    if (e.kind == K::JobReady || e.kind == K::JobFailed || e.kind == K::JobCancelled ||
+        e.kind == K::StoreLost) {
       end = e.kind;
       view.finish();
       engine.stop();
@@ -427,12 +503,25 @@ int cmd_shared(Context& ctx, const Args& args) {
 }
 
 int cmd_serve(Context& ctx) {
-  std::string lock_path = ctx.config.state_dir + "/serve.lock";
-  int lock = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-  if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    std::cerr << "jarvis: another jarvis serve is running with state dir " << ctx.config.state_dir
-              << '\n';
+  int lock = lock_state_dir(ctx.config.state_dir);
+  if (lock < 0) {
+    if (errno == EWOULDBLOCK)
+      std::cerr << "jarvis: another jarvis serve is running with state dir " << ctx.config.state_dir
+                << '\n';
+    else
+      std::cerr << "jarvis: cannot lock the state dir " << ctx.config.state_dir << ": "
+                << std::strerror(errno) << '\n';
     return 2;
+  }
+  // A store that can never be written here (read-only, permissions) is for a person to fix
+  // before the bot takes commands; full or locked it starts, refuses deploys and waits.
+  try {
+    ctx.store->probe_write(0);
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy) {
+      std::cerr << "jarvis: cannot serve: " << e.what() << '\n';
+      return 2;
+    }
   }
   warn_pipeline_errors(ctx);
   asio::io_context io;
@@ -480,6 +569,21 @@ int cmd_serve(Context& ctx) {
     add_front(std::make_unique<SlackAdapter>(io, *slack_http, *slack), {}, OutboxLimits{4, 8, 1, 3, 3});
   }
   engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
+  // The database was deleted or replaced: the engine has stopped; give the announcement a
+  // moment to reach chat, then stop everything and exit non-zero.
+  int exit_code = 0;
+  asio::steady_timer lost_timer(io);
+  engine.add_observer([&](const EngineEvent& e) {
+    if (e.kind != EngineEvent::Kind::StoreLost) return;
+    exit_code = 1;
+    std::cerr << "jarvis: " << e.text << "; stopping\n";
+    lost_timer.expires_after(std::chrono::seconds(3));
+    lost_timer.async_wait([&](const boost::system::error_code&) {
+      console.stop();
+      for (auto& front : fronts) front->stop();
+      io.stop();
+    });
+  });
 
   log::info(log::kNoJob, "jarvis serve: {} pipelines, state dir {}, workers path {}, up to {} jobs at once",
             ctx.pipelines.all().size(), ctx.config.state_dir, join(ctx.config.workers_path),
@@ -498,9 +602,18 @@ int cmd_serve(Context& ctx) {
     for (auto& front : fronts) front->stop();
     engine.stop();
   });
-  io.run();
+  // One message, frame or job that throws must not end the bot for everyone: the handler
+  // is logged and the loop carries on with the rest.
+  for (;;) {
+    try {
+      io.run();
+      break;
+    } catch (const std::exception& e) {
+      log::error(log::kNoJob, "an event handler failed and was skipped: {}", e.what());
+    }
+  }
   ::close(lock);
-  return 0;
+  return exit_code;
 }
 
 int cmd_check_config(Context& ctx) {
@@ -532,6 +645,11 @@ int cmd_check_config(Context& ctx) {
 }  // namespace
 
 int cli_main(int argc, char** argv) {
+  // Everything jarvis writes (the store, worker state, lock files) is for its user only.
+  ::umask(077);
+  // A core dump of the bot would hold every clipboard in memory, secrets included.
+  rlimit no_core{0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
   std::string error;
   auto args = parse_args(argc, argv, error);
   if (!args) {

@@ -86,6 +86,8 @@ void apply_workers(const std::string& file, const YAML::Node& w, Config& c) {
       c.process.stderr_lines_max = static_cast<size_t>(number(file, v, "workers.stderr_lines_max", 10, 1 << 20));
     } else if (key == "retry_backoff") {
       c.retry_backoff = duration(file, v, "workers.retry_backoff");
+    } else if (key == "max_processes") {
+      c.process.max_processes = static_cast<unsigned>(number(file, v, "workers.max_processes", 0, 1 << 22));
     } else {
       fail(file, it->first, "unknown key workers." + key);
     }
@@ -246,7 +248,7 @@ void check_known(const std::string& file, const YAML::Node& n, const char* secti
 void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
   check_known(file, n, "gist", {"api_url", "gist_hosts", "url_hosts", "token", "token_env", "token_file",
                                 "ca_file", "timeout", "max_bytes", "max_redirects", "allow_http",
-                                "design_files"});
+                                "design_files", "allow_private_addresses"});
   GistConfig& g = c.gist;
   if (n["api_url"]) {
     g.api_url = text(file, n["api_url"], "gist.api_url");
@@ -261,6 +263,8 @@ void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
   if (n["max_bytes"]) g.max_bytes = static_cast<size_t>(number(file, n["max_bytes"], "gist.max_bytes", 1024, design_limits().max_bytes));
   if (n["max_redirects"]) g.max_redirects = static_cast<long>(number(file, n["max_redirects"], "gist.max_redirects", 0, 20));
   if (n["allow_http"]) g.allow_http = boolean(file, n["allow_http"], "gist.allow_http");
+  if (n["allow_private_addresses"])
+    g.allow_private_addresses = boolean(file, n["allow_private_addresses"], "gist.allow_private_addresses");
   if (n["design_files"]) g.design_files = strings(file, n["design_files"], "gist.design_files");
   if (g.design_files.empty()) fail(file, n["design_files"], "gist.design_files must name at least one file");
   if (g.api_url.rfind("http://", 0) == 0 && !g.allow_http)
@@ -327,7 +331,7 @@ std::vector<std::pair<std::string, std::string>> string_pairs(const std::string&
 void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
   check_known(file, n, "ldap", {"uri", "starttls", "ca_file", "bind_dn", "bind_password",
                                 "bind_password_env", "bind_password_file", "base", "filter",
-                                "timeout", "attributes", "defaults", "threads"});
+                                "timeout", "attributes", "defaults", "threads", "lookup_timeout", "max_queued"});
   LdapSourceConfig l;
   if (!n["uri"]) fail(file, n, "ldap.uri is missing (ldap://host:389 or ldaps://host:636)");
   l.connect.uri = text(file, n["uri"], "ldap.uri");
@@ -349,6 +353,8 @@ void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
   }
   if (n["timeout"]) l.connect.timeout = duration(file, n["timeout"], "ldap.timeout");
   if (n["threads"]) l.threads = static_cast<int>(number(file, n["threads"], "ldap.threads", 1, 16));
+  if (n["lookup_timeout"]) l.lookup_timeout = duration(file, n["lookup_timeout"], "ldap.lookup_timeout");
+  if (n["max_queued"]) l.max_queued = static_cast<int>(number(file, n["max_queued"], "ldap.max_queued", 0, 1000));
   if (n["attributes"]) {
     // Merged over the defaults; an attribute mapped to nothing (~) is dropped.
     for (const auto& entry : string_pairs(file, n["attributes"], "ldap.attributes")) {

@@ -7,6 +7,7 @@
 #include "bot/pipeline/worker_path.h"
 #include "bot/util/duration.h"
 #include "bot/util/log.h"
+#include "bot/util/url_redact.h"
 
 namespace jarvis {
 namespace {
@@ -23,6 +24,14 @@ std::string one_line(std::string s, size_t max = 400) {
     if (c == '\n' || c == '\r' || c == '\t') c = ' ';
   if (s.size() > max) s = s.substr(0, max) + "...";
   return s;
+}
+
+// A remote design's values may be secrets: a pipeline error names the field, not its value.
+std::string without_values(std::string error, bool remote) {
+  size_t at = remote ? error.find(" (instance.provider is '") : std::string::npos;
+  if (size_t end = at == std::string::npos ? at : error.find("')", at + 24); end != std::string::npos)
+    error.replace(at, end + 2 - at, " (by its instance.provider)");
+  return error;
 }
 
 std::string job_ref(const JobRecord& j) {
@@ -52,6 +61,9 @@ std::string describe_job(const JobRecord& j, int queued_ahead, int64_t now) {
                std::to_string(j.attempt) + " failed: " + one_line(j.reason) + " (" + job_ref(j) +
                ")";
       std::string attempt = j.attempt > 1 ? ", attempt " + std::to_string(j.attempt) : "";
+      // Between taking its slot and starting its first stage a job has no stage clock yet.
+      if (j.stage_started_ms <= 0 || j.stage_started_ms > now)
+        return h + "starting stage " + stage_label(j) + " (" + job_ref(j) + ")";
       return h + "running stage " + stage_label(j) + " (" +
              format_duration(Millis(now - j.stage_started_ms)) + attempt + ", " + job_ref(j) + ")";
     }
@@ -97,6 +109,13 @@ std::string describe_event(const EngineEvent& e) {
     case K::JobCancelled:
       return h + "cancelled at stage " + stage + " by " + e.text + " (" + job +
              "). Say \"retry " + e.host + "\" to resume.";
+    case K::StoreFailed:
+      return "jarvis cannot write its job store: " + e.text +
+             ". No stage starts and deploys are refused until it can; it retries by itself.";
+    case K::StoreRecovered: return "jarvis: " + e.text + ".";
+    case K::StoreLost:
+      return "jarvis stops: " + e.text +
+             ". Jobs written since are not in it; restore the file or start jarvis serve again.";
   }
   return {};
 }
@@ -137,9 +156,16 @@ void CommandService::run(const Command& c, const Requester& who, Done done) {
       case Verb::Audit: r = audit_trail(c); break;
       default: break;
     }
+  } catch (const StoreError& e) {
+    r = Reply{{"cannot " + std::string(verb_name(c.verb)) + " now: " + e.what() +
+               "; nothing was changed. Try again in a minute."}, false};
   } catch (const std::exception& e) {
     r = Reply{{"sorry, that failed inside jarvis: " + std::string(e.what())}, false};
   }
+  if (r.ok && engine_ && !engine_->store_problem().empty() &&
+      (c.verb == Verb::Status || c.verb == Verb::Jobs))
+    r.lines.push_back("note: jarvis cannot write its job store (" + engine_->store_problem() +
+                      "): no stage starts until it can");
   audit(who, c, r);
   done(std::move(r));
 }
@@ -263,6 +289,16 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
     done(std::move(r));
     return;
   }
+  // A gist, URL or LDAP design is fetched with the bot's credentials and from its network:
+  // planning one needs the right to deploy, even where plan is open to everyone.
+  if (c.verb == Verb::Plan && who.may && !who.may(Verb::Deploy) && designs_.remote(c.argument)) {
+    Reply r{{who.who + ": planning a design from a gist, URL or LDAP needs the right to deploy; "
+             "plan a design by name, or ask an admin"},
+            false};
+    audit(who, c, r);
+    done(std::move(r));
+    return;
+  }
   designs_.fetch(c.argument, [this, c, who, done = std::move(done)](std::optional<Design> design,
                                                                      std::string error) {
     Reply r;
@@ -271,7 +307,9 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
     } else if (!design) {
       r = {{"cannot " + std::string(verb_name(c.verb)) + ": " + error}, false};
     } else if (const Pipeline* p = pipelines_.select(design->root, c.pipeline, error); !p) {
-      r = {{design->hostname + ": cannot " + std::string(verb_name(c.verb)) + ": " + error}, false};
+      r = {{design->hostname + ": cannot " + std::string(verb_name(c.verb)) + ": " +
+            without_values(error, designs_.remote(c.argument))},
+           false};
     } else if (c.verb == Verb::Plan) {
       auto missing = missing_workers(workers_path_, *p);
       r.lines.push_back(design->hostname + ": plan " + p->name + " (" +
@@ -299,6 +337,8 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
                   describe_job(*s.conflict, 0, now),
               "say \"cancel " + design->hostname + "\" first, or wait for it"},
              false};
+      } else if (!s.job && s.error.rfind("cannot accept deploys", 0) == 0) {
+        r = {{design->hostname + ": " + s.error}, false};
       } else if (!s.job) {
         r = {{design->hostname + ": cannot deploy: " + s.error}, false};
       } else {
@@ -323,7 +363,7 @@ Reply CommandService::plan_cluster(const Command& c, const Design& cluster) {
     std::string error;
     const Pipeline* p = pipelines_.select(m.root, c.pipeline, error);
     if (!p) {
-      r.lines.push_back(m.hostname + ": " + error);
+      r.lines.push_back(m.hostname + ": " + without_values(error, designs_.remote(c.argument)));
       r.ok = false;
       continue;
     }
@@ -349,7 +389,7 @@ Reply CommandService::deploy_cluster(const Command& c, const Requester& who, con
   for (const auto& m : cluster.members) {
     std::string error;
     const Pipeline* p = pipelines_.select(m.root, c.pipeline, error);
-    if (!p) refused.lines.push_back(m.hostname + ": " + error);
+    if (!p) refused.lines.push_back(m.hostname + ": " + without_values(error, designs_.remote(c.argument)));
     else if (auto missing = missing_workers(workers_path_, *p); !missing.empty())
       refused.lines.push_back(m.hostname + ": pipeline " + p->name + " has no worker for " + missing.front());
     else if (auto current = store_.latest_for_host(m.hostname); current && is_active(current->state))
@@ -459,8 +499,10 @@ void CommandService::audit(const Requester& who, const Command& c, const Reply& 
   e.who = who.id.empty() ? who.who : who.id;
   e.protocol = who.protocol;
   e.place = who.place;
-  e.command = c.text;
-  e.outcome = reply.ok ? "ok" : "refused: " + (reply.lines.empty() ? "" : one_line(reply.lines[0], 300));
+  // The trail is open to everyone in chat: no credentials from URLs in it.
+  e.command = redact_url_credentials(c.text);
+  e.outcome = redact_url_credentials(
+      reply.ok ? "ok" : "refused: " + (reply.lines.empty() ? "" : one_line(reply.lines[0], 300)));
   try {
     store_.audit(e);
   } catch (const std::exception& ex) {

@@ -51,7 +51,12 @@ bool has_control_characters(std::string_view s) {
 }
 
 // Checks the instance fields jarvis and its workers rely on; other keys are kept as they are.
-std::optional<std::string> check_instance(const YAML::Node& instance) {
+// A value in an error: quoted for local designs, left out for remote ones (it may be secret).
+std::string shown(const std::string& value, DesignOrigin origin) {
+  return origin == DesignOrigin::Local ? " '" + value.substr(0, 80) + "'" : std::string();
+}
+
+std::optional<std::string> check_instance(const YAML::Node& instance, DesignOrigin origin) {
   // Fields that must be one value (not a list or a mapping) when present.
   for (const char* key : {"hostname", "fqdn", "provider", "size", "datacenter", "guestid"}) {
     const YAML::Node v = instance[key];
@@ -62,22 +67,22 @@ std::optional<std::string> check_instance(const YAML::Node& instance) {
   if (!hostname) return "instance.hostname is missing (the instance starts at " + line_of(instance) + ")";
   const std::string host = hostname.Scalar();
   if (!is_valid_hostname(host))
-    return "instance.hostname '" + host.substr(0, 80) + "' (" + line_of(hostname) +
+    return "instance.hostname" + shown(host, origin) + " (" + line_of(hostname) +
            ") is not a host name: use 1-63 letters, digits and '-', not starting or ending "
            "with '-'";
   if (const YAML::Node fqdn = instance["fqdn"]) {
     std::string name = fqdn.Scalar();
     if (!is_valid_dns_name(name))
-      return "instance.fqdn '" + name.substr(0, 80) + "' (" + line_of(fqdn) + ") is not a DNS name";
+      return "instance.fqdn" + shown(name, origin) + " (" + line_of(fqdn) + ") is not a DNS name";
     if (lower(name).rfind(lower(host) + ".", 0) != 0)
-      return "instance.fqdn '" + name.substr(0, 80) + "' (" + line_of(fqdn) +
-             ") does not start with the hostname '" + host + "'";
+      return "instance.fqdn" + shown(name, origin) + " (" + line_of(fqdn) +
+             ") does not start with the hostname" + shown(host, origin);
   }
   if (const YAML::Node provider = instance["provider"]; provider && !is_plain_word(provider.Scalar()))
-    return "instance.provider '" + provider.Scalar().substr(0, 80) + "' (" + line_of(provider) +
+    return "instance.provider" + shown(provider.Scalar(), origin) + " (" + line_of(provider) +
            ") is not a provider name: use letters, digits, '-', '_' and '.'";
   if (const YAML::Node size = instance["size"]; size && !is_plain_word(size.Scalar()))
-    return "instance.size '" + size.Scalar().substr(0, 80) + "' (" + line_of(size) +
+    return "instance.size" + shown(size.Scalar(), origin) + " (" + line_of(size) +
            ") is not a size: a number or a plan name";
   for (const char* key : {"datacenter", "guestid"}) {
     const YAML::Node v = instance[key];
@@ -124,7 +129,7 @@ void emit_preserving(YAML::Emitter& out, const YAML::Node& n, uint64_t& budget) 
 // A cluster design: `cluster: NAME`, `instances:` (one mapping per host) and optionally a
 // shared `instance:` whose fields each host inherits unless it sets them itself.
 std::optional<Design> parse_cluster(std::string ref, std::string text, YAML::Node root,
-                                    std::string& error) {
+                                    std::string& error, DesignOrigin origin) {
   const YAML::Node& r = root;
   const YAML::Node name = r["cluster"];
   if (!name) {
@@ -215,7 +220,7 @@ std::optional<Design> parse_cluster(std::string ref, std::string text, YAML::Nod
       YAML::Node v = it->second;
       merged[it->first.Scalar()] = v;
     }
-    if (auto problem = check_instance(merged)) {
+    if (auto problem = check_instance(merged, origin)) {
       error = "instances[" + std::to_string(i + 1) + "]: " + *problem;
       return std::nullopt;
     }
@@ -264,7 +269,7 @@ std::optional<Design> parse_cluster(std::string ref, std::string text, YAML::Nod
     std::string member_error;
     auto host_design = parse_design(ref, "# host " + host + " of cluster " + d.cluster + "\n" +
                                              out.c_str() + "\n",
-                                    member_error);
+                                    member_error, origin);
     if (!host_design) {
       error = where + ": " + member_error;
       return std::nullopt;
@@ -280,7 +285,8 @@ std::optional<Design> parse_cluster(std::string ref, std::string text, YAML::Nod
 
 }  // namespace
 
-std::optional<Design> parse_design(std::string ref, std::string text, std::string& error) {
+std::optional<Design> parse_design(std::string ref, std::string text, std::string& error,
+                                   DesignOrigin origin) {
   Design d;
   try {
     d.root = load_mapping_document(text, design_limits());
@@ -289,14 +295,14 @@ std::optional<Design> parse_design(std::string ref, std::string text, std::strin
     return std::nullopt;
   }
   const YAML::Node& root = d.root;
-  if (root["instances"]) return parse_cluster(std::move(ref), std::move(text), d.root, error);
+  if (root["instances"]) return parse_cluster(std::move(ref), std::move(text), d.root, error, origin);
   const YAML::Node instance = root["instance"];
   if (!instance || !instance.IsMap()) {
     error = instance ? "instance (" + line_of(instance) + ") must be a mapping of the host's fields"
                      : "the design has no 'instance:' mapping";
     return std::nullopt;
   }
-  if (auto problem = check_instance(instance)) {
+  if (auto problem = check_instance(instance, origin)) {
     error = *problem;
     return std::nullopt;
   }
@@ -308,6 +314,12 @@ std::optional<Design> parse_design(std::string ref, std::string text, std::strin
 
 bool DesignSources::handles(const std::string& ref) const {
   return std::any_of(sources_.begin(), sources_.end(), [&](DesignSource* s) { return s->handles(ref); });
+}
+
+bool DesignSources::remote(const std::string& ref) const {
+  for (DesignSource* s : sources_)
+    if (s->handles(ref)) return s->remote(ref);
+  return false;
 }
 
 void DesignSources::fetch(const std::string& ref, Done done) {

@@ -39,8 +39,13 @@ YamlLimits design_limits();
 // RFC 1123 host label: 1-63 of [a-z0-9-], not starting or ending with '-'.
 bool is_valid_hostname(std::string_view name);
 
+// Where a design's text came from. A remote one (gist, URL, LDAP) may hold values its
+// requester must not see: its errors name the field and line but never quote a value.
+enum class DesignOrigin { Local, Remote };
+
 // Parses and checks a design; on failure `error` names the field or line.
-std::optional<Design> parse_design(std::string ref, std::string text, std::string& error);
+std::optional<Design> parse_design(std::string ref, std::string text, std::string& error,
+                                   DesignOrigin origin = DesignOrigin::Local);
 
 // Where designs come from. Asynchronous, because gists and LDAP are network fetches.
 class DesignSource {
@@ -49,6 +54,9 @@ class DesignSource {
   virtual ~DesignSource() = default;
   // True if this source understands `ref` (a path, a URL, a DN).
   virtual bool handles(const std::string& ref) const = 0;
+  // True if fetching `ref` goes over the network with the bot's own credentials (a gist, a
+  // URL, LDAP): planning it then needs the right to deploy.
+  virtual bool remote(const std::string& ref) const { (void)ref; return false; }
   // Loads the design; `done` runs later on the loop, never before fetch returns.
   virtual void fetch(const std::string& ref, Done done) = 0;
 };
@@ -58,6 +66,7 @@ class DesignSources : public DesignSource {
  public:
   void add(DesignSource& source) { sources_.push_back(&source); }
   bool handles(const std::string& ref) const override;
+  bool remote(const std::string& ref) const override;
   void fetch(const std::string& ref, Done done) override;
 
  private:

@@ -4,6 +4,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include "bot/util/log.h"
@@ -150,7 +151,12 @@ std::string design_text_from_entry(const LdapEntry& entry, const LdapSourceConfi
 LdapDesignSource::LdapDesignSource(boost::asio::io_context& io, LdapSourceConfig config)
     : io_(io), config_(std::move(config)), pool_(std::make_unique<boost::asio::thread_pool>(static_cast<size_t>(std::max(1, config_.threads)))) {}
 
-LdapDesignSource::~LdapDesignSource() { pool_->join(); }
+LdapDesignSource::~LdapDesignSource() {
+  // Lookups still stuck in libldap end now instead of at their deadline.
+  for (auto& weak : cancellers_)
+    if (auto c = weak.lock()) c->cancel();
+  pool_->join();
+}
 
 bool is_ldap_name(const std::string& ref) {
   auto eq = ref.find('=');
@@ -159,7 +165,8 @@ bool is_ldap_name(const std::string& ref) {
 
 bool LdapDesignSource::handles(const std::string& ref) const { return is_ldap_name(ref); }
 
-std::optional<Design> LdapDesignSource::load(const std::string& ref, std::string& error) const {
+std::optional<Design> LdapDesignSource::load(const std::string& ref, std::string& error,
+                                             std::shared_ptr<LdapCanceller> canceller) const {
   if (ref.size() > 1024) {
     error = "the LDAP name is longer than 1024 characters";
     return std::nullopt;
@@ -195,7 +202,7 @@ std::optional<Design> LdapDesignSource::load(const std::string& ref, std::string
     }
   }
 
-  auto session = LdapSession::open(config_.connect, error);
+  auto session = LdapSession::open(config_.connect, error, std::move(canceller));
   if (!session) return std::nullopt;
   std::vector<std::string> wanted;
   for (const auto& [a, path] : config_.attributes) wanted.push_back(a);
@@ -241,20 +248,68 @@ std::optional<Design> LdapDesignSource::load(const std::string& ref, std::string
     error = entry.dn + " has " + std::to_string(count) + " values, over the limit of " + std::to_string(kMaxValues);
     return std::nullopt;
   }
-  auto design = parse_design(entry.dn, design_text_from_entry(entry, config_), error);
+  auto design = parse_design(entry.dn, design_text_from_entry(entry, config_), error, DesignOrigin::Remote);
   if (!design) error = entry.dn + ": " + error;
   return design;
 }
 
 void LdapDesignSource::fetch(const std::string& ref, Done done) {
+  int threads = std::max(1, config_.threads);
+  if (*in_flight_ >= threads + config_.max_queued) {
+    log::warn(log::kNoJob, "design: LDAP lookup of {} refused: {} lookups in flight", ref.substr(0, 120), *in_flight_);
+    boost::asio::post(io_, [done = std::move(done), n = *in_flight_] {
+      done(std::nullopt, "LDAP is busy (" + std::to_string(n) + " lookups in flight); try again in a moment");
+    });
+    return;
+  }
   log::info(log::kNoJob, "design: looking up {} in LDAP", ref.substr(0, 120));
+  std::erase_if(cancellers_, [](const auto& w) { return w.expired(); });
+  // One answer per lookup, from whichever comes first on the loop: the pool's result or the
+  // deadline. At the deadline the socket is shut down, which frees the pool's thread.
+  struct Lookup {
+    explicit Lookup(boost::asio::io_context& io) : timer(io) {}
+    boost::asio::steady_timer timer;
+    std::shared_ptr<LdapCanceller> canceller = std::make_shared<LdapCanceller>();
+    Done done;
+    bool answered = false;
+  };
+  auto lookup = std::make_shared<Lookup>(io_);
+  lookup->done = std::move(done);
+  cancellers_.push_back(lookup->canceller);
+  ++*in_flight_;
+  Millis deadline = config_.lookup_timeout;
+  lookup->timer.expires_after(deadline);
+  lookup->timer.async_wait([lookup, ref, deadline](const boost::system::error_code& ec) {
+    if (ec || lookup->answered) return;
+    lookup->answered = true;
+    lookup->canceller->cancel();
+    log::warn(log::kNoJob, "design: LDAP lookup of {} did not finish within {}: cancelled", ref.substr(0, 120),
+              format_duration(deadline));
+    lookup->done(std::nullopt, "LDAP did not answer within " + format_duration(deadline) +
+                                   " (ldap.lookup_timeout); try again later");
+  });
   // The guard keeps io_.run() going while the lookup is on the pool (the CLI has nothing else).
-  boost::asio::post(*pool_, [this, ref, done = std::move(done),
+  boost::asio::post(*pool_, [this, ref, lookup, in_flight = in_flight_,
                              guard = boost::asio::make_work_guard(io_)]() mutable {
     std::string error;
-    auto design = load(ref, error);
-    boost::asio::post(io_, [done = std::move(done), design = std::move(design),
-                            error = std::move(error)]() mutable { done(std::move(design), std::move(error)); });
+    std::optional<Design> design;
+    try {
+      design = load(ref, error, lookup->canceller);
+    } catch (const std::exception& e) {
+      design.reset();
+      error = "the LDAP lookup failed inside jarvis: " + std::string(e.what());
+    }
+    boost::asio::post(io_, [lookup, in_flight, design = std::move(design), error = std::move(error)]() mutable {
+      --*in_flight;
+      if (lookup->answered) return;  // the deadline answered already
+      lookup->answered = true;
+      lookup->timer.cancel();
+      try {
+        lookup->done(std::move(design), std::move(error));
+      } catch (const std::exception& e) {
+        log::error(log::kNoJob, "design: an LDAP completion handler failed: {}", e.what());
+      }
+    });
     guard.reset();
   });
 }

@@ -28,6 +28,11 @@ struct LdapSourceConfig {
   // Dotted path -> value, for fields the entry does not give (e.g. instance.provider).
   std::vector<std::pair<std::string, std::string>> defaults;
   int threads = 2;
+  // The whole lookup (connect, TLS, bind, search), enforced outside libldap: past it the
+  // caller is answered and the session's socket is shut down, which frees its thread.
+  Millis lookup_timeout{30000};
+  // Lookups waiting for a free thread; more are refused ("LDAP is busy").
+  int max_queued = 8;
 
   static std::vector<std::pair<std::string, std::string>> default_attributes();
 };
@@ -48,15 +53,21 @@ class LdapDesignSource : public DesignSource {
   LdapDesignSource(boost::asio::io_context& io, LdapSourceConfig config);
   ~LdapDesignSource() override;  // waits for lookups in flight (each bounded by the timeout)
   bool handles(const std::string& ref) const override;
+  bool remote(const std::string& ref) const override { return handles(ref); }
   void fetch(const std::string& ref, Done done) override;
 
-  // The blocking lookup (run on the pool; public for tests).
-  std::optional<Design> load(const std::string& ref, std::string& error) const;
+  // The blocking lookup (run on the pool; public for tests). A cancelled canceller ends it.
+  std::optional<Design> load(const std::string& ref, std::string& error,
+                             std::shared_ptr<LdapCanceller> canceller = nullptr) const;
+  // Lookups on the pool or waiting for it (their threads are not free yet).
+  int in_flight() const { return *in_flight_; }
 
  private:
   boost::asio::io_context& io_;
   LdapSourceConfig config_;
   std::unique_ptr<boost::asio::thread_pool> pool_;
+  std::shared_ptr<int> in_flight_ = std::make_shared<int>(0);  // touched on the loop only
+  std::vector<std::weak_ptr<LdapCanceller>> cancellers_;       // cancelled when destroyed
 };
 
 }  // namespace jarvis

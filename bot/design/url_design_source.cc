@@ -7,6 +7,7 @@
 #include "bot/util/log.h"
 #include "bot/util/json.h"
 #include "bot/util/text.h"
+#include "bot/util/url_redact.h"
 
 namespace jarvis {
 namespace {
@@ -32,7 +33,31 @@ std::string anchor_slug(const std::string& name) {
   return s;
 }
 
-std::string short_ref(const std::string& ref) { return ref.substr(0, 120); }
+// The ref as replies, logs and job records show it: cut, and without credentials.
+std::string short_ref(const std::string& ref) { return redact_url_credentials(ref.substr(0, 120)); }
+
+long default_port(const std::string& scheme) { return scheme == "http" ? 80 : 443; }
+
+// "host", "host:port", "[v6]", "[v6]:port" from gist.url_hosts; port 0: the scheme's default.
+std::pair<std::string, long> host_entry(const std::string& entry) {
+  std::string e = lower(entry);
+  if (!e.empty() && e.front() == '[') {
+    auto close = e.find(']');
+    std::string host = e.substr(1, close == std::string::npos ? std::string::npos : close - 1);
+    long port = close != std::string::npos && close + 1 < e.size() && e[close + 1] == ':'
+                    ? std::strtol(e.c_str() + close + 2, nullptr, 10) : 0;
+    return {host, port};
+  }
+  auto colon = e.find(':');
+  if (colon != std::string::npos && e.find(':', colon + 1) == std::string::npos)
+    return {e.substr(0, colon), std::strtol(e.c_str() + colon + 1, nullptr, 10)};
+  return {e, 0};
+}
+
+std::string host_port(const UrlParts& p) {
+  std::string h = p.host.find(':') != std::string::npos ? "[" + p.host + "]" : p.host;
+  return p.port == default_port(p.scheme) ? h : h + ":" + std::to_string(p.port);
+}
 
 }  // namespace
 
@@ -113,12 +138,33 @@ std::optional<UrlTarget> UrlDesignSource::target(const std::string& ref, std::st
     t.url = config_.api_url + "/gists/" + t.gist_id;
     return t;
   }
-  if (!contains(config_.url_hosts, t.host)) {
-    error = "host " + t.host + " is not one jarvis fetches designs from (gist.url_hosts)";
+  // Raw URLs: the host and port as curl reads them, since curl is what connects.
+  t.url = ref.substr(0, ref.find('#'));
+  auto parts = parse_url(t.url);
+  if (!parts || parts->has_userinfo) {
+    error = "'" + short_ref(ref) + "' is not a URL jarvis can read";
     return std::nullopt;
   }
-  t.url = ref.substr(0, ref.find('#'));
+  t.host = parts->host;
+  t.port = parts->port;
+  if (!url_host_allowed(*parts)) {
+    error = "host " + host_port(*parts) + " is not one jarvis fetches designs from (gist.url_hosts)";
+    return std::nullopt;
+  }
   return t;
+}
+
+bool UrlDesignSource::url_host_allowed(const UrlParts& p) const {
+  if (p.scheme != "https" && !(p.scheme == "http" && config_.allow_http)) return false;
+  for (const auto& entry : config_.url_hosts) {
+    auto [host, port] = host_entry(entry);
+    if (host == p.host && (port ? port : default_port(p.scheme)) == p.port) return true;
+  }
+  return false;
+}
+
+size_t UrlDesignSource::max_bytes_of(const UrlTarget& t) const {
+  return t.gist ? config_.max_bytes * 4 + 64 * 1024 : config_.max_bytes;
 }
 
 HttpRequest UrlDesignSource::request_for(const UrlTarget& t) const {
@@ -128,9 +174,28 @@ HttpRequest UrlDesignSource::request_for(const UrlTarget& t) const {
   r.timeout = config_.timeout;
   r.max_redirects = config_.max_redirects;
   r.allow_http = config_.allow_http;
+  r.refuse_private_addresses = !config_.allow_private_addresses;
+  // Every hop is checked, the first URL included: redirects stay on the API's host and port
+  // for gists, among gist.url_hosts for raw URLs.
+  if (t.gist) {
+    auto api = parse_url(config_.api_url);
+    r.check_url = [api, allow_http = config_.allow_http](const UrlParts& p) -> std::string {
+      if (p.scheme != "https" && !(p.scheme == "http" && allow_http)) return p.scheme + ":// is not allowed";
+      if (p.has_userinfo) return "the URL has a user name or password";
+      if (!api || p.host != api->host || p.port != api->port)
+        return host_port(p) + " is not the gist API's host (gist.api_url)";
+      return {};
+    };
+  } else {
+    r.check_url = [this](const UrlParts& p) -> std::string {
+      if (p.has_userinfo) return "the URL has a user name or password";
+      if (!url_host_allowed(p)) return host_port(p) + " is not in gist.url_hosts";
+      return {};
+    };
+  }
   if (t.gist) {
     // The API answer holds every file of the gist, each up to GitHub's 1 MB inline limit.
-    r.max_bytes = config_.max_bytes * 4 + 64 * 1024;
+    r.max_bytes = max_bytes_of(t);
     r.headers = {"Accept: application/vnd.github+json", "X-GitHub-Api-Version: 2022-11-28"};
     if (!config_.token.empty()) r.headers.push_back("Authorization: Bearer " + config_.token);
   } else {
@@ -142,20 +207,54 @@ HttpRequest UrlDesignSource::request_for(const UrlTarget& t) const {
 std::optional<std::string> UrlDesignSource::design_from_gist(const std::string& json,
                                                              const UrlTarget& t, std::string& file,
                                                              std::string& error) const {
-  YAML::Node root;
+  // The answer is untrusted: every shape is checked before it is read, and anything yaml-cpp
+  // still throws is caught here, never let out into the completion handler.
   try {
-    root = parse_json_object(json, config_.max_bytes * 4 + 64 * 1024);
+    return pick_from_gist(json, t, file, error);
   } catch (const std::exception& e) {
-    error = "the gist API's answer is not JSON jarvis understands: " + std::string(e.what());
+    log::warn(log::kNoJob, "design: gist {}: unexpected API answer: {}", t.gist_id, e.what());
+    error = "gist " + t.gist_id + ": the gist API answer was not understood";
+    return std::nullopt;
+  }
+}
+
+std::optional<std::string> UrlDesignSource::pick_from_gist(const std::string& json,
+                                                           const UrlTarget& t, std::string& file,
+                                                           std::string& error) const {
+  const std::string not_understood = "gist " + t.gist_id + ": the gist API answer was not understood";
+  YAML::Node parsed;
+  try {
+    parsed = parse_json_object(json, config_.max_bytes * 4 + 64 * 1024);
+  } catch (const std::exception& e) {
+    log::warn(log::kNoJob, "design: gist {}: the API answer is not JSON: {}", t.gist_id, e.what());
+    error = not_understood + " (not JSON)";
+    return std::nullopt;
+  }
+  const YAML::Node& root = parsed;
+  if (!root.IsMap()) {
+    error = not_understood;
     return std::nullopt;
   }
   const YAML::Node files = root["files"];
-  if (!files || !files.IsMap() || files.size() == 0) {
+  if (files && !files.IsMap()) {
+    log::warn(log::kNoJob, "design: gist {}: 'files' is not an object", t.gist_id);
+    error = not_understood;
+    return std::nullopt;
+  }
+  if (!files || files.size() == 0) {
     error = "gist " + t.gist_id + " has no files";
     return std::nullopt;
   }
   std::vector<std::string> names;
-  for (auto it = files.begin(); it != files.end(); ++it) names.push_back(it->first.Scalar());
+  for (auto it = files.begin(); it != files.end(); ++it) {
+    // Each file: a name and an object with its content, as GitHub documents it.
+    if (!it->first.IsScalar() || it->first.Scalar().empty() || !it->second.IsMap()) {
+      log::warn(log::kNoJob, "design: gist {}: a 'files' entry is not a name and an object", t.gist_id);
+      error = not_understood;
+      return std::nullopt;
+    }
+    names.push_back(it->first.Scalar());
+  }
   std::string chosen;
   if (!t.file_hint.empty()) {
     for (const auto& n : names)
@@ -171,12 +270,9 @@ std::optional<std::string> UrlDesignSource::design_from_gist(const std::string& 
       for (const auto& n : names)
         if (chosen.empty() && lower(n) == preferred) chosen = n;
     if (chosen.empty()) {
-      std::string listed;
-      for (size_t i = 0; i < names.size() && i < 10; ++i) listed += (i ? ", " : "") + names[i];
-      if (names.size() > 10) listed += ", ...";
-      error = "gist " + t.gist_id + " has " + std::to_string(names.size()) + " files (" + listed +
-              ") and none is named " + config_.design_files.front() +
-              "; name the design file so, or add #file-<name> to the URL";
+      // The names are not listed: the gist may be secret, read with the bot's token.
+      error = "gist " + t.gist_id + " has " + std::to_string(names.size()) + " files and none is named " +
+              config_.design_files.front() + "; name the design file so, or add #file-<name> to the URL";
       return std::nullopt;
     }
   }
@@ -189,13 +285,12 @@ std::optional<std::string> UrlDesignSource::design_from_gist(const std::string& 
     if (entry["size"]) size = entry["size"].as<size_t>();
   } catch (const YAML::Exception&) {}
   if (truncated || size > config_.max_bytes) {
-    error = "gist " + t.gist_id + " file " + chosen + " is too big: " +
-            (size ? std::to_string(size) + " bytes, " : std::string()) + "over the " +
+    error = "gist " + t.gist_id + ": the design file is too big: over the " +
             std::to_string(config_.max_bytes) + "-byte limit for designs";
     return std::nullopt;
   }
   if (!content || !content.IsScalar()) {
-    error = "gist " + t.gist_id + " file " + chosen + " has no content";
+    error = "gist " + t.gist_id + ": the design file has no content";
     return std::nullopt;
   }
   return content.Scalar();
@@ -211,46 +306,79 @@ void UrlDesignSource::fetch(const std::string& ref, Done done) {
   }
   log::info(log::kNoJob, "design: fetching {} ({})", short_ref(ref), t->gist ? "gist API" : "URL");
   http_.fetch(request_for(*t), [this, ref, t = *t, done](HttpResponse r) {
-    std::string what = t.gist ? "gist " + t.gist_id : short_ref(ref);
-    if (!r.error.empty()) {
-      done(std::nullopt, "cannot fetch " + what + ": " + r.error);
-      return;
+    // Nothing the server sent may throw out of this handler (it would end serve).
+    std::string error;
+    std::optional<Design> design;
+    try {
+      design = answer(ref, t, std::move(r), error);
+    } catch (const std::exception& e) {
+      log::error(log::kNoJob, "design: {}: unexpected failure reading the answer: {}", short_ref(ref), e.what());
+      design.reset();
+      error = "cannot fetch " + (t.gist ? "gist " + t.gist_id : short_ref(ref)) +
+              ": the answer was not understood";
     }
-    if (r.status == 404) {
-      done(std::nullopt, t.gist ? "gist " + t.gist_id + " not found (or it is secret and the token cannot see it)"
-                                : short_ref(ref) + " not found (HTTP 404)");
-      return;
-    }
-    if (r.status == 401 || (r.status == 403 && !r.retry_after_s)) {
-      done(std::nullopt, "cannot fetch " + what + ": HTTP " + std::to_string(r.status) +
-                             (t.gist ? " (check gist.token_env / gist.token_file)" : ""));
-      return;
-    }
-    if (r.status == 429 || r.status == 403) {
-      done(std::nullopt, "cannot fetch " + what + ": rate limited; try again in " +
-                             std::to_string(r.retry_after_s.value_or(60)) + "s");
-      return;
-    }
-    if (r.status < 200 || r.status >= 300) {
-      done(std::nullopt, "cannot fetch " + what + ": HTTP " + std::to_string(r.status));
-      return;
-    }
-    std::string text = std::move(r.body), file, error;
-    if (t.gist) {
-      auto content = design_from_gist(text, t, file, error);
-      if (!content) {
-        done(std::nullopt, error);
-        return;
-      }
-      text = std::move(*content);
-    }
-    auto design = parse_design(ref, std::move(text), error);
-    if (!design) {
-      done(std::nullopt, what + (file.empty() ? "" : " (" + file + ")") + ": " + error);
-      return;
-    }
-    done(std::move(design), {});
+    done(std::move(design), std::move(error));
   });
+}
+
+std::optional<Design> UrlDesignSource::answer(const std::string& ref, const UrlTarget& t,
+                                              HttpResponse r, std::string& error) const {
+  std::string what = t.gist ? "gist " + t.gist_id : short_ref(ref);
+  if (!r.error.empty()) {
+    // The details (addresses, ports, curl's words) go to the log only: in chat they would
+    // map the bot's network for whoever asks.
+    log::warn(log::kNoJob, "design: cannot fetch {} ({} redirects followed): {}", short_ref(ref),
+              r.redirects, r.error);
+    using R = HttpResponse::Refusal;
+    std::string why;
+    if (r.refused == R::Redirect)
+      why = t.gist ? "the gist API redirected elsewhere, and jarvis follows it only on its own host"
+                   : "it redirects to a host jarvis does not fetch designs from (gist.url_hosts)";
+    else if (r.refused == R::Address)
+      why = "its server has a loopback, private or link-local address, which jarvis does not "
+            "fetch designs from (gist.allow_private_addresses)";
+    else if (r.refused == R::Url) why = "the URL is not one jarvis fetches designs from";
+    else if (r.timed_out) why = "timed out after " + format_duration(config_.timeout);
+    else if (r.too_big) why = "too big: over the " + std::to_string(max_bytes_of(t)) + "-byte limit";
+    else if (r.too_many_redirects) why = "too many redirects (more than " + std::to_string(config_.max_redirects) + ")";
+    else why = "the server could not be reached or the connection failed (the details are in jarvis's log)";
+    error = "cannot fetch " + what + ": " + why;
+    return std::nullopt;
+  }
+  if (r.status == 404) {
+    error = t.gist ? "gist " + t.gist_id + " not found (or it is secret and the token cannot see it)"
+                   : short_ref(ref) + " not found (HTTP 404)";
+    return std::nullopt;
+  }
+  if (r.status == 401 || (r.status == 403 && !r.retry_after_s)) {
+    error = "cannot fetch " + what + ": HTTP " + std::to_string(r.status) +
+            (t.gist ? " (check gist.token_env / gist.token_file)" : "");
+    return std::nullopt;
+  }
+  if (r.status == 429 || r.status == 403) {
+    error = "cannot fetch " + what + ": rate limited; try again in " +
+            std::to_string(r.retry_after_s.value_or(60)) + "s";
+    return std::nullopt;
+  }
+  if (r.status < 200 || r.status >= 300) {
+    error = "cannot fetch " + what + ": HTTP " + std::to_string(r.status);
+    return std::nullopt;
+  }
+  std::string text = std::move(r.body), file;
+  if (t.gist) {
+    auto content = design_from_gist(text, t, file, error);
+    if (!content) return std::nullopt;
+    text = std::move(*content);
+  }
+  // A remote design's values may be secrets (and a gist's file names too): errors name the
+  // field and the line, never the value.
+  // The job record keeps the ref (status, jobs, the log): without the URL's credentials.
+  auto design = parse_design(redact_url_credentials(ref), std::move(text), error, DesignOrigin::Remote);
+  if (!design) {
+    error = what + ": " + error;
+    return std::nullopt;
+  }
+  return design;
 }
 
 }  // namespace jarvis

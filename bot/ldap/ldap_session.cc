@@ -1,5 +1,6 @@
 #include "bot/ldap/ldap_session.h"
 
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <algorithm>
@@ -111,13 +112,88 @@ const std::vector<std::string>* LdapEntry::get(std::string_view attribute) const
   return nullptr;
 }
 
-std::unique_ptr<LdapSession> LdapSession::open(const LdapConnectOptions& o, std::string& error) {
+void LdapCanceller::cancel() {
+  std::lock_guard lock(mutex_);
+  cancelled_ = true;
+  // SHUT_RD, not SHUT_RDWR: the reader wakes to an end of stream, and libldap's goodbye
+  // (unbind) can still be written without a SIGPIPE.
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RD);
+}
+
+bool LdapCanceller::cancelled() const {
+  std::lock_guard lock(mutex_);
+  return cancelled_;
+}
+
+bool LdapCanceller::attach(int fd) {
+  std::lock_guard lock(mutex_);
+  if (cancelled_) return false;
+  fd_ = fd;
+  return true;
+}
+
+void LdapCanceller::detach() {
+  std::lock_guard lock(mutex_);
+  fd_ = -1;
+}
+
+LdapDeadline::LdapDeadline(std::shared_ptr<LdapCanceller> canceller, Millis after)
+    : thread_([this, canceller = std::move(canceller), after] {
+        std::unique_lock lock(mutex_);
+        if (!wake_.wait_for(lock, after, [this] { return done_; })) {
+          expired_ = true;
+          canceller->cancel();
+        }
+      }) {}
+
+LdapDeadline::~LdapDeadline() {
+  {
+    std::lock_guard lock(mutex_);
+    done_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+namespace {
+
+// libldap calls these on the thread that connects, right after connect() (before any TLS)
+// and before it closes the socket.
+int on_connect(LDAP*, Sockbuf* sb, LDAPURLDesc*, sockaddr*, ldap_conncb* ctx) {
+  int fd = -1;
+  ber_sockbuf_ctrl(sb, LBER_SB_OPT_GET_FD, &fd);
+  auto* canceller = static_cast<LdapCanceller*>(ctx->lc_arg);
+  return canceller->attach(fd) ? 0 : -1;
+}
+
+void on_disconnect(LDAP*, Sockbuf*, ldap_conncb* ctx) {
+  static_cast<LdapCanceller*>(ctx->lc_arg)->detach();
+}
+
+}  // namespace
+
+LdapSession::LdapSession(LDAP* ld, Millis timeout, std::shared_ptr<LdapCanceller> canceller)
+    : ld_(ld), timeout_(timeout), canceller_(std::move(canceller)) {
+  if (!canceller_) canceller_ = std::make_shared<LdapCanceller>();
+  connect_callback_ = std::make_unique<ldap_conncb>();
+  connect_callback_->lc_add = &on_connect;
+  connect_callback_->lc_del = &on_disconnect;
+  connect_callback_->lc_arg = canceller_.get();
+  ldap_set_option(ld_, LDAP_OPT_CONNECT_CB, connect_callback_.get());
+}
+
+std::unique_ptr<LdapSession> LdapSession::open(const LdapConnectOptions& o, std::string& error,
+                                               std::shared_ptr<LdapCanceller> canceller) {
+  if (canceller && canceller->cancelled()) {
+    error = "the LDAP lookup was cancelled (past its deadline)";
+    return nullptr;
+  }
   LDAP* ld = nullptr;
   if (ldap_initialize(&ld, o.uri.c_str()) != LDAP_SUCCESS || !ld) {
     error = "'" + o.uri + "' is not an LDAP URI (ldap://host:port or ldaps://host:port)";
     return nullptr;
   }
-  std::unique_ptr<LdapSession> s(new LdapSession(ld, o.timeout));
+  std::unique_ptr<LdapSession> s(new LdapSession(ld, o.timeout, std::move(canceller)));
   int version = LDAP_VERSION3;
   ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &version);
   ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);

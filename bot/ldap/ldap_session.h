@@ -2,8 +2,11 @@
 // A bound LDAP connection with OpenLDAP's libldap: TLS (StartTLS on ldap://, or ldaps://) with
 // the server certificate always verified, a simple bind, timeouts on everything. Blocking:
 // the bot calls it from its LDAP thread pool, workers call it directly.
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,6 +14,7 @@
 #include "bot/util/duration.h"
 
 typedef struct ldap LDAP;
+struct ldap_conncb;
 
 namespace jarvis {
 
@@ -45,10 +49,51 @@ struct LdapEntry {
   const std::vector<std::string>* get(std::string_view attribute) const;  // case-insensitive
 };
 
+// Ends a session's blocking calls from any other thread. libldap 2.5 has no timeout for the
+// TLS handshake (ldaps://, or StartTLS answered and then silence): it waits, spinning,
+// forever. cancel() shuts down the reading side of the session's socket, so libldap sees the
+// end of the stream and fails the call it is in; a connection opened after cancel() is
+// refused at once. The socket is known from libldap's connect callback and forgotten before
+// libldap closes it, under one mutex, so cancel() never touches a reused descriptor.
+class LdapCanceller {
+ public:
+  void cancel();
+  bool cancelled() const;
+  // From libldap's connect callback (LdapSession sets it up): the socket just connected, and
+  // its end. attach() is false when already cancelled, which fails the connection.
+  bool attach(int fd);
+  void detach();
+
+ private:
+  mutable std::mutex mutex_;
+  int fd_ = -1;
+  bool cancelled_ = false;
+};
+
+// Cancels after `after` unless destroyed first: a deadline for callers without an event loop
+// (the ldap:update_host worker).
+class LdapDeadline {
+ public:
+  LdapDeadline(std::shared_ptr<LdapCanceller> canceller, Millis after);
+  ~LdapDeadline();
+  LdapDeadline(const LdapDeadline&) = delete;
+  LdapDeadline& operator=(const LdapDeadline&) = delete;
+  bool expired() const { return expired_; }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool done_ = false;
+  bool expired_ = false;
+  std::thread thread_;
+};
+
 class LdapSession {
  public:
-  // Connects, secures and binds; nullptr with `error` in words on failure.
-  static std::unique_ptr<LdapSession> open(const LdapConnectOptions& options, std::string& error);
+  // Connects, secures and binds; nullptr with `error` in words on failure. With a canceller,
+  // another thread can end any of the session's calls (see LdapCanceller).
+  static std::unique_ptr<LdapSession> open(const LdapConnectOptions& options, std::string& error,
+                                           std::shared_ptr<LdapCanceller> canceller = nullptr);
   ~LdapSession();
   LdapSession(const LdapSession&) = delete;
   LdapSession& operator=(const LdapSession&) = delete;
@@ -69,10 +114,12 @@ class LdapSession {
   LDAP* handle() { return ld_; }
 
  private:
-  explicit LdapSession(LDAP* ld, Millis timeout) : ld_(ld), timeout_(timeout) {}
+  LdapSession(LDAP* ld, Millis timeout, std::shared_ptr<LdapCanceller> canceller);
   std::string describe(int rc, const std::string& what);
   LDAP* ld_;
   Millis timeout_;
+  std::shared_ptr<LdapCanceller> canceller_;
+  std::unique_ptr<ldap_conncb> connect_callback_;  // registered with libldap; outlives ld_
 };
 
 }  // namespace jarvis

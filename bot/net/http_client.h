@@ -15,7 +15,24 @@
 
 #include "bot/util/duration.h"
 
+struct sockaddr;
+
 namespace jarvis {
+
+// A URL as curl reads it (the same parser that fetches it, so a check cannot be fooled by a
+// URL two parsers read differently). Host lower-cased, IPv6 without brackets; port always set.
+struct UrlParts {
+  std::string scheme;
+  std::string host;
+  long port = 0;
+  bool has_userinfo = false;
+};
+std::optional<UrlParts> parse_url(const std::string& url);
+
+// Why an address must not be fetched from when private addresses are refused: "loopback",
+// "private (RFC 1918)", "link-local", "the cloud metadata service", ...; empty if it is public.
+std::string private_address_kind(const struct sockaddr* address);
+std::string private_address_kind(const std::string& numeric_ip);  // for tests and config
 
 struct HttpRequest {
   std::string method = "GET";
@@ -28,6 +45,15 @@ struct HttpRequest {
   long max_redirects = 3;
   std::string ca_file;               // trust this CA bundle instead of the system's
   bool allow_http = false;           // plain http:// (tests, a local mirror); https only otherwise
+  // Redirects are followed here, not by curl: this is asked about the first URL and every
+  // Location before anything is sent there. "" allows it; anything else is why not (for the
+  // log). Unset: every URL is allowed. Credentials (Authorization, Cookie) never follow a
+  // redirect to another scheme, host or port.
+  std::function<std::string(const UrlParts&)> check_url;
+  // Refuse to connect to loopback, private, link-local, CGNAT, metadata, multicast and
+  // unspecified addresses, checked on the address actually connected to (after name
+  // resolution, so DNS rebinding cannot get around it). Proxies are not used then.
+  bool refuse_private_addresses = false;
 };
 
 struct HttpResponse {
@@ -38,6 +64,12 @@ struct HttpResponse {
   std::string error;       // a transport failure in words: timeout, TLS, too big, ...
   bool timed_out = false;
   bool too_big = false;
+  bool too_many_redirects = false;
+  // A check said no before anything was sent there: check_url (for the first URL or a
+  // redirect) or refuse_private_addresses. `error` says what, for the log.
+  enum class Refusal { None, Url, Redirect, Address };
+  Refusal refused = Refusal::None;
+  int redirects = 0;       // followed
   bool ok() const { return error.empty() && status >= 200 && status < 300; }
 };
 
@@ -62,6 +94,9 @@ class HttpClient {
   static int on_socket(void* easy, int fd, int what, void* self, void* socket_data);
   static int on_timer(void* multi, long timeout_ms, void* self);
   static int on_close_socket(void* self, int fd);
+  void start(std::unique_ptr<Transfer> t);
+  void complete(std::unique_ptr<Transfer> t);
+  bool follow_redirect(std::unique_ptr<Transfer>& t, const std::string& location);
   void watch(const std::shared_ptr<Socket>& socket);
   void socket_ready(int fd, int curl_flag);
   void finish_transfers();

@@ -3,9 +3,12 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -15,6 +18,7 @@
 
 #include "bot/pipeline/process_runner.h"
 #include "bot/pipeline/worker_path.h"
+#include "bot/pipeline/worker_sweep.h"
 #include "bot/util/log.h"
 
 namespace jarvis {
@@ -31,6 +35,7 @@ struct Engine::ActiveJob {
   std::shared_ptr<RunningWorker> worker;  // set while a worker runs
   boost::asio::steady_timer retry_timer;  // waiting to retry a failed attempt
   bool waiting_retry = false;
+  bool stalled = false;  // a write it needed failed; reloaded from the store on recovery
   std::chrono::steady_clock::time_point stage_start;
   Redactor redactor;  // secret values seen on this job's clipboards, never forgotten
 };
@@ -53,42 +58,10 @@ std::string short_line(std::string s, const Redactor* redactor, size_t max = 200
   return s;
 }
 
-// True if /proc/<pid>/environ holds JARVIS_JOB=<job>: the process is that job's worker.
-bool has_job_env(int pid, int64_t job) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
-  if (!in) return false;
-  std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::string needle = "JARVIS_JOB=" + std::to_string(job);
-  size_t pos = 0;
-  while ((pos = env.find(needle, pos)) != std::string::npos) {
-    bool starts = pos == 0 || env[pos - 1] == '\0';
-    size_t end = pos + needle.size();
-    if (starts && (end == env.size() || env[end] == '\0')) return true;
-    pos = end;
-  }
-  return false;
-}
-
-// A process group left by a crashed engine is killed only if one of its members really is
-// this job's worker (the leader may be gone while its children still run).
-bool kill_stale_worker_group(int pgid, int64_t job) {
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    auto paren = text.rfind(')');
-    if (paren == std::string::npos) continue;
-    std::istringstream fields(text.substr(paren + 2));
-    std::string state;
-    int ppid = 0, pgrp = 0;
-    fields >> state >> ppid >> pgrp;
-    if (pgrp != pgid || !has_job_env(std::stoi(name), job)) continue;
-    ::kill(-pgid, SIGKILL);
-    return true;
-  }
-  return false;
+// The marker every worker of `job` in this store carries, whichever engine started it (job
+// ids are per store: another state dir's job 7 is none of ours).
+std::vector<std::string> job_marker(const std::string& state_dir, int64_t job) {
+  return {"JARVIS_JOB=" + std::to_string(job), "JARVIS_STATE_DIR=" + state_dir};
 }
 
 }  // namespace
@@ -134,7 +107,8 @@ std::string describe_failure(const WorkerOutcome& o, Millis timeout, const YamlL
 
 Engine::Engine(boost::asio::io_context& io, JobStore& store, WorkerRunner& runner,
                EngineConfig config)
-    : io_(io), store_(store), runner_(runner), config_(std::move(config)), watch_timer_(io) {
+    : io_(io), store_(store), runner_(runner), config_(std::move(config)), watch_timer_(io),
+      probe_timer_(io) {
   id_ = "engine-" + std::to_string(::getpid()) + "-" + random_suffix();
 }
 
@@ -153,13 +127,36 @@ void Engine::start() {
   std::string path = dir + "/" + id_ + ".lock";
   lock_fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
   if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
-    throw std::runtime_error("cannot lock " + path);
+    throw std::runtime_error("cannot lock " + path + ": " + std::strerror(errno));
   watch();
+}
+
+// Someone deleting our lock file would make every other process think this engine dead and
+// adopt its jobs under it: put it back, locked, as soon as it is noticed.
+void Engine::keep_engine_lock() {
+  std::string path = config_.state_dir + "/engines/" + id_ + ".lock";
+  struct stat by_path {}, held {};
+  if (::stat(path.c_str(), &by_path) == 0 && ::fstat(lock_fd_, &held) == 0 &&
+      by_path.st_ino == held.st_ino && by_path.st_dev == held.st_dev)
+    return;
+  std::error_code ec;
+  fs::create_directories(config_.state_dir + "/engines", ec);
+  int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0 || ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (fd >= 0) ::close(fd);
+    log::error(log::kNoJob, "the engine lock {} was removed and cannot be made again: {}", path,
+               std::strerror(errno));
+    return;
+  }
+  ::close(lock_fd_);
+  lock_fd_ = fd;
+  log::warn(log::kNoJob, "the engine lock {} was removed by someone; made it again", path);
 }
 
 void Engine::stop() {
   stopping_ = true;
   watch_timer_.cancel();
+  probe_timer_.cancel();
   for (auto& [id, job] : jobs_) {
     job->retry_timer.cancel();
     if (job->worker) {
@@ -179,9 +176,20 @@ SubmitResult Engine::submit(const Design& design, const Pipeline& pipeline,
     for (size_t i = 0; i < missing.size(); ++i) result.error += (i ? ", " : "") + missing[i];
     return result;
   }
+  if (!store_problem_.empty()) {
+    result.error = "cannot accept deploys: " + store_problem_;
+    return result;
+  }
   NewJob job{design.hostname, design.ref, pipeline.name, pipeline.tasks, requested_by, origin,
              design.text, design.cluster};
-  auto created = store_.create_job(job, id_);
+  CreateResult created;
+  try {
+    created = store_.create_job(job, id_);
+  } catch (const StoreError& e) {
+    store_failed(e, design.text.size() * 2);
+    result.error = "cannot accept deploys: " + std::string(e.what());
+    return result;
+  }
   if (!created.id) {
     result.conflict = created.conflict;
     return result;
@@ -195,7 +203,18 @@ SubmitResult Engine::submit(const Design& design, const Pipeline& pipeline,
 }
 
 void Engine::enqueue(int64_t id) {
-  auto rec = store_.job(id);
+  std::optional<JobRecord> rec;
+  try {
+    rec = store_.job(id);
+  } catch (const StoreError& e) {
+    // Committed but not readable now: it is in the store, and is resumed when the store is.
+    store_failed(e, 0);
+    auto job = std::make_unique<ActiveJob>(io_);
+    job->rec.id = id;
+    job->stalled = true;
+    jobs_[id] = std::move(job);
+    return;
+  }
   if (!rec) return;
   auto job = std::make_unique<ActiveJob>(io_);
   job->rec = std::move(*rec);
@@ -219,12 +238,13 @@ void Engine::pump() {
   // A few jobs per turn of the loop, like spawns: a thousand queued jobs starting at once
   // must not stall everything else for the length of a thousand store writes.
   constexpr int kStartsPerTurn = 8;
+  if (!store_problem_.empty()) return;  // recover() pumps again
   for (int n = 0; n < kStartsPerTurn && !stopping_ && running_ < config_.max_running && !queue_.empty(); ++n) {
     int64_t id = queue_.front();
     queue_.pop_front();
     start_job(id);
   }
-  if (!stopping_ && running_ < config_.max_running && !queue_.empty())
+  if (!stopping_ && store_problem_.empty() && running_ < config_.max_running && !queue_.empty())
     boost::asio::post(io_, [this] { pump(); });
 }
 
@@ -235,7 +255,12 @@ void Engine::start_job(int64_t id) {
   job.has_slot = true;
   ++running_;
   int64_t now = now_ms();
-  store_.mark_running(id, now);
+  try {
+    store_.mark_running(id, now);
+  } catch (const StoreError& e) {
+    store_failed(e, 0);
+    return stall(job);
+  }
   job.rec.state = JobState::Running;
   if (!job.rec.started_ms) job.rec.started_ms = now;
   emit(event_for(job, Kind::JobStarted));
@@ -246,6 +271,9 @@ std::vector<std::string> Engine::worker_env(const ActiveJob& job) const {
   const auto& rec = job.rec;
   std::vector<std::string> env = {
       "JARVIS_JOB=" + std::to_string(rec.id),
+      // Which engine started it: an adopter kills a dead engine's workers by this marker,
+      // even one whose pid never reached the store.
+      "JARVIS_ENGINE=" + id_,
       "JARVIS_TASK=" + rec.tasks[static_cast<size_t>(rec.stage)].name,
       "JARVIS_STAGE=" + std::to_string(rec.stage + 1),
       "JARVIS_STAGES=" + std::to_string(rec.stage_count()),
@@ -290,17 +318,27 @@ void Engine::spawn_next() {
 void Engine::start_worker(ActiveJob& job) {
   auto& rec = job.rec;
   if (job.cancelling) return finish(rec.id, JobState::Cancelled, job.cancelled_by);
+  if (!store_problem_.empty()) return stall(job);
   const TaskSpec& task = rec.tasks[static_cast<size_t>(rec.stage)];
+  int64_t id = rec.id;
+  int stage_number = rec.stage + 1;
+  int64_t started_ms = now_ms();
+  // The intent is committed before the spawn: if this process dies in between, the adopter
+  // sees the stage running and looks for its worker by marker, whether or not a pid was stored.
+  try {
+    store_.stage_started(id, rec.stage, rec.attempt + 1, task.name, started_ms, 0);
+  } catch (const StoreError& e) {
+    store_failed(e, 0);
+    return stall(job);
+  }
   ++rec.attempt;
   job.stage_start = std::chrono::steady_clock::now();
-  rec.stage_started_ms = now_ms();
+  rec.stage_started_ms = started_ms;
 
   auto path = resolve_worker(config_.workers_path, task.name);
   WorkerInvocation inv;
   inv.timeout = task.timeout;
   inv.input = rec.clipboard;
-  int64_t id = rec.id;
-  int stage_number = rec.stage + 1;
   if (path) {
     inv.executable = *path;
     inv.argv = {*path, task.task()};
@@ -311,12 +349,25 @@ void Engine::start_worker(ActiveJob& job) {
           auto it = jobs_.find(id);
           if (it == jobs_.end()) return;
           std::string text = it->second->redactor.redact(line);
-          store_.append_log(id, stage_number, text);
+          try {
+            store_.append_log(id, stage_number, text);
+          } catch (const StoreError& e) {
+            // A lost log line stalls nothing, but it does mean the store is failing.
+            ++log_lines_lost_;
+            store_failed(e, text.size());
+          }
           auto ev = event_for(*it->second, Kind::StageLog);
           ev.text = std::move(text);
           emit(std::move(ev));
         },
         [this, id](WorkerOutcome outcome) { stage_done(id, std::move(outcome)); });
+    if (job.worker && job.worker->pid() > 0) {
+      try {
+        store_.set_worker_pid(id, rec.stage, rec.attempt, job.worker->pid());
+      } catch (const StoreError& e) {
+        store_failed(e, 0);  // the marker still finds this worker after a crash
+      }
+    }
   } else {
     // The worker vanished since the job was validated (a resumed job, a removed file).
     job.worker = nullptr;
@@ -325,8 +376,6 @@ void Engine::start_worker(ActiveJob& job) {
     missing.error = "no executable " + task.module() + "/" + task.task() + " on the workers path";
     boost::asio::post(io_, [this, id, missing]() mutable { stage_done(id, std::move(missing)); });
   }
-  store_.stage_started(id, rec.stage, rec.attempt, task.name, rec.stage_started_ms,
-                       job.worker ? job.worker->pid() : 0);
   log::info(id, "stage {}/{} {} started (attempt {})", stage_number, rec.stage_count(), task.name,
             rec.attempt);
   emit(event_for(job, Kind::StageStarted));
@@ -343,12 +392,24 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
   auto elapsed = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() -
                                                     job.stage_start);
   if (job.cancelling) return finish(id, JobState::Cancelled, job.cancelled_by);
+  // The result cannot be stored: the stage runs again once the store can take it, rather
+  // than being announced done and forgotten.
+  if (!store_problem_.empty()) return stall(job);
 
   // Secrets this stage printed on stdout may be on its stderr too, stored before they were
   // known: learn them (even from output that fails the check) and redact the stored lines.
   if (!is_blank(outcome.output)) {
-    auto fresh = job.redactor.add(secret_values(outcome.output, config_.secret_patterns));
-    if (!fresh.empty()) store_.redact_log(id, rec.stage + 1, fresh);
+    Redactor learned = job.redactor;
+    auto fresh = learned.add(secret_values(outcome.output, config_.secret_patterns));
+    if (!fresh.empty()) {
+      try {
+        store_.redact_log(id, rec.stage + 1, fresh);
+      } catch (const StoreError& e) {
+        store_failed(e, 0);
+        return stall(job);  // the stage runs again, and its output teaches them again
+      }
+      job.redactor = std::move(learned);
+    }
   }
   std::string reason = job.redactor.redact(
       describe_failure(outcome, task.timeout, config_.output_limits, &job.redactor));
@@ -356,8 +417,13 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
   if (reason.empty()) {
     // Blank output means "unchanged"; otherwise the worker's text is passed on as printed.
     bool changed = !is_blank(outcome.output) && outcome.output != rec.clipboard;
+    try {
+      store_.stage_succeeded(id, rec.stage, rec.attempt, now, changed ? &outcome.output : nullptr);
+    } catch (const StoreError& e) {
+      store_failed(e, changed ? outcome.output.size() * 2 : 0);
+      return stall(job);
+    }
     if (changed) rec.clipboard = std::move(outcome.output);
-    store_.stage_succeeded(id, rec.stage, rec.attempt, now, changed ? &rec.clipboard : nullptr);
     log::info(id, "stage {}/{} {} done in {}", rec.stage + 1, rec.stage_count(), task.name,
               format_duration(elapsed));
     auto ev = event_for(job, Kind::StageSucceeded);
@@ -373,41 +439,54 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
   ++job.failures;
   log::warn(id, "stage {}/{} {} failed (attempt {}): {}", rec.stage + 1, rec.stage_count(),
             task.name, rec.attempt, reason);
-  store_.append_log(id, rec.stage + 1, "stage failed: " + reason);
-  if (job.failures <= task.retries) {
-    Millis delay = config_.retry_backoff * (1 << std::min(job.failures - 1, 16));
-    delay = std::min(delay, config_.retry_backoff_max);
-    store_.stage_will_retry(id, rec.stage, rec.attempt, now, reason, now + delay.count());
-    rec.reason = reason;
-    rec.retry_at_ms = now + delay.count();
-    auto ev = event_for(job, Kind::StageRetrying);
-    ev.text = reason;
-    ev.delay = delay;
-    emit(std::move(ev));
-    job.waiting_retry = true;
-    job.retry_timer.expires_after(delay);
-    job.retry_timer.async_wait([this, id](const boost::system::error_code& ec) {
-      auto it = jobs_.find(id);
-      if (ec || it == jobs_.end() || stopping_) return;
-      it->second->waiting_retry = false;
-      run_stage(*it->second);
-    });
-    return;
+  try {
+    store_.append_log(id, rec.stage + 1, "stage failed: " + reason);
+    if (job.failures <= task.retries) {
+      Millis delay = config_.retry_backoff * (1 << std::min(job.failures - 1, 16));
+      delay = std::min(delay, config_.retry_backoff_max);
+      store_.stage_will_retry(id, rec.stage, rec.attempt, now, reason, now + delay.count());
+      rec.reason = reason;
+      rec.retry_at_ms = now + delay.count();
+      auto ev = event_for(job, Kind::StageRetrying);
+      ev.text = reason;
+      ev.delay = delay;
+      emit(std::move(ev));
+      job.waiting_retry = true;
+      job.retry_timer.expires_after(delay);
+      job.retry_timer.async_wait([this, id](const boost::system::error_code& ec) {
+        auto it = jobs_.find(id);
+        if (ec || it == jobs_.end() || stopping_ || it->second->stalled) return;
+        it->second->waiting_retry = false;
+        run_stage(*it->second);
+      });
+      return;
+    }
+    store_.stage_failed(id, rec.stage, rec.attempt, now, reason);
+  } catch (const StoreError& e) {
+    store_failed(e, reason.size());
+    return stall(job);
   }
-  store_.stage_failed(id, rec.stage, rec.attempt, now, reason);
   finish(id, JobState::Failed, reason);
 }
 
 void Engine::finish(int64_t id, JobState state, const std::string& text) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
+  if (state == JobState::Cancelled) {
+    try {
+      store_.job_cancelled(id, now_ms(), "cancelled by " + text);
+    } catch (const StoreError& e) {
+      // The cancel request is stored; the reload after recovery finishes the job.
+      store_failed(e, 0);
+      return stall(*it->second);
+    }
+  }
   std::unique_ptr<ActiveJob> job = std::move(it->second);
   jobs_.erase(it);
   auto& rec = job->rec;
   Kind kind = Kind::JobFailed;
   if (state == JobState::Cancelled) {
     kind = Kind::JobCancelled;
-    store_.job_cancelled(id, now_ms(), "cancelled by " + text);
     log::info(id, "cancelled by {} at stage {}/{}", text, rec.stage + 1, rec.stage_count());
   } else if (state == JobState::Ready) {
     kind = Kind::JobReady;
@@ -428,7 +507,12 @@ void Engine::finish(int64_t id, JobState state, const std::string& text) {
 }
 
 bool Engine::cancel(int64_t id, const std::string& by) {
-  if (!store_.request_cancel(id, by)) return false;
+  try {
+    if (!store_.request_cancel(id, by)) return false;
+  } catch (const StoreError& e) {
+    store_failed(e, 0);
+    throw;  // not cancelled: the caller tells whoever asked
+  }
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return true;  // another engine runs it and will notice
   ActiveJob& job = *it->second;
@@ -449,7 +533,19 @@ bool Engine::cancel(int64_t id, const std::string& by) {
 }
 
 RequeueResult Engine::retry(int64_t id) {
-  auto r = store_.requeue(id, id_);
+  if (!store_problem_.empty()) {
+    RequeueResult refused;
+    refused.error = "cannot retry now: " + store_problem_;
+    return refused;
+  }
+  RequeueResult r;
+  try {
+    r = store_.requeue(id, id_);
+  } catch (const StoreError& e) {
+    store_failed(e, 0);
+    r.error = "cannot retry now: " + std::string(e.what());
+    return r;
+  }
   if (r.ok) {
     log::info(id, "retry: back in line at its failed stage");
     enqueue(id);
@@ -460,6 +556,8 @@ RequeueResult Engine::retry(int64_t id) {
 void Engine::watch() {
   if (stopping_) return;
   try {
+    store_.check_identity();
+    keep_engine_lock();
     for (const auto& w : store_.jobs_to_watch()) {
       if (w.owner == id_) {
         auto it = jobs_.find(w.id);
@@ -467,26 +565,56 @@ void Engine::watch() {
           auto rec = store_.job(w.id);
           cancel(w.id, rec ? rec->cancelled_by : "someone");
         }
-      } else if (config_.adopt_orphans && !engine_alive(config_.state_dir, w.owner)) {
+      } else if (config_.adopt_orphans && store_problem_.empty() &&
+                 !engine_alive(config_.state_dir, w.owner)) {
         adopt(w.id, w.owner);
       }
     }
+  } catch (const StoreError& e) {
+    store_failed(e, 0);
   } catch (const std::exception& e) {
     log::error(log::kNoJob, "watching the job store failed: {}", e.what());
   }
+  if (stopping_) return;
   watch_timer_.expires_after(config_.watch_interval);
   watch_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) watch();
   });
 }
 
+// Adoption is all or nothing: once the claim is ours, a failure anywhere gives the job back
+// to its dead owner, so that the next look at the store adopts it again from the start.
 void Engine::adopt(int64_t id, const std::string& previous_owner) {
-  if (!store_.claim(id, previous_owner, id_)) return;  // someone else was quicker
+  if (jobs_.count(id) || !store_.claim(id, previous_owner, id_)) return;  // someone was quicker
+  try {
+    adopt_claimed(id, previous_owner);
+  } catch (const std::exception& e) {
+    log::error(id, "adopting the job from {} failed: {}; it is given back and adopted again",
+               previous_owner, e.what());
+    jobs_.erase(id);
+    std::erase(queue_, id);
+    try {
+      store_.claim(id, id_, previous_owner);
+    } catch (const StoreError& se) {
+      // Ours and cannot be given back: hold it stalled; recovery reloads and runs it.
+      auto job = std::make_unique<ActiveJob>(io_);
+      job->rec.id = id;
+      job->stalled = true;
+      jobs_[id] = std::move(job);
+      store_failed(se, 0);
+    }
+  }
+}
+
+void Engine::adopt_claimed(int64_t id, const std::string& previous_owner) {
   auto rec = store_.job(id);
   if (!rec) return;
-  if (rec->worker_pid > 0 && kill_stale_worker_group(rec->worker_pid, id)) {
-    // The previous engine died with this worker running: it is stopped before the stage reruns.
-    log::warn(id, "killed worker process group {} left by {}", rec->worker_pid, previous_owner);
+  if (rec->cancel_requested) {
+    // Cancelled while nobody ran it: record that instead of running the stage again.
+    kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_});
+    store_.job_cancelled(id, now_ms(), "cancelled by " + rec->cancelled_by);
+    log::info(id, "cancelled by {} while no engine ran it", rec->cancelled_by);
+    return;
   }
   if (rec->state == JobState::Running) {
     // Until it gets a slot here it is waiting, and status should say so.
@@ -497,13 +625,148 @@ void Engine::adopt(int64_t id, const std::string& previous_owner) {
     store_.append_log(id, rec->stage + 1, note);
     log::info(id, "{}", note);
   }
-  if (rec->cancel_requested) {
-    // Cancelled while nobody ran it: record that instead of running the stage again.
-    store_.job_cancelled(id, now_ms(), "cancelled by " + rec->cancelled_by);
-    log::info(id, "cancelled by {} while no engine ran it", rec->cancelled_by);
+  // The dead engine's worker of this job (found by marker, stored pid or not) must be gone
+  // before the stage runs again here: two workers of one stage never run at once.
+  if (int killed = kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_})) {
+    log::warn(id, "killed {} worker process(es) left by {}", killed, previous_owner);
+    auto placeholder = std::make_unique<ActiveJob>(io_);
+    placeholder->rec = std::move(*rec);
+    placeholder->stalled = true;  // not runnable until the old worker is confirmed gone
+    jobs_[id] = std::move(placeholder);
+    resume_adopted(id, 50);
     return;
   }
   enqueue(id);
+}
+
+// Waits (on timers, not on the loop) until no process of the dead engine's worker is left.
+void Engine::resume_adopted(int64_t id, int attempts_left) {
+  auto timer = std::make_shared<boost::asio::steady_timer>(io_, std::chrono::milliseconds(20));
+  timer->async_wait([this, id, attempts_left, timer](const boost::system::error_code& ec) {
+    if (ec || stopping_) return;
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    if (kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_}) > 0 && attempts_left > 0)
+      return resume_adopted(id, attempts_left - 1);
+    jobs_.erase(it);
+    enqueue(id);
+  });
+}
+
+void Engine::store_failed(const StoreError& error, size_t bytes) {
+  probe_bytes_ = std::max(probe_bytes_, bytes);
+  if (error.kind() == StoreError::Kind::Gone) {
+    if (store_lost_) return;
+    store_lost_ = true;
+    store_problem_ = error.what();
+    log::error(log::kNoJob, "{}; stopping so that nothing more is written to a file nobody will read",
+               error.what());
+    EngineEvent ev;
+    ev.kind = Kind::StoreLost;
+    ev.text = error.what();
+    emit(std::move(ev));
+    stop();
+    return;
+  }
+  bool first = store_problem_.empty();
+  store_problem_ = error.what();
+  if (!first) return;
+  log::error(log::kNoJob, "{}: no stage starts and no deploy is accepted until it can be written; "
+             "retrying by itself", error.what());
+  EngineEvent ev;
+  ev.kind = Kind::StoreFailed;
+  ev.text = error.what();
+  emit(std::move(ev));
+  probe_delay_ = Millis(500);
+  probe_store();
+}
+
+void Engine::stall(ActiveJob& job) {
+  if (job.has_slot) {
+    job.has_slot = false;
+    --running_;
+  }
+  job.retry_timer.cancel();
+  job.waiting_retry = false;
+  if (!job.stalled) log::warn(job.rec.id, "waiting for the job store; the job resumes from what it holds");
+  job.stalled = true;
+}
+
+void Engine::probe_store() {
+  if (stopping_ || store_problem_.empty()) return;
+  probe_timer_.expires_after(probe_delay_);
+  probe_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stopping_) return;
+    try {
+      // As large as the write that failed: on a full disk small writes succeed long before
+      // a clipboard fits again.
+      store_.probe_write(probe_bytes_);
+    } catch (const StoreError& e) {
+      if (e.kind() == StoreError::Kind::Gone) return store_failed(e, 0);
+      if (store_problem_ != e.what()) {
+        log::warn(log::kNoJob, "the job store still cannot be written: {}", e.what());
+        store_problem_ = e.what();
+      }
+      probe_delay_ = std::min(probe_delay_ * 2, Millis(5000));
+      return probe_store();
+    }
+    recover();
+  });
+}
+
+void Engine::recover() {
+  std::string was = store_problem_;
+  store_problem_.clear();
+  probe_bytes_ = 0;
+  int resumed = 0;
+  std::vector<int64_t> stalled;
+  for (auto& [id, job] : jobs_)
+    if (job->stalled && !job->worker) stalled.push_back(id);
+  for (int64_t id : stalled) {
+    auto it = jobs_.find(id);
+    ActiveJob& job = *it->second;
+    std::optional<JobRecord> rec;
+    try {
+      rec = store_.job(id);
+    } catch (const StoreError& e) {
+      store_failed(e, 0);
+      return;
+    }
+    if (!rec || !is_active(rec->state) || rec->owner != id_) {
+      // Finished or taken over meanwhile (a CLI cancel): nothing left for this engine to do.
+      std::erase(queue_, id);
+      jobs_.erase(it);
+      continue;
+    }
+    job.stalled = false;
+    if (rec->cancel_requested) {
+      job.cancelling = true;
+      job.cancelled_by = rec->cancelled_by;
+    }
+    int failures = job.failures;
+    job.rec = std::move(*rec);
+    job.failures = failures;
+    job.redactor.add(secret_values(job.rec.clipboard, config_.secret_patterns));
+    if (job.cancelling) {
+      boost::asio::post(io_, [this, id, by = job.cancelled_by] { finish(id, JobState::Cancelled, by); });
+    } else if (std::find(queue_.begin(), queue_.end(), id) == queue_.end()) {
+      queue_.push_back(id);
+    }
+    ++resumed;
+  }
+  std::string summary = "the job store can be written again (it was: " + was + "); " +
+                        std::to_string(resumed) + (resumed == 1 ? " job resumes" : " jobs resume") +
+                        " from what it holds";
+  if (log_lines_lost_) {
+    summary += "; " + std::to_string(log_lines_lost_) + " worker log lines could not be stored";
+    log_lines_lost_ = 0;
+  }
+  log::info(log::kNoJob, "{}", summary);
+  EngineEvent ev;
+  ev.kind = Kind::StoreRecovered;
+  ev.text = summary;
+  emit(std::move(ev));
+  pump();
 }
 
 bool engine_alive(const std::string& state_dir, const std::string& engine_id) {

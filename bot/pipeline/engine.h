@@ -50,6 +50,9 @@ struct EngineEvent {
     JobReady,
     JobFailed,      // text = reason
     JobCancelled,   // text = who
+    StoreFailed,    // the job store cannot be written (text = why); no stage starts meanwhile
+    StoreRecovered, // writes succeed again; stalled jobs resume (text = summary)
+    StoreLost,      // the database file was deleted or replaced: the engine stops (text = why)
   };
   Kind kind = Kind::JobQueued;
   int64_t job = 0;
@@ -96,6 +99,8 @@ class Engine {
   RequeueResult retry(int64_t job);
 
   const std::string& id() const { return id_; }
+  // Why the store cannot be written right now, or empty: deploys are refused meanwhile.
+  const std::string& store_problem() const { return store_problem_; }
   const EngineConfig& config() const { return config_; }
   int running() const { return running_; }
   size_t queued() const { return queue_.size(); }
@@ -114,6 +119,15 @@ class Engine {
   void finish(int64_t id, JobState state, const std::string& text);
   void watch();
   void adopt(int64_t id, const std::string& previous_owner);
+  void adopt_claimed(int64_t id, const std::string& previous_owner);
+  void resume_adopted(int64_t id, int attempts_left);
+  // Store health: a failed write stalls what depended on it and pauses the engine until a
+  // probe write of the same size succeeds; then stalled jobs are reloaded from the store.
+  void store_failed(const StoreError& error, size_t bytes);
+  void stall(ActiveJob& job);
+  void probe_store();
+  void recover();
+  void keep_engine_lock();
   std::vector<std::string> worker_env(const ActiveJob& job) const;
   void emit(EngineEvent event);
   EngineEvent event_for(const ActiveJob& job, EngineEvent::Kind kind) const;
@@ -131,6 +145,12 @@ class Engine {
   std::deque<int64_t> spawn_queue_;                     // stages about to start a worker
   bool spawning_ = false;
   boost::asio::steady_timer watch_timer_;
+  std::string store_problem_;   // non-empty while the store cannot be written
+  bool store_lost_ = false;
+  size_t probe_bytes_ = 0;
+  Millis probe_delay_{0};
+  boost::asio::steady_timer probe_timer_;
+  size_t log_lines_lost_ = 0;
   std::vector<Observer> observers_;
 };
 

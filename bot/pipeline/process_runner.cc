@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -18,6 +19,8 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+
+#include "bot/pipeline/worker_sweep.h"
 
 namespace jarvis {
 namespace asio = boost::asio;
@@ -35,45 +38,70 @@ int pidfd_open(pid_t pid) {
 #endif
 }
 
-// Owns the three pipes of one child while they are being set up.
-struct Pipes {
-  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
-  bool open() {
-    return ::pipe2(in, O_CLOEXEC) == 0 && ::pipe2(out, O_CLOEXEC) == 0 &&
-           ::pipe2(err, O_CLOEXEC) == 0;
+// The worker's stdin: an anonymous in-memory file holding the whole clipboard before the
+// spawn. Unlike a pipe fed after it, a worker never sees a short or empty stdin because the
+// bot died (or was slow) between the spawn and the write.
+int clipboard_file(const std::string& input, std::string& error) {
+  int fd = static_cast<int>(::syscall(SYS_memfd_create, "jarvis-clipboard", MFD_CLOEXEC));
+  if (fd < 0) {
+    error = std::string("cannot create the worker's stdin: ") + std::strerror(errno);
+    return -1;
   }
+  size_t written = 0;
+  while (written < input.size()) {
+    ssize_t n = ::write(fd, input.data() + written, input.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      error = std::string("cannot write the worker's stdin: ") + std::strerror(errno);
+      ::close(fd);
+      return -1;
+    }
+    written += static_cast<size_t>(n);
+  }
+  ::lseek(fd, 0, SEEK_SET);
+  return fd;
+}
+
+// Owns the descriptors of one child while they are being set up.
+struct Pipes {
+  int in = -1, out[2] = {-1, -1}, err[2] = {-1, -1};
+  bool open() { return ::pipe2(out, O_CLOEXEC) == 0 && ::pipe2(err, O_CLOEXEC) == 0; }
   static void close_fd(int& fd) {
     if (fd >= 0) ::close(fd);
     fd = -1;
   }
   void close_child_ends() {
-    close_fd(in[0]);
+    close_fd(in);
     close_fd(out[1]);
     close_fd(err[1]);
   }
   ~Pipes() {
-    for (int* fd : {&in[0], &in[1], &out[0], &out[1], &err[0], &err[1]}) close_fd(*fd);
+    for (int* fd : {&in, &out[0], &out[1], &err[0], &err[1]}) close_fd(*fd);
   }
 };
 
 class ChildProcess : public RunningWorker, public std::enable_shared_from_this<ChildProcess> {
  public:
-  ChildProcess(asio::io_context& io, const ProcessLimits& limits,
+  ChildProcess(asio::io_context& io, const ProcessLimits& limits, std::shared_ptr<OrphanSweeper> sweeper,
                WorkerRunner::LineHandler on_stderr, WorkerRunner::DoneHandler on_done)
-      : io_(io), limits_(limits), on_stderr_(std::move(on_stderr)), on_done_(std::move(on_done)),
-        stdin_(io), stdout_(io), stderr_(io), pidfd_(io), timeout_timer_(io), kill_timer_(io),
+      : io_(io), limits_(limits), sweeper_(std::move(sweeper)), on_stderr_(std::move(on_stderr)),
+        on_done_(std::move(on_done)),
+        stdout_(io), stderr_(io), pidfd_(io), timeout_timer_(io), kill_timer_(io),
         drain_timer_(io), poll_timer_(io) {}
 
   // Spawns the child; on failure returns the reason and nothing is left running.
   std::optional<std::string> spawn(const WorkerInvocation& inv) {
     Pipes pipes;
     if (!pipes.open()) return std::string("cannot create pipes: ") + std::strerror(errno);
+    std::string error;
+    pipes.in = clipboard_file(inv.input, error);
+    if (pipes.in < 0) return error;
 
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&actions);
     posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_adddup2(&actions, pipes.in[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, pipes.in, 0);
     posix_spawn_file_actions_adddup2(&actions, pipes.out[1], 1);
     posix_spawn_file_actions_adddup2(&actions, pipes.err[1], 2);
     // Whatever a library opened without O_CLOEXEC must not leak into workers.
@@ -95,6 +123,9 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     for (const auto& a : inv.argv) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     for (const auto& e : inv.env) envp.push_back(const_cast<char*>(e.c_str()));
+    // This run's token: whatever the worker leaves running after it exits carries it.
+    std::string token = sweeper_->next_token();
+    envp.push_back(token.data());
     envp.push_back(nullptr);
 
     int rc = ::posix_spawn(&pid_, inv.executable.c_str(), &actions, &attr, argv.data(),
@@ -108,9 +139,17 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     // Lower priority for the worker (and whatever it forks): the bot must keep answering
     // while hundreds of workers compete for the CPU.
     if (limits_.nice > 0) ::setpriority(PRIO_PROCESS, static_cast<id_t>(pid_), limits_.nice);
+    // No core dumps (a worker's memory holds the clipboard and its secrets) and, when
+    // configured, a bound on processes. Set just after the spawn: the window before it is a
+    // few microseconds of an interpreter starting up.
+    rlimit no_core{0, 0};
+    ::prlimit(pid_, RLIMIT_CORE, &no_core, nullptr);
+    if (limits_.max_processes) {
+      rlimit nproc{limits_.max_processes, limits_.max_processes};
+      ::prlimit(pid_, RLIMIT_NPROC, &nproc, nullptr);
+    }
+    sweeper_->run_started(pid_, token);
     pipes.close_child_ends();
-    ::fcntl(pipes.in[1], F_SETFL, ::fcntl(pipes.in[1], F_GETFL) | O_NONBLOCK);
-    stdin_.assign(std::exchange(pipes.in[1], -1));
     stdout_.assign(std::exchange(pipes.out[0], -1));
     stderr_.assign(std::exchange(pipes.err[0], -1));
     int pidfd = pidfd_open(pid_);
@@ -118,10 +157,8 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     return std::nullopt;
   }
 
-  void begin(std::string input, Millis timeout) {
-    input_ = std::move(input);
+  void begin(Millis timeout) {
     auto self = shared_from_this();
-    write_stdin();
     read_stdout();
     read_stderr();
     wait_exit();
@@ -137,38 +174,6 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
   int pid() const override { return pid_; }
 
  private:
-  void write_stdin() {
-    // Most clipboards fit in the pipe: write now and close, so the worker sees EOF at once
-    // instead of after whatever else this turn of the loop has to do.
-    size_t written = 0;
-    while (written < input_.size()) {
-      ssize_t n = ::write(stdin_.native_handle(), input_.data() + written, input_.size() - written);
-      if (n > 0) {
-        written += static_cast<size_t>(n);
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else {
-        break;  // EAGAIN: the rest goes asynchronously; EPIPE: the worker is not reading
-      }
-    }
-    if (written == input_.size() || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-      boost::system::error_code ignored;
-      stdin_.close(ignored);
-      input_.clear();
-      return;
-    }
-    input_.erase(0, written);
-    auto self = shared_from_this();
-    asio::async_write(stdin_, asio::buffer(input_),
-                      [self](const boost::system::error_code&, size_t) {
-                        // EPIPE here only means the worker did not read all of its input.
-                        boost::system::error_code ignored;
-                        self->stdin_.close(ignored);
-                        self->input_.clear();
-                        self->input_.shrink_to_fit();
-                      });
-  }
-
   void read_stdout() {
     auto self = shared_from_this();
     stdout_.async_read_some(asio::buffer(out_buf_), [self](const boost::system::error_code& ec,
@@ -272,8 +277,11 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     kill_timer_.cancel();
     boost::system::error_code ignored;
     pidfd_.close(ignored);
+    // Whatever left the group (a setsid'd daemon) is the bot's child now (it is a subreaper)
+    // and still carries this run's marker: it goes the way of its group.
+    sweeper_->run_ended(pid_);
     if (stdout_open_ || stderr_open_) {
-      // Something outside the group (a setsid'd daemon) may still hold the pipes.
+      // Something outside the group may still hold the pipes.
       auto self = shared_from_this();
       drain_timer_.expires_after(limits_.pipe_drain_grace);
       drain_timer_.async_wait([self](const boost::system::error_code& ec) {
@@ -332,12 +340,12 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
 
   [[maybe_unused]] asio::io_context& io_;  // clang -Wunused-private-field
   ProcessLimits limits_;
+  std::shared_ptr<OrphanSweeper> sweeper_;
   WorkerRunner::LineHandler on_stderr_;
   WorkerRunner::DoneHandler on_done_;
   pid_t pid_ = -1;
-  asio::posix::stream_descriptor stdin_, stdout_, stderr_, pidfd_;
+  asio::posix::stream_descriptor stdout_, stderr_, pidfd_;
   asio::steady_timer timeout_timer_, kill_timer_, drain_timer_, poll_timer_;
-  std::string input_;
   std::array<char, 65536> out_buf_{};
   std::array<char, 16384> err_buf_{};
   std::string output_;
@@ -362,7 +370,7 @@ class NotStarted : public RunningWorker {
 }  // namespace
 
 ProcessWorkerRunner::ProcessWorkerRunner(asio::io_context& io, ProcessLimits limits)
-    : io_(io), limits_(limits) {
+    : io_(io), limits_(limits), sweeper_(std::make_shared<OrphanSweeper>(io)) {
   // A worker that exits without reading stdin must not kill the bot with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
 }
@@ -370,7 +378,7 @@ ProcessWorkerRunner::ProcessWorkerRunner(asio::io_context& io, ProcessLimits lim
 std::shared_ptr<RunningWorker> ProcessWorkerRunner::start(WorkerInvocation inv,
                                                           LineHandler on_stderr,
                                                           DoneHandler on_done) {
-  auto child = std::make_shared<ChildProcess>(io_, limits_, std::move(on_stderr), on_done);
+  auto child = std::make_shared<ChildProcess>(io_, limits_, sweeper_, std::move(on_stderr), on_done);
   if (auto error = child->spawn(inv)) {
     WorkerOutcome out;
     out.kind = Kind::SpawnFailed;
@@ -380,7 +388,7 @@ std::shared_ptr<RunningWorker> ProcessWorkerRunner::start(WorkerInvocation inv,
     });
     return std::make_shared<NotStarted>();
   }
-  child->begin(std::move(inv.input), inv.timeout);
+  child->begin(inv.timeout);
   return child;
 }
 

@@ -3,6 +3,8 @@
 // pipes as asio descriptors, exit noticed through a pidfd, no thread per child.
 #include <boost/asio/io_context.hpp>
 
+#include <memory>
+
 #include "bot/pipeline/worker_runner.h"
 
 namespace jarvis {
@@ -15,7 +17,12 @@ struct ProcessLimits {
   Millis kill_grace{5000};            // SIGTERM -> SIGKILL
   Millis pipe_drain_grace{1000};      // after exit, wait this long for pipes held elsewhere
   int nice = 10;                      // workers yield the CPU to the bot itself under load
+  // RLIMIT_NPROC of each worker (0: inherited). Counted per user by the kernel, so it caps
+  // a fork bomb, not one worker's children exactly; root is exempt.
+  unsigned max_processes = 0;
 };
+
+class OrphanSweeper;
 
 class ProcessWorkerRunner : public WorkerRunner {
  public:
@@ -26,6 +33,7 @@ class ProcessWorkerRunner : public WorkerRunner {
  private:
   boost::asio::io_context& io_;
   ProcessLimits limits_;
+  std::shared_ptr<OrphanSweeper> sweeper_;
 };
 
 // Raises the soft open-files limit to the hard limit (each running worker holds four fds).

@@ -15,7 +15,7 @@ struct WorkerInvocation {
   std::string executable;             // absolute path
   std::vector<std::string> argv;      // argv[0] included
   std::vector<std::string> env;       // "NAME=value", the whole environment
-  std::string input;                  // written to stdin, then stdin is closed
+  std::string input;                  // the worker's whole stdin, in place before it starts
   Millis timeout{std::chrono::minutes(10)};
 };
 

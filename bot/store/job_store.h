@@ -3,6 +3,7 @@
 // audit trail. Every front and every `jarvis` process reads and writes jobs through it.
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,6 +75,29 @@ struct AuditEntry {
   std::string outcome;   // accepted, refused: ..., error: ...
 };
 
+// A store operation that did not happen. Every write either completes (COMMIT included) or
+// throws this; nothing is acknowledged that was not stored. what() is one line for people:
+// "the job store is full (state dir /var/lib/jarvis, 0 bytes free)".
+class StoreError : public std::runtime_error {
+ public:
+  enum class Kind {
+    Full,      // disk or quota full
+    ReadOnly,  // read-only file system or database
+    Denied,    // permissions
+    Busy,      // another process holds the lock past the bound
+    Gone,      // the database file was deleted or replaced under us
+    Io,        // an I/O error
+    Other,
+  };
+  StoreError(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  Kind kind() const { return kind_; }
+  // Transient problems clear by themselves (space freed, lock released); Gone never does.
+  bool recoverable() const { return kind_ != Kind::Gone; }
+
+ private:
+  Kind kind_;
+};
+
 class JobStore {
  public:
   virtual ~JobStore() = default;
@@ -91,8 +115,11 @@ class JobStore {
   virtual void mark_running(int64_t id, int64_t now) = 0;
   // Back to waiting for a slot (an adopted job), keeping its stage and clipboard.
   virtual void mark_queued(int64_t id) = 0;
+  // Recorded before the worker is spawned (worker_pid 0), so that an engine that dies between
+  // the spawn and the next write leaves a trace an adopter can act on.
   virtual void stage_started(int64_t id, int stage, int attempt, const std::string& task,
                              int64_t now, int worker_pid) = 0;
+  virtual void set_worker_pid(int64_t id, int stage, int attempt, int worker_pid) = 0;
   // The attempt failed and another follows at retry_at.
   virtual void stage_will_retry(int64_t id, int stage, int attempt, int64_t now,
                                 const std::string& reason, int64_t retry_at) = 0;
@@ -127,6 +154,12 @@ class JobStore {
     bool cancel_requested = false;
   };
   virtual std::vector<Watched> jobs_to_watch() = 0;
+
+  // Health. check_identity throws StoreError(Gone) when the database file was deleted or
+  // replaced since it was opened; probe_write commits (and removes) `bytes` of data, so a
+  // store that failed a write of that size can tell when it would succeed again.
+  virtual void check_identity() = 0;
+  virtual void probe_write(size_t bytes) = 0;
 };
 
 }  // namespace jarvis

@@ -1,7 +1,13 @@
 #include "bot/store/sqlite_job_store.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -69,6 +75,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_in_flight_per_host
   ON jobs(host) WHERE state IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS jobs_by_host ON jobs(host, id);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, id);
+-- `jobs` and `status` list the last finished jobs: without this a store with a long history
+-- is sorted in full on every call.
+CREATE INDEX IF NOT EXISTS jobs_finished_by_end ON jobs(ended_ms DESC, id DESC)
+  WHERE state IN ('ready', 'failed', 'cancelled');
 CREATE TABLE IF NOT EXISTS stages (
   job_id INTEGER NOT NULL REFERENCES jobs(id),
   stage INTEGER NOT NULL,
@@ -89,6 +99,8 @@ CREATE TABLE IF NOT EXISTS log (
   line TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_by_job ON log(job_id, id);
+-- Rows written and removed by probe_write, to learn whether a write of some size would fit.
+CREATE TABLE IF NOT EXISTS write_probe (data BLOB);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   at_ms INTEGER NOT NULL,
@@ -128,11 +140,52 @@ std::vector<TaskSpec> decode_tasks(const std::string& text) {
 
 }  // namespace
 
+// Turns an SQLite failure into a StoreError whose message names the real cause.
+[[noreturn]] void SqliteJobStore::fail(int rc) const {
+  std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+  int primary = rc & 0xff;
+  std::string dir = std::filesystem::path(path_).parent_path().string();
+  if (dir.empty()) dir = ".";
+  struct statvfs vfs {};
+  bool have_vfs = ::statvfs(dir.c_str(), &vfs) == 0;
+  using K = StoreError::Kind;
+  if (gone_) throw StoreError(K::Gone, *gone_);
+  switch (primary) {
+    case SQLITE_FULL: {
+      std::string free = have_vfs ? format_bytes(static_cast<size_t>(vfs.f_bavail) * vfs.f_frsize) + " free"
+                                  : "free space unknown";
+      throw StoreError(K::Full, "the job store is full (state dir " + dir + ", " + free + ")");
+    }
+    case SQLITE_READONLY:
+      if (have_vfs && (vfs.f_flag & ST_RDONLY))
+        throw StoreError(K::ReadOnly, "the job store is read-only (state dir " + dir + ": read-only file system)");
+      if (::access(dir.c_str(), W_OK) != 0 || ::access(path_.c_str(), W_OK) != 0)
+        throw StoreError(K::Denied, "the job store cannot be written (state dir " + dir + ": permission denied)");
+      throw StoreError(K::ReadOnly, "the job store is read-only (" + path_ + ": " + msg + ")");
+    case SQLITE_PERM:
+    case SQLITE_CANTOPEN:
+    case SQLITE_AUTH:
+      throw StoreError(K::Denied, "the job store cannot be written (" + path_ + ": " + msg + ")");
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      throw StoreError(K::Busy, "the job store is locked by another process (" + path_ + ", waited " +
+                                    format_duration(Millis(busy_timeout_ms_)) + ")");
+    case SQLITE_IOERR:
+      if (have_vfs && vfs.f_bavail == 0)
+        throw StoreError(K::Full, "the job store is full (state dir " + dir + ", 0 bytes free)");
+      if (have_vfs && (vfs.f_flag & ST_RDONLY))
+        throw StoreError(K::ReadOnly, "the job store is read-only (state dir " + dir + ": read-only file system)");
+      throw StoreError(K::Io, "the job store had an I/O error (" + path_ + ": " + msg + ")");
+    default:
+      throw StoreError(K::Other, "the job store failed (" + path_ + ": " + msg + ")");
+  }
+}
+
 class SqliteJobStore::Statement {
  public:
-  Statement(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr) != SQLITE_OK)
-      throw std::runtime_error(std::string("sqlite prepare: ") + sqlite3_errmsg(db));
+  Statement(const SqliteJobStore& store, const char* sql) : store_(store), db_(store.db_) {
+    if (int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr); rc != SQLITE_OK)
+      store_.fail(sqlite3_extended_errcode(db_));
   }
   ~Statement() { sqlite3_finalize(stmt_); }
 
@@ -150,7 +203,7 @@ class SqliteJobStore::Statement {
     int ext = sqlite3_extended_errcode(db_);
     reset();
     if (ext == SQLITE_CONSTRAINT_UNIQUE) throw UniqueViolation(msg);
-    throw std::runtime_error("sqlite: " + msg);
+    store_.fail(ext);
   }
   void run() { step(); reset(); }
   void reset() { sqlite3_reset(stmt_); sqlite3_clear_bindings(stmt_); }
@@ -164,6 +217,7 @@ class SqliteJobStore::Statement {
   struct UniqueViolation : std::runtime_error { using std::runtime_error::runtime_error; };
 
  private:
+  const SqliteJobStore& store_;
   sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
 };
@@ -201,18 +255,31 @@ JobRecord read_job(const Stmt& s) {
   return j;
 }
 
-// Commits on scope exit unless an exception is in flight, then rolls back.
-class Transaction {
- public:
-  explicit Transaction(sqlite3* db) : db_(db) { exec("BEGIN IMMEDIATE"); }
-  ~Transaction() { exec(std::uncaught_exceptions() ? "ROLLBACK" : "COMMIT"); }
- private:
-  void exec(const char* sql) { sqlite3_exec(db_, sql, nullptr, nullptr, nullptr); }
-  sqlite3* db_;
-};
 }  // namespace
 
-SqliteJobStore::SqliteJobStore(const std::string& path) : cache_(std::make_unique<Cache>()) {
+// BEGIN IMMEDIATE ... commit(). Without a successful commit() the transaction is rolled back:
+// a COMMIT that fails (a full disk) throws like any other write, so nobody is told "done".
+class SqliteJobStore::Transaction {
+ public:
+  explicit Transaction(SqliteJobStore& store) : store_(store) {
+    store_.check_identity();  // a stat: never commit into a file that was deleted or replaced
+    store_.exec("BEGIN IMMEDIATE");
+  }
+  ~Transaction() {
+    if (!committed_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  void commit() {
+    store_.exec("COMMIT");
+    committed_ = true;
+  }
+
+ private:
+  SqliteJobStore& store_;
+  bool committed_ = false;
+};
+
+SqliteJobStore::SqliteJobStore(const std::string& path, SqliteOptions options)
+    : path_(path), busy_timeout_ms_(options.busy_timeout_ms), cache_(std::make_unique<Cache>()) {
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
   if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -221,8 +288,9 @@ SqliteJobStore::SqliteJobStore(const std::string& path) : cache_(std::make_uniqu
     throw std::runtime_error("cannot open the job store " + path + ": " + msg);
   }
   sqlite3_extended_result_codes(db_, 1);
-  // Other jarvis processes (a CLI next to `serve`) may hold the write lock briefly.
-  sqlite3_busy_timeout(db_, 5000);
+  // Other jarvis processes (a CLI next to `serve`) may hold the write lock briefly; past the
+  // bound the write fails as Busy and the caller retries later instead of waiting on.
+  sqlite3_busy_timeout(db_, busy_timeout_ms_);
   // WAL: readers never block the writer. synchronous=NORMAL: a committed transaction survives
   // the process being killed; only a power loss can take back the last few.
   exec("PRAGMA journal_mode=WAL");
@@ -231,7 +299,42 @@ SqliteJobStore::SqliteJobStore(const std::string& path) : cache_(std::make_uniqu
   exec(kSchema);
   migrate();
   exec("PRAGMA wal_autocheckpoint=0");
+  // The state may hold secrets: the database and its -wal/-shm are for this user only,
+  // whatever the umask of whoever created them.
+  for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((path + suffix).c_str(), 0600);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
+  }
   checkpointer_ = std::thread([this, path] { checkpoint_loop(path); });
+}
+
+void SqliteJobStore::check_identity() {
+  if (gone_) throw StoreError(StoreError::Kind::Gone, *gone_);
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) != 0) {
+    if (errno != ENOENT) return;  // cannot tell (a permission change): the writes will say
+    gone_ = "the job store " + path_ + " was deleted while jarvis was using it";
+  } else if (st.st_dev != dev_ || st.st_ino != ino_) {
+    gone_ = "the job store " + path_ + " was replaced by another file while jarvis was using it";
+  } else {
+    return;
+  }
+  throw StoreError(StoreError::Kind::Gone, *gone_);
+}
+
+void SqliteJobStore::probe_write(size_t bytes) {
+  check_identity();
+  {
+    Transaction tx(*this);
+    prepare("INSERT INTO write_probe (data) VALUES (zeroblob(?))")
+        .bind(1, static_cast<int64_t>(std::min<size_t>(bytes, 16u << 20))).run();
+    tx.commit();
+  }
+  Transaction tx(*this);
+  prepare("DELETE FROM write_probe").run();
+  tx.commit();
 }
 
 SqliteJobStore::~SqliteJobStore() {
@@ -280,17 +383,13 @@ void SqliteJobStore::migrate() {
 }
 
 void SqliteJobStore::exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    throw std::runtime_error("sqlite: " + msg);
-  }
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK)
+    fail(sqlite3_extended_errcode(db_));
 }
 
 SqliteJobStore::Statement& SqliteJobStore::prepare(const char* sql) {
   auto& slot = cache_->statements[sql];
-  if (!slot) slot = std::make_unique<Statement>(db_, sql);
+  if (!slot) slot = std::make_unique<Statement>(*this, sql);
   return *slot;
 }
 
@@ -311,7 +410,7 @@ std::vector<JobRecord> SqliteJobStore::query_jobs(const char* sql, std::optional
 CreateResult SqliteJobStore::create_job(const NewJob& job, const std::string& owner) {
   CreateResult result;
   try {
-    Transaction tx(db_);
+    Transaction tx(*this);
     prepare("INSERT INTO jobs (host, design_ref, pipeline, tasks, state, requested_by, origin, "
             "created_ms, owner, stage_count, group_name) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)")
         .bind(1, job.host).bind(2, job.design_ref).bind(3, job.pipeline)
@@ -322,6 +421,7 @@ CreateResult SqliteJobStore::create_job(const NewJob& job, const std::string& ow
     result.id = sqlite3_last_insert_rowid(db_);
     prepare("INSERT INTO job_documents (job_id, design, clipboard) VALUES (?, ?, ?)")
         .bind(1, result.id).bind(2, job.clipboard).bind(3, job.clipboard).run();
+    tx.commit();
   } catch (const Statement::UniqueViolation&) {
     result.id = 0;
     auto current = latest_for_host(job.host);
@@ -365,7 +465,12 @@ std::vector<JobRecord> SqliteJobStore::active_jobs() {
 }
 
 std::vector<JobRecord> SqliteJobStore::recent_finished(int limit) {
-  return query_jobs(JOB_SELECT
+  // Without ANALYZE statistics the planner prefers jobs_by_state and sorts the whole history;
+  // the partial index is already in the order wanted.
+  return query_jobs("SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, "
+                    "requested_by, origin, created_ms, started_ms, ended_ms, stage_started_ms, "
+                    "retry_at_ms, reason, owner, cancel_requested, cancelled_by, worker_pid, "
+                    "group_name FROM jobs INDEXED BY jobs_finished_by_end "
                     "WHERE state IN ('ready', 'failed', 'cancelled') ORDER BY ended_ms DESC, id "
                     "DESC LIMIT ?",
                     limit);
@@ -392,7 +497,7 @@ void SqliteJobStore::mark_queued(int64_t id) {
 
 void SqliteJobStore::stage_started(int64_t id, int stage, int attempt, const std::string& task,
                                    int64_t now, int worker_pid) {
-  Transaction tx(db_);
+  Transaction tx(*this);
   prepare("UPDATE jobs SET stage = ?1, attempt = ?2, stage_started_ms = ?3, retry_at_ms = 0, "
           "worker_pid = ?4 WHERE id = ?5")
       .bind(1, stage).bind(2, attempt).bind(3, now).bind(4, worker_pid).bind(5, id).run();
@@ -404,21 +509,28 @@ void SqliteJobStore::stage_started(int64_t id, int stage, int attempt, const std
           "SELECT ?1, ?2, ?3, ?4, ?5")
       .bind(1, id).bind(2, stage).bind(3, attempt)
       .bind(4, task).bind(5, now).run();
+  tx.commit();
+}
+
+void SqliteJobStore::set_worker_pid(int64_t id, int stage, int attempt, int worker_pid) {
+  prepare("UPDATE jobs SET worker_pid = ?1 WHERE id = ?2 AND stage = ?3 AND attempt = ?4")
+      .bind(1, worker_pid).bind(2, id).bind(3, stage).bind(4, attempt).run();
 }
 
 void SqliteJobStore::stage_will_retry(int64_t id, int stage, int attempt, int64_t now,
                                       const std::string& reason, int64_t retry_at) {
-  Transaction tx(db_);
+  Transaction tx(*this);
   prepare("UPDATE stages SET result = 'failed', ended_ms = ?1, reason = ?2 WHERE job_id = ?3 "
           "AND stage = ?4 AND attempt = ?5")
       .bind(1, now).bind(2, reason).bind(3, id).bind(4, stage).bind(5, attempt).run();
   prepare("UPDATE jobs SET reason = ?1, retry_at_ms = ?2, worker_pid = 0 WHERE id = ?3")
       .bind(1, reason).bind(2, retry_at).bind(3, id).run();
+  tx.commit();
 }
 
 void SqliteJobStore::stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
                                      const std::string* changed_clipboard) {
-  Transaction tx(db_);
+  Transaction tx(*this);
   // clipboard_after stays NULL when the stage left the clipboard as it was: the history
   // reads it from the stage before, and an unchanged document is not written twice.
   auto& s = prepare("UPDATE stages SET result = 'ok', ended_ms = ?1, clipboard_after = ?2 "
@@ -435,27 +547,30 @@ void SqliteJobStore::stage_succeeded(int64_t id, int stage, int attempt, int64_t
           "state = CASE WHEN ?1 + 1 >= stage_count THEN 'ready' ELSE state END, "
           "ended_ms = CASE WHEN ?1 + 1 >= stage_count THEN ?2 ELSE 0 END WHERE id = ?3")
       .bind(1, stage).bind(2, now).bind(3, id).run();
+  tx.commit();
 }
 
 void SqliteJobStore::stage_failed(int64_t id, int stage, int attempt, int64_t now,
                                   const std::string& reason) {
-  Transaction tx(db_);
+  Transaction tx(*this);
   prepare("UPDATE stages SET result = 'failed', ended_ms = ?1, reason = ?2 WHERE job_id = ?3 "
           "AND stage = ?4 AND attempt = ?5")
       .bind(1, now).bind(2, reason).bind(3, id).bind(4, stage).bind(5, attempt).run();
   prepare("UPDATE jobs SET state = 'failed', reason = ?1, ended_ms = ?2, worker_pid = 0, "
           "retry_at_ms = 0, cancel_requested = 0 WHERE id = ?3")
       .bind(1, reason).bind(2, now).bind(3, id).run();
+  tx.commit();
 }
 
 void SqliteJobStore::job_cancelled(int64_t id, int64_t now, const std::string& reason) {
-  Transaction tx(db_);
+  Transaction tx(*this);
   prepare("UPDATE stages SET result = 'cancelled', ended_ms = ?1 WHERE job_id = ?2 AND result = "
           "'running'")
       .bind(1, now).bind(2, id).run();
   prepare("UPDATE jobs SET state = 'cancelled', reason = ?1, ended_ms = ?2, worker_pid = 0, "
           "retry_at_ms = 0 WHERE id = ?3")
       .bind(1, reason).bind(2, now).bind(3, id).run();
+  tx.commit();
 }
 
 void SqliteJobStore::append_log(int64_t id, int stage, const std::string& line) {
@@ -477,7 +592,7 @@ void SqliteJobStore::redact_log(int64_t id, int stage, const std::vector<std::st
   Redactor redactor;
   redactor.add(values);
   if (redactor.empty()) return;
-  Transaction tx(db_);
+  Transaction tx(*this);
   std::vector<std::pair<int64_t, std::string>> changed;
   auto& s = prepare("SELECT id, line FROM log WHERE job_id = ? AND stage = ?");
   s.bind(1, id).bind(2, stage);
@@ -489,6 +604,7 @@ void SqliteJobStore::redact_log(int64_t id, int stage, const std::vector<std::st
   s.reset();
   for (const auto& [row, line] : changed)
     prepare("UPDATE log SET line = ? WHERE id = ?").bind(1, line).bind(2, row).run();
+  tx.commit();
 }
 
 void SqliteJobStore::audit(const AuditEntry& e) {

@@ -2,6 +2,8 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <sys/types.h>
 #include <string>
 #include <thread>
 
@@ -11,12 +13,18 @@ struct sqlite3;
 
 namespace jarvis {
 
+struct SqliteOptions {
+  // How long a write waits for another process's lock before failing as Busy. The bot's loop
+  // waits this long at most, so serve keeps it short and retries; the CLI can afford more.
+  int busy_timeout_ms = 5000;
+};
+
 // The embedded default: one SQLite file in WAL mode, safe to share between a running
 // `jarvis serve` and `jarvis status` from a shell.
 class SqliteJobStore : public JobStore {
  public:
   // Opens (creating if needed) the database; throws std::runtime_error on failure.
-  explicit SqliteJobStore(const std::string& path);
+  explicit SqliteJobStore(const std::string& path, SqliteOptions options = {});
   ~SqliteJobStore() override;
   SqliteJobStore(const SqliteJobStore&) = delete;
   SqliteJobStore& operator=(const SqliteJobStore&) = delete;
@@ -32,6 +40,7 @@ class SqliteJobStore : public JobStore {
   void mark_queued(int64_t id) override;
   void stage_started(int64_t id, int stage, int attempt, const std::string& task, int64_t now,
                      int worker_pid) override;
+  void set_worker_pid(int64_t id, int stage, int attempt, int worker_pid) override;
   void stage_will_retry(int64_t id, int stage, int attempt, int64_t now,
                         const std::string& reason, int64_t retry_at) override;
   void stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
@@ -48,6 +57,8 @@ class SqliteJobStore : public JobStore {
   RequeueResult requeue(int64_t id, const std::string& new_owner) override;
   bool claim(int64_t id, const std::string& expected_owner, const std::string& new_owner) override;
   std::vector<Watched> jobs_to_watch() override;
+  void check_identity() override;
+  void probe_write(size_t bytes) override;
 
   // The clipboards saved after each completed stage, in order (for tests and `log`).
   std::vector<std::string> stage_clipboards(int64_t id);
@@ -56,6 +67,8 @@ class SqliteJobStore : public JobStore {
 
  private:
   class Statement;
+  class Transaction;
+  [[noreturn]] void fail(int sqlite_code) const;
   Statement& prepare(const char* sql);
   void exec(const char* sql);
   void migrate();
@@ -63,6 +76,11 @@ class SqliteJobStore : public JobStore {
 
   void checkpoint_loop(std::string path);
 
+  std::string path_;
+  int busy_timeout_ms_;
+  dev_t dev_ = 0;  // the file opened, to notice it being deleted or replaced
+  ino_t ino_ = 0;
+  std::optional<std::string> gone_;
   sqlite3* db_ = nullptr;
   struct Cache;
   std::unique_ptr<Cache> cache_;

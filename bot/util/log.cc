@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "bot/util/json.h"
+#include "bot/util/url_redact.h"
 
 namespace jarvis::log {
 namespace {
@@ -39,6 +40,9 @@ void write(Level level, int64_t job, std::string_view message) {
   auto lvl = to_spdlog(level);
   if (!spdlog::default_logger_raw()->should_log(lvl)) return;
   std::string job_text = job == kNoJob ? std::string("-") : std::to_string(job);
+  // Tokens in URLs (?access_token=..., user:pass@) never reach the log.
+  std::string redacted = redact_url_credentials(message);
+  message = redacted;
   if (g_format == Format::Json) {
     spdlog::log(lvl, "\"job\":{},\"msg\":\"{}\"", job == kNoJob ? "null" : job_text,
                 json_escape(message));

@@ -257,9 +257,12 @@ std::string Redactor::replace_all(std::string_view text) const {
 std::string Redactor::mask_partial_end(std::string text) const {
   // The longest end of `text` that is the start of a value (but not all of it: whole values
   // are gone already) is what a cut left of a secret.
+  // The piece never starts inside a mark already there.
+  size_t last_mark = text.rfind(kMark);
+  size_t floor = last_mark == std::string::npos ? 0 : last_mark + kMark.size();
   size_t best = 0;
   for (const auto& v : values_) {
-    size_t longest = std::min(v.size() - 1, text.size());
+    size_t longest = std::min(v.size() - 1, text.size() - floor);
     for (size_t k = longest; k > best; --k) {
       if (text.compare(text.size() - k, k, v, 0, k) == 0) {
         best = k;

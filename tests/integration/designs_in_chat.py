@@ -48,6 +48,7 @@ gist:
   api_url: {emu.base_url}
   ca_file: {emu.ca_file}
   timeout: 10s
+  allow_private_addresses: true
 """)
 bot = subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=open(f"{work}/jarvis.log", "w"))

@@ -4,8 +4,11 @@ password (no password in the output), a filter injection that must not widen the
 the ldap:update_host worker creating and updating an entry, read back with ldapsearch, and a
 whole deploy from LDAP whose last stage writes the host back."""
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from jarvis_test import check, config_head  # noqa: E402
@@ -108,6 +111,54 @@ check(rc == 2 and "in clear" in out, f"plaintext bind accepted: {out}")
 # A server that is not there: a clear error within the timeout.
 rc, out = jarvis(config("down", uri="ldap://127.0.0.1:9"), "plan", "cn=loki")
 check(rc == 1 and "Can't contact LDAP server" in out, f"server down: {out}")
+
+# A server that accepts and then stalls the TLS handshake (ldaps://, or StartTLS answered and
+# then silence): libldap 2.5 would wait forever, spinning; the lookup's deadline answers and
+# frees the thread (issue 17, finding 10).
+START_TLS_OK = bytes.fromhex("300c02010178070a010004000400")  # ExtendedResponse 1: success
+
+
+def silent_server(answer_starttls):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if answer_starttls:
+                conn.settimeout(5)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(START_TLS_OK)
+                except OSError:
+                    pass
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, held
+
+
+for scheme, answer_starttls in [("ldaps", False), ("ldap", True)]:
+    listener, held = silent_server(answer_starttls)
+    port = listener.getsockname()[1]
+    cfg = config(f"stall-{scheme}", uri=f"{scheme}://127.0.0.1:{port}", extra="  lookup_timeout: 2s\n")
+    start = time.monotonic()
+    rc, out = jarvis(cfg, "plan", "cn=loki", timeout=30)
+    took = time.monotonic() - start
+    check(rc == 1 and "LDAP did not answer within 2s (ldap.lookup_timeout)" in out and took < 6 and held,
+          f"stalled {scheme} handshake ({took:.1f}s, {len(held)} connections): {out}")
+    # The worker has its own deadline: three times its per-step timeout (JARVIS_LDAP_TIMEOUT).
+    p = subprocess.run([f"{build}/workers/ldap/update_host"], capture_output=True, text=True, timeout=60,
+                       input="instance: {hostname: odin, fqdn: odin.example.com, ip: 10.0.0.9}\n",
+                       env={"PATH": "/usr/bin:/bin", "JARVIS_LDAP_URI": f"{scheme}://127.0.0.1:{port}",
+                            "JARVIS_LDAP_HOSTS_OU": slapd.hosts_ou, "JARVIS_LDAP_CA_FILE": slapd.ca_file,
+                            "JARVIS_LDAP_TIMEOUT": "1"})
+    check(p.returncode == 3 and "did not answer within 3s" in p.stderr, f"worker, stalled {scheme}: {p.stderr}")
+    listener.close()
 
 # ldap:update_host, run directly: creates the entry, then a second run changes nothing.
 worker = f"{build}/workers/ldap/update_host"

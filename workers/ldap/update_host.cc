@@ -11,6 +11,8 @@
 //   JARVIS_LDAP_PASSWORD_FILE  a file whose first line is its password (or JARVIS_LDAP_PASSWORD)
 //   JARVIS_LDAP_CA_FILE        CA bundle to trust instead of the system's
 //   JARVIS_LDAP_STARTTLS       "no" to skip StartTLS on ldap:// (refused with a password)
+//   JARVIS_LDAP_TIMEOUT        seconds for each step (default 10); the whole run, TLS
+//                              handshake included, is cut off at three times that
 //
 // Clipboard -> attributes: instance.hostname -> cn, instance.fqdn -> associatedDomain,
 // instance.ip and instance.ipv6 -> ipHostNumber, instance.datacenter -> l, instance.provider ->
@@ -80,6 +82,12 @@ int main() {
   o.bind_dn = env("JARVIS_LDAP_BIND_DN");
   o.ca_file = env("JARVIS_LDAP_CA_FILE");
   o.starttls = env("JARVIS_LDAP_STARTTLS") != "no";
+  if (std::string t = env("JARVIS_LDAP_TIMEOUT"); !t.empty()) {
+    if (t.size() > 4 || !std::all_of(t.begin(), t.end(), [](unsigned char c) { return std::isdigit(c); }) ||
+        std::stoi(t) < 1)
+      return fail(2, "JARVIS_LDAP_TIMEOUT must be a whole number of seconds (1-9999)");
+    o.timeout = std::chrono::seconds(std::stoi(t));
+  }
   if (std::string file = env("JARVIS_LDAP_PASSWORD_FILE"); !file.empty()) {
     std::ifstream in(file);
     if (!in || !std::getline(in, o.password)) return fail(2, "cannot read JARVIS_LDAP_PASSWORD_FILE " + file);
@@ -126,12 +134,19 @@ int main() {
   set("jarvisSshFingerprint", prints);
 
   std::string error;
-  auto session = jarvis::LdapSession::open(o, error);
-  if (!session) return fail(3, error);
+  // libldap does not time out a stalled TLS handshake: a deadline of its own for the whole
+  // connection and write (three of libldap's per-step timeouts).
+  auto canceller = std::make_shared<jarvis::LdapCanceller>();
+  jarvis::LdapDeadline deadline(canceller, o.timeout * 3);
+  auto session = jarvis::LdapSession::open(o, error, canceller);
+  if (!session)
+    return fail(3, deadline.expired() ? "the LDAP server did not answer within " +
+                                            std::to_string(o.timeout.count() * 3 / 1000) + "s" : error);
   bool changed = false;
   std::vector<std::string> changes;
   if (!session->upsert(wanted, {"device", "ipHost", "domainRelatedObject", "jarvisHost"}, changed, error, &changes))
-    return fail(3, error);
+    return fail(3, deadline.expired() ? "the LDAP server did not answer within " +
+                                            std::to_string(o.timeout.count() * 3 / 1000) + "s" : error);
   if (!changed) {
     std::cerr << "ldap: " << wanted.dn << " already up to date\n";
   } else {

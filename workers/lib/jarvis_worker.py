@@ -119,6 +119,82 @@ class Skip(Exception):
     """The step does not apply: log 'skipped: ...' and leave the clipboard as it is."""
 
 
+# --- values from the clipboard, checked before they go into files, names or commands --------
+#
+# The clipboard comes from a design, which a chat user may have written: a newline in a value
+# written to a zone file adds records, ".." as a name written into a path leaves the
+# directory. Check every value at the boundary where it leaves the worker.
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+
+
+def _shown(value):
+    text = repr(str(value))
+    return text if len(text) <= 60 else text[:57] + "...'"
+
+
+def check_hostname(value, what):
+    """One RFC 1123 label (loki): letters, digits and '-', 1-63, no '-' at either end."""
+    text = str(value)
+    if not re.fullmatch(_LABEL, text):
+        raise Failure(f"{what} {_shown(value)} is not a host name: use 1-63 letters, digits "
+                      "and '-', not starting or ending with '-'", 2)
+    return text
+
+
+def check_dns_name(value, what):
+    """A fully qualified RFC 1123 name (loki.example.com, at most 253 characters); a trailing
+    dot is dropped. Returned as text."""
+    text = str(value)
+    name = text[:-1] if text.endswith(".") else text
+    if (len(name) > 253 or "." not in name
+            or not all(re.fullmatch(_LABEL, label) for label in name.split("."))):
+        raise Failure(f"{what} {_shown(value)} is not a DNS name (host.example.com: labels of "
+                      "letters, digits and '-', separated by dots)", 2)
+    return name
+
+
+def check_name(value, what):
+    """A name safe as one path component: starts with a letter or digit, then letters,
+    digits and . _ @ + - (at most 128); never '.', '..', a '/' or a control character."""
+    text = str(value)
+    if not _NAME.fullmatch(text):
+        raise Failure(f"{what} {_shown(value)} is not a safe name: use letters, digits and "
+                      "'.', '_', '@', '+', '-', starting with a letter or digit (no '/' or '..')", 2)
+    return text
+
+
+def check_line(value, what, max_length=4096):
+    """Text for one line of a file: no newline or other control character."""
+    text = str(value)
+    if len(text) > max_length or any(ord(c) < 0x20 or ord(c) == 0x7f for c in text):
+        raise Failure(f"{what} {_shown(value)} must be one line of text (at most {max_length} "
+                      "characters, no newlines or control characters)", 2)
+    return text
+
+
+def check_word(value, what, max_length=256):
+    """One field of a whitespace-separated line (fstab, zone data): no spaces either."""
+    text = check_line(value, what, max_length)
+    if not text or any(c.isspace() for c in text):
+        raise Failure(f"{what} {_shown(value)} must be one word (no spaces)", 2)
+    return text
+
+
+def check_ip(value, what, version=None):
+    """An IP address (version 4 or 6 if given), in its canonical text."""
+    import ipaddress
+    try:
+        address = ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        address = None
+    if address is None or (version and address.version != version):
+        kind = f"an IPv{version}" if version else "an IP"
+        raise Failure(f"{what} {_shown(value)} is not {kind} address", 2)
+    return str(address)
+
+
 def _int_env(name, default):
     try:
         return int(os.environ.get(name, default))
@@ -177,9 +253,13 @@ class Worker:
     def host(self):
         """instance.hostname (else JARVIS_HOST), checked to be a valid host name."""
         host = str(self.get("instance.hostname") or os.environ.get("JARVIS_HOST") or "")
-        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", host):
-            raise Failure(f"instance.hostname {host!r} is not a valid host name", 2)
+        if not re.fullmatch(_LABEL, host):
+            raise Failure(f"instance.hostname {_shown(host)} is not a valid host name", 2)
         return host
+
+    def fqdn(self, path="instance.fqdn", hint=""):
+        """need(path) checked to be a DNS name."""
+        return check_dns_name(self.need(path, hint), path)
 
     def prepare(self):
         """Hook run before the task body (subclasses: checks, simulated delays)."""

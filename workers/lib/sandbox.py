@@ -30,6 +30,9 @@ import yaml
 
 import jarvis_worker as jw
 Failure, Skip, flag = jw.Failure, jw.Skip, jw.flag   # for the tasks: sandbox.Failure, ...
+check_dns_name, check_name, check_line, check_word, check_ip = (
+    jw.check_dns_name, jw.check_name, jw.check_line, jw.check_word, jw.check_ip)
+ZONE_RECORD_TYPES = ("A", "AAAA", "CNAME", "SSHFP", "TXT", "MX")
 
 FAIL_MODES = ("exit", "garbage", "hang", "crash")
 DATACENTERS = ("atlanta", "dallas", "fremont", "newark", "london", "tokyo")
@@ -45,7 +48,10 @@ FIRST_NODE_ID = 4711
 
 
 def safe_name(text):
-    return re.sub(r"[^A-Za-z0-9._@-]", "_", str(text))
+    """text as one path component: other characters become '_', and so does a leading dot
+    (never '.' or '..'). For ids the sandbox made itself; check_name() refuses design values."""
+    name = re.sub(r"[^A-Za-z0-9._@-]", "_", str(text))[:128]
+    return "_" + name[1:] if not name or name.startswith(".") else name
 
 
 class SandboxWorker(jw.Worker):
@@ -214,9 +220,14 @@ class SandboxWorker(jw.Worker):
         """Replace all records of fqdn in its zone with records [(type, data)].
 
         Bumps the serial only if they changed.  Returns (lines, zone, serial, changed)."""
-        owner, _, zone = str(fqdn).partition(".")
+        fqdn = check_dns_name(fqdn, "the record's name")
+        owner, _, zone = fqdn.partition(".")
         if not owner or "." not in zone:
             raise Failure(f"{fqdn!r} is not a fully qualified name (host.example.com)", 2)
+        for kind, data in records:
+            if kind not in ZONE_RECORD_TYPES:
+                raise Failure(f"{kind!r} is not a record type the sandbox zone takes", 2)
+            check_line(data, f"the {kind} record of {fqdn}", 1024)
         data_file = self.path("dns", f"{safe_name(zone)}.yaml")
         data = self.read(data_file, {"zone": zone, "serial": 0, "records": {}})
         new = [[t, str(d)] for t, d in records]

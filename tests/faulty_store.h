@@ -1,0 +1,114 @@
+#pragma once
+// A JobStore that forwards to the real SQLite store and throws where a test says so: how the
+// engine's handling of a failing store is tested without waiting for a real disk to fill.
+// (The fault-injection suite in tests/integration fills a real tmpfs as well.)
+#include <functional>
+#include <string>
+
+#include "bot/store/sqlite_job_store.h"
+
+namespace jarvis::testing {
+
+class FaultyStore : public JobStore {
+ public:
+  explicit FaultyStore(JobStore& real) : real_(real) {}
+  // Called with the operation's name before it is forwarded; throw to make it fail.
+  std::function<void(const std::string& op)> fault;
+  int calls(const std::string& op) const {
+    auto it = counts_.find(op);
+    return it == counts_.end() ? 0 : it->second;
+  }
+
+  CreateResult create_job(const NewJob& job, const std::string& owner) override {
+    hit("create_job");
+    return real_.create_job(job, owner);
+  }
+  std::optional<JobRecord> job(int64_t id) override {
+    hit("job");
+    return real_.job(id);
+  }
+  std::optional<JobRecord> latest_for_host(const std::string& host) override {
+    return real_.latest_for_host(host);
+  }
+  std::vector<JobRecord> active_jobs() override { return real_.active_jobs(); }
+  std::vector<JobRecord> recent_finished(int limit) override { return real_.recent_finished(limit); }
+  int queued_ahead(int64_t id) override { return real_.queued_ahead(id); }
+  std::vector<JobRecord> latest_in_group(const std::string& g) override { return real_.latest_in_group(g); }
+  void mark_running(int64_t id, int64_t now) override {
+    hit("mark_running");
+    real_.mark_running(id, now);
+  }
+  void mark_queued(int64_t id) override {
+    hit("mark_queued");
+    real_.mark_queued(id);
+  }
+  void stage_started(int64_t id, int stage, int attempt, const std::string& task, int64_t now,
+                     int pid) override {
+    hit("stage_started");
+    real_.stage_started(id, stage, attempt, task, now, pid);
+  }
+  void set_worker_pid(int64_t id, int stage, int attempt, int pid) override {
+    hit("set_worker_pid");
+    real_.set_worker_pid(id, stage, attempt, pid);
+  }
+  void stage_will_retry(int64_t id, int stage, int attempt, int64_t now, const std::string& reason,
+                        int64_t retry_at) override {
+    hit("stage_will_retry");
+    real_.stage_will_retry(id, stage, attempt, now, reason, retry_at);
+  }
+  void stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
+                       const std::string* clipboard) override {
+    hit("stage_succeeded:" + std::to_string(stage + 1));
+    real_.stage_succeeded(id, stage, attempt, now, clipboard);
+  }
+  void stage_failed(int64_t id, int stage, int attempt, int64_t now, const std::string& reason) override {
+    hit("stage_failed");
+    real_.stage_failed(id, stage, attempt, now, reason);
+  }
+  void job_cancelled(int64_t id, int64_t now, const std::string& reason) override {
+    hit("job_cancelled");
+    real_.job_cancelled(id, now, reason);
+  }
+  void append_log(int64_t id, int stage, const std::string& line) override {
+    hit("append_log");
+    real_.append_log(id, stage, line);
+  }
+  std::vector<LogLine> log(int64_t id, int limit) override { return real_.log(id, limit); }
+  void redact_log(int64_t id, int stage, const std::vector<std::string>& values) override {
+    hit("redact_log");
+    real_.redact_log(id, stage, values);
+  }
+  void audit(const AuditEntry& e) override {
+    hit("audit");
+    real_.audit(e);
+  }
+  std::vector<AuditEntry> audit_trail(int limit) override { return real_.audit_trail(limit); }
+  bool request_cancel(int64_t id, const std::string& by) override {
+    hit("request_cancel");
+    return real_.request_cancel(id, by);
+  }
+  RequeueResult requeue(int64_t id, const std::string& owner) override {
+    hit("requeue");
+    return real_.requeue(id, owner);
+  }
+  bool claim(int64_t id, const std::string& expected, const std::string& owner) override {
+    hit("claim");
+    return real_.claim(id, expected, owner);
+  }
+  std::vector<Watched> jobs_to_watch() override { return real_.jobs_to_watch(); }
+  void check_identity() override { real_.check_identity(); }
+  void probe_write(size_t bytes) override {
+    hit("probe_write");
+    real_.probe_write(bytes);
+  }
+
+ private:
+  void hit(const std::string& op) {
+    ++counts_[op];
+    if (fault) fault(op);
+  }
+  JobStore& real_;
+  std::map<std::string, int> counts_;
+};
+
+}  // namespace jarvis::testing
