@@ -2,7 +2,6 @@
 // design URL a chat user types: design_from_gist and target() answer with a design or an
 // error, and never throw.
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
@@ -27,17 +26,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     t.gist_id = "42";
     t.file_hint = ref.size() < 40 ? ref : std::string();
   }
-  // Issue 17, finding 21 (owned with url_design_source.cc by the network/chat side): a `files`
-  // entry that is not a mapping throws YAML::BadSubscript out of design_from_gist. Until that
-  // fix lands the exception is tolerated here; JARVIS_FUZZ_STRICT=1 makes it a crash.
-  static const bool strict = std::getenv("JARVIS_FUZZ_STRICT") != nullptr;
-  std::optional<std::string> text;
-  try {
-    text = source.design_from_gist(json, t, file, error);
-  } catch (const YAML::Exception&) {
-    if (strict) throw;
-    return 0;
-  }
+  // Issue 17, finding 21: a `files` entry that was not a mapping threw YAML::BadSubscript out
+  // of here (tests/fuzz/corpus/gist/bad-entry.txt); any exception is a crash.
+  auto text = source.design_from_gist(json, t, file, error);
   if (text) {
     std::string design_error;
     (void)jarvis::parse_design(ref, *text, design_error);
