@@ -53,6 +53,41 @@ TEST(Config, MistakesNameTheFileAndLine) {
   EXPECT_EQ(load_error(dir, "log_format: xml\n"), "log format must be text or json, not 'xml'");
 }
 
+// Issue 17, finding 24: yaml-cpp's exceptions from a value of the wrong kind inside a section
+// came out without the file and line.
+TEST(Config, AValueOfTheWrongKindInsideASectionNamesTheFileAndLine) {
+  TempDir dir;
+  std::string f = dir.file("jarvis.yaml");
+  EXPECT_EQ(load_error(dir, "state_dir: s\nirc:\n  server: irc.example.com\n  flood: 3\n"),
+            f + ":4: irc.flood must be a mapping");
+  EXPECT_EQ(load_error(dir, "irc: {server: irc.example.com, flood: {per_second: fast}}\n"),
+            f + ":1: irc.flood.per_second must be a number of lines per second, more than 0 and at most 1000");
+  EXPECT_EQ(load_error(dir, "irc:\n  server: irc.example.com\n  flood: {burst: 3, rate: 1}\n"),
+            f + ":3: unknown key irc.flood.rate");
+  // Anything else yaml-cpp refuses still names the file and a line.
+  for (const char* text : {"irc: {server: x, flood: [1]}\n", "ldap: {uri: 'ldap://h', attributes: {cn: [a]}}\n",
+                           "acl: {rules: [{who: [a], commands: [{x: 1}]}]}\n",
+                           "chat: {announce_pipelines: {p: {a: b}}}\n", "workers: {env: {A: [1]}}\n"}) {
+    std::string e = load_error(dir, text);
+    EXPECT_EQ(e.rfind(f + ":1: ", 0), 0u) << text << " -> " << e;
+  }
+}
+
+// Issue 17, finding 9: the bot's own passwords and tokens are redacted like clipboard secrets.
+TEST(Config, TheBotsOwnSecretsAreHandedToTheEngineForRedaction) {
+  TempDir dir;
+  write_file(dir.file("irc.pass"), "irc-server-pass-1\n");
+  write_file(dir.file("gist.token"), "ghp_gisttoken123\n");
+  write_file(dir.file("jarvis.yaml"),
+             "irc:\n  server: irc.example.com\n  password_file: irc.pass\n"
+             "gist:\n  token_file: gist.token\n");
+  ConfigOverrides o;
+  o.config_file = dir.file("jarvis.yaml");
+  auto secrets = load_config(o).engine_config().secrets;
+  EXPECT_NE(std::find(secrets.begin(), secrets.end(), "irc-server-pass-1"), secrets.end());
+  EXPECT_NE(std::find(secrets.begin(), secrets.end(), "ghp_gisttoken123"), secrets.end());
+}
+
 TEST(Config, TheExampleConfigLoads) {
   ConfigOverrides o;
   o.config_file = JARVIS_SOURCE_DIR "/config/jarvis.example.yaml";

@@ -77,6 +77,17 @@ TEST(Design, ABillionLaughsIsRefusedQuickly) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
 }
 
+// Issue 17, finding 0: this cluster design made `jarvis plan` die of a stack overflow in
+// yaml-cpp's emitter (each host's design is emitted from the tree).
+TEST(Design, ARecursiveDesignIsRefusedBeforeAnythingWalksIt) {
+  for (const char* text : {"cluster: c\ninstances: [{hostname: a}]\nx: &b [*b]\n",
+                           "cluster: c\ninstances: [{hostname: a, x: &b {y: *b}}]\n",
+                           "instance: {hostname: a}\nx: &b [*b]\n"}) {
+    std::string error = problem(text);
+    EXPECT_NE(error.find("recursive document"), std::string::npos) << text << ": " << error;
+  }
+}
+
 TEST(Design, AClusterIsOneDesignPerHostWithTheSharedFields) {
   std::string error;
   auto d = parse_design("web.yaml",
@@ -102,6 +113,51 @@ TEST(Design, AClusterIsOneDesignPerHostWithTheSharedFields) {
   EXPECT_NE(web1.text.find("\"007\""), std::string::npos) << "a quoted string stays quoted:\n" << web1.text;
   const YAML::Node& r2 = d->members[1].root;
   EXPECT_EQ(r2["instance"]["size"].Scalar(), "2048") << "the host's own value wins";
+}
+
+// Issue 17, finding 20: 100 hosts sharing an alias that expands to about 80k nodes. The
+// document passes the 1M-node expansion limit once, but each host's copy used to be emitted
+// with the aliases expanded and parsed again: a minute and 3.8 GB on the event loop.
+std::string cluster_bomb(int hosts, int width) {
+  std::string text = testing::alias_bomb('e', width, "cluster: big\n");
+  text += "instance: {provider: test, data: *e}\ninstances:\n";
+  for (int i = 1; i <= hosts; ++i) text += "  - hostname: h" + std::to_string(i) + "\n";
+  return text;
+}
+
+TEST(Design, AClusterThatExpandsTooFarIsRefusedQuickly) {
+  // The shape of the issue's design: about 80k nodes (and 1 MB) per host.
+  std::string text = cluster_bomb(100, 8);
+  EXPECT_LT(text.size(), 2200u);
+  auto start = std::chrono::steady_clock::now();
+  std::string error = problem(text);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+  EXPECT_NE(error.find("with its aliases expanded, over the limit of"), std::string::npos) << error;
+  // About 42k nodes and 600 KB per host: each host is fine, 100 of them are not.
+  start = std::chrono::steady_clock::now();
+  error = problem(cluster_bomb(100, 7));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+  EXPECT_NE(error.find("the cluster's 100 host designs would be"), std::string::npos) << error;
+  EXPECT_NE(error.find("over the limit of 100000 nodes and 4194304 bytes for a whole cluster"),
+            std::string::npos) << error;
+  // Two such hosts are within every limit: a cluster may share big fields, just not without end.
+  std::string two_error;
+  auto two = parse_design("t.yaml", cluster_bomb(2, 6), two_error);
+  ASSERT_TRUE(two) << two_error;
+  EXPECT_EQ(two->members.size(), 2u);
+}
+
+TEST(Design, OneHostThatExpandsPastTheDesignLimitIsRefusedByName) {
+  // 8^6 scalars under one alias: within the document's own 1M-node expansion limit, but the
+  // host's design would be ~600k nodes once its copy of the shared instance is written out.
+  std::string text = testing::alias_bomb('f', 8, "cluster: one\n");
+  text += "instances:\n  - hostname: a\n  - hostname: b\n    data: *f\n";
+  auto start = std::chrono::steady_clock::now();
+  std::string error = problem(text);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+  EXPECT_EQ(error.rfind("instances[1] (line ", 0), 0u) << error;
+  EXPECT_NE(error.find("with its aliases expanded, over the limit of 100000 nodes and 1048576 "
+                       "bytes for one host's design"), std::string::npos) << error;
 }
 
 TEST(Design, ClusterErrorsNameTheHostAndTheLine) {

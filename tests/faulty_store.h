@@ -74,6 +74,10 @@ class FaultyStore : public JobStore {
     real_.append_log(id, stage, line);
   }
   std::vector<LogLine> log(int64_t id, int limit) override { return real_.log(id, limit); }
+  void redact_log(int64_t id, int stage, const std::vector<std::string>& values) override {
+    hit("redact_log");
+    real_.redact_log(id, stage, values);
+  }
   void audit(const AuditEntry& e) override {
     hit("audit");
     real_.audit(e);

@@ -207,6 +207,22 @@ TEST(Ldap, FilterValuesAreEscapedPerRfc4515) {
   EXPECT_FALSE(is_ldap_attribute_name("1cn"));
 }
 
+// Issue 17, finding 24: libldap drops whitespace around a value, TAB and LF included, so an
+// unescaped one at either end was lost (and a name with one named another entry).
+TEST(Ldap, DnValuesSurviveLibldapsParserWhateverTheyHold) {
+  for (std::string v : {std::string("\tloki"), std::string("loki\t"), std::string("\nloki\n"),
+                        std::string("lo\r\nki"), std::string(" loki "), std::string("#loki"),
+                        std::string("a,b+c=d;e<f>g\"h\\i"), std::string("lo\0ki", 5),
+                        std::string("\x7f\x01"), std::string("caf\xc3\xa9")}) {
+    std::string escaped = ldap_escape_dn_value(v);
+    auto rdn = ldap_first_rdn("cn=" + escaped + ",ou=Hosts,dc=example,dc=com");
+    ASSERT_TRUE(rdn) << escaped;
+    EXPECT_EQ(rdn->second, v) << escaped;
+    EXPECT_EQ(escaped.find_first_of("\t\n\r"), std::string::npos) << escaped;
+  }
+  EXPECT_EQ(ldap_escape_dn_value("\tloki\n"), "\\09loki\\0a");
+}
+
 TEST(Ldap, DnsAreComparedNormalized) {
   EXPECT_TRUE(ldap_dn_within("cn=loki,ou=Hosts,dc=example,dc=com", "ou=hosts, dc=Example,dc=com"));
   EXPECT_TRUE(ldap_dn_within("ou=Hosts,dc=example,dc=com", "ou=Hosts,dc=example,dc=com"));
@@ -239,6 +255,53 @@ TEST(Ldap, AnEntryBecomesADesign) {
   EXPECT_EQ(root["instance"]["provider"].Scalar(), "sandbox") << "a default fills a gap";
   EXPECT_EQ(root["instance"]["size"].Scalar(), "007") << "the entry wins over a default";
   EXPECT_NE(d->text.find("# from LDAP: cn=loki,ou=Hosts,dc=example,dc=com"), std::string::npos);
+}
+
+// Issue 17, finding 15: the DN went into the design's first line by concatenation, so a DN
+// with a line break in it added top-level keys of its own choosing.
+TEST(Ldap, ADnWithALineBreakCannotAddKeysToTheDesign) {
+  LdapSourceConfig config;
+  for (std::string brk : {"\n", "\r", "\r\n", "\xc2\x85", "\xe2\x80\xa8"}) {
+    LdapEntry e;
+    e.dn = "cn=loki" + brk + "pipeline: evil" + brk + "injected: {a: 1},ou=Hosts,dc=example,dc=com";
+    e.attributes = {{"cn", {"loki"}}, {"description", {"two" + brk + "lines: here"}}};
+    std::string text = design_text_from_entry(e, config);
+    std::string error;
+    auto d = parse_design(e.dn, text, error);
+    ASSERT_TRUE(d) << error << "\n" << text;
+    const YAML::Node& root = d->root;
+    EXPECT_FALSE(root["pipeline"]) << text;
+    EXPECT_FALSE(root["injected"]) << text;
+    EXPECT_EQ(root.size(), 1u) << text;
+    EXPECT_EQ(root["instance"]["description"].Scalar(), "two" + brk + "lines: here");
+    EXPECT_TRUE(has_control_characters_in_dn(e.dn));
+    EXPECT_EQ(text.rfind("# from LDAP: cn=loki?", 0), 0u) << text;
+  }
+  EXPECT_FALSE(has_control_characters_in_dn("cn=caf\xc3\xa9,ou=Hosts"));
+  // Refused before any connection, from chat or from the directory.
+  boost::asio::io_context io;
+  config.base = "ou=Hosts,dc=example,dc=com";
+  LdapDesignSource s(io, config);
+  std::string error;
+  EXPECT_FALSE(s.load("cn=loki\ninjected: 1,ou=Hosts,dc=example,dc=com", error));
+  EXPECT_EQ(error, "the LDAP name contains control characters or line breaks");
+  EXPECT_FALSE(s.load("cn=lo\tki", error));
+  EXPECT_EQ(error, "the LDAP name contains control characters or line breaks");
+}
+
+// Found by fuzz_ldap: yaml-cpp writes a CR raw in a plain scalar, which it reads back but
+// other YAML readers (PyYAML, in Python workers) take as a line break: such values are
+// double-quoted with the CR escaped.
+TEST(Ldap, ValuesWithControlCharactersAreQuoted) {
+  LdapEntry e;
+  e.dn = "cn=tnull,ou=Hosts,dc=example,dc=com";
+  e.attributes = {{"cn", {"tnull"}}, {"description", {"t\r"}}, {"l", {"a\rb\x7f"}}};
+  std::string text = design_text_from_entry(e, LdapSourceConfig{});
+  EXPECT_NE(text.find("description: \"t\\r\""), std::string::npos) << text;
+  EXPECT_EQ(text.find('\r'), std::string::npos) << text;
+  auto root = load_mapping_document(text, design_limits());
+  EXPECT_EQ(root["instance"]["description"].Scalar(), "t\r");
+  EXPECT_EQ(root["instance"]["datacenter"].Scalar(), "a\rb\x7f");
 }
 
 TEST(Ldap, OnlyNamesWithEqualsSignsAreLdapRefs) {

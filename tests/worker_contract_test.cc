@@ -44,6 +44,16 @@ TEST_F(WorkerContract, AYamlListIsNotAClipboard) {
   EXPECT_NE(j.reason.find("is a list at line 1"), std::string::npos) << j.reason;
 }
 
+// Issue 17, finding 22: a clipboard that contains itself passed the check, and the next worker
+// that walks or re-emits it (yaml-cpp, PyYAML's dump) recurses until its stack overflows.
+TEST_F(WorkerContract, ARecursiveClipboardIsRefused) {
+  auto j = run_one("recursive", "cat >/dev/null; printf 'instance: {hostname: recursive}\\nx: &b [*b]\\n'");
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_NE(j.reason.find("not a YAML mapping"), std::string::npos) << j.reason;
+  EXPECT_NE(j.reason.find("recursive document"), std::string::npos) << j.reason;
+  EXPECT_EQ(j.clipboard, make_design("recursive").text) << "the clipboard must stay as before";
+}
+
 TEST_F(WorkerContract, ExitZeroWithGarbageFails) {
   auto j = run_one("garbage", "cat >/dev/null; printf '{{{ %%%% garbage ]]]\\n'; exit 0");
   EXPECT_EQ(j.state, JobState::Failed);

@@ -53,6 +53,24 @@ TEST(YamlDoc, AnAliasBombIsRefusedWithoutExpandingIt) {
   EXPECT_LT(took, std::chrono::seconds(1));
 }
 
+// Issue 17, findings 0 and 22: an alias to an anchor whose collection is still open is a
+// document that contains itself; it used to count as one node and pass.
+TEST(YamlDoc, ARecursiveDocumentIsRefused) {
+  for (const char* text : {"x: &b [*b]\n", ": &b [*b]\n", "x: &b {y: [1, {z: *b}]}\n",
+                           "a: 1\nx: &b\n  - &c [*b]\n", "x: &b [&c [*c]]\n",
+                           "? &k [*k]\n: v\n", "&r {a: *r}\n",
+                           // a redefined anchor name: the alias means the newest, still open
+                           "a: &b [1]\nc: &b [*b]\n"}) {
+    auto e = check(text);
+    ASSERT_TRUE(e) << text;
+    EXPECT_NE(e->find("recursive document"), std::string::npos) << text << ": " << *e;
+    EXPECT_THROW(load_mapping_document(text, YamlLimits{}), std::runtime_error) << text;
+  }
+  // An alias to a collection that is already closed is an ordinary shared node.
+  EXPECT_FALSE(check("a: &b [1, 2]\nc: [*b, *b]\nd: &e {f: *b}\ng: *e\n"));
+  EXPECT_FALSE(check("a: &b [1]\nc: &b [2]\nd: *b\n"));
+}
+
 TEST(YamlDoc, SizeIsBounded) {
   YamlLimits small;
   small.max_bytes = 100;

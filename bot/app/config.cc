@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 
@@ -186,8 +187,15 @@ void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
         fail(file, n["channels"], "'" + ch + "' is not a channel name");
   }
   if (const YAML::Node f = n["flood"]) {
+    check_known(file, f, "irc.flood", {"burst", "per_second"});
     if (f["burst"]) c.chat.outbox.burst = static_cast<double>(number(file, f["burst"], "irc.flood.burst", 1, 1000));
-    if (f["per_second"]) c.chat.outbox.per_second = f["per_second"].as<double>();
+    if (f["per_second"]) {
+      double per_second = 0;
+      try { per_second = f["per_second"].as<double>(); } catch (const YAML::Exception&) {}
+      if (!(per_second > 0 && per_second <= 1000))
+        fail(file, f["per_second"], "irc.flood.per_second must be a number of lines per second, more than 0 and at most 1000");
+      c.chat.outbox.per_second = per_second;
+    }
     c.chat.outbox.target_burst = c.chat.outbox.burst;
     c.chat.outbox.target_per_second = c.chat.outbox.per_second;
   }
@@ -361,7 +369,9 @@ void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
   if (n["max_queued"]) l.max_queued = static_cast<int>(number(file, n["max_queued"], "ldap.max_queued", 0, 1000));
   if (n["attributes"]) {
     // Merged over the defaults; an attribute mapped to nothing (~) is dropped.
-    for (const auto& [attr, path] : string_pairs(file, n["attributes"], "ldap.attributes")) {
+    for (const auto& entry : string_pairs(file, n["attributes"], "ldap.attributes")) {
+      const std::string& attr = entry.first;  // a plain name: clang 14 cannot capture a binding
+      const std::string& path = entry.second;
       if (!is_ldap_attribute_name(attr)) fail(file, n["attributes"], "ldap.attributes: '" + attr + "' is not an attribute name");
       std::erase_if(l.attributes, [&](const auto& p) { return strcasecmp(p.first.c_str(), attr.c_str()) == 0; });
       if (!path.empty()) l.attributes.emplace_back(attr, path);
@@ -371,22 +381,12 @@ void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
   c.ldap = std::move(l);
 }
 
-void apply_file(const std::string& file, Config& c) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw std::runtime_error(file + ":0: cannot read the config file");
-  std::stringstream buf;
-  buf << in.rdbuf();
-  YAML::Node doc;
-  try {
-    doc = load_mapping_document(buf.str(), YamlLimits{});
-  } catch (const std::exception& e) {
-    throw std::runtime_error(file + ": " + e.what());
-  }
-  fs::path base = fs::path(file).parent_path();
-  auto rel = [&](const std::string& p) { return fs::path(p).is_absolute() ? p : (base / p).string(); };
-  for (auto it = doc.begin(); it != doc.end(); ++it) {
-    std::string key = it->first.Scalar();
-    YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
+using Rel = std::function<std::string(const std::string&)>;
+
+// One top-level entry of the config file.
+void apply_entry(const std::string& file, const std::string& key, const YAML::Node& key_node,
+                 const YAML::Node& v, const Rel& rel, Config& c) {
+  {
     if (key == "state_dir") c.state_dir = rel(text(file, v, "state_dir"));
     else if (key == "pipelines_dir") c.pipelines_dir = rel(text(file, v, "pipelines_dir"));
     else if (key == "designs_dir") c.designs_dir = rel(text(file, v, "designs_dir"));
@@ -423,7 +423,35 @@ void apply_file(const std::string& file, Config& c) {
       check_env(file, v, c);
       for (auto& p : c.workers_path) p = rel(p);
     } else {
-      fail(file, it->first, "unknown key '" + key + "'");
+      fail(file, key_node, "unknown key '" + key + "'");
+    }
+  }
+}
+
+void apply_file(const std::string& file, Config& c) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw std::runtime_error(file + ":0: cannot read the config file");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  YAML::Node doc;
+  try {
+    doc = load_mapping_document(buf.str(), YamlLimits{});
+  } catch (const std::exception& e) {
+    throw std::runtime_error(file + ": " + e.what());
+  }
+  fs::path base = fs::path(file).parent_path();
+  Rel rel = [&](const std::string& p) { return fs::path(p).is_absolute() ? p : (base / p).string(); };
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    std::string key = it->first.Scalar();
+    YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
+    try {
+      apply_entry(file, key, it->first, v, rel, c);
+    } catch (const YAML::Exception& e) {
+      // A value of the wrong kind deep in a section (a list where a mapping was expected):
+      // yaml-cpp's own complaint, with the file and the line it is about.
+      const YAML::Mark& m = e.mark.is_null() ? v.Mark() : e.mark;
+      throw std::runtime_error(file + ":" + std::to_string(m.line + 1) + ": " + key +
+                               ": a value of the wrong kind (" + e.msg + ")");
     }
   }
 }
@@ -440,6 +468,22 @@ EngineConfig Config::engine_config() const {
   e.output_limits.max_bytes = process.stdout_cap;
   e.retry_backoff = retry_backoff;
   e.secret_patterns = SecretPatterns(secret_patterns);
+  // The bot's own secrets are redacted from workers' output like the clipboards' (a worker
+  // could print an inherited token, or a clipboard could echo one).
+  auto secret = [&](const std::string& v) {
+    if (!v.empty()) e.secrets.push_back(v);
+  };
+  if (irc) {
+    secret(irc->server_password);
+    secret(irc->nickserv_password);
+  }
+  if (xmpp) secret(xmpp->password);
+  if (slack) {
+    secret(slack->app_token);
+    secret(slack->bot_token);
+  }
+  secret(gist.token);
+  if (ldap) secret(ldap->connect.password);
   return e;
 }
 

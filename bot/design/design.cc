@@ -93,23 +93,28 @@ std::optional<std::string> check_instance(const YAML::Node& instance, DesignOrig
   return std::nullopt;
 }
 
+struct TooBig {};
+
 // Writes a node back as YAML, keeping scalars that were quoted quoted ('007' stays a string
-// for the next reader; yaml-cpp's own emitter would drop the quotes).
-void emit_preserving(YAML::Emitter& out, const YAML::Node& n) {
+// for the next reader; yaml-cpp's own emitter would drop the quotes). Aliases are copied out,
+// so every node written counts against `budget`; TooBig is thrown when it runs out.
+void emit_preserving(YAML::Emitter& out, const YAML::Node& n, uint64_t& budget) {
+  if (budget == 0) throw TooBig{};
+  --budget;
   switch (n.Type()) {
     case YAML::NodeType::Map:
       out << YAML::BeginMap;
       for (auto it = n.begin(); it != n.end(); ++it) {
         out << YAML::Key;
-        emit_preserving(out, it->first);
+        emit_preserving(out, it->first, budget);
         out << YAML::Value;
-        emit_preserving(out, it->second);
+        emit_preserving(out, it->second, budget);
       }
       out << YAML::EndMap;
       break;
     case YAML::NodeType::Sequence:
       out << YAML::BeginSeq;
-      for (const auto& item : n) emit_preserving(out, item);
+      for (const auto& item : n) emit_preserving(out, item, budget);
       out << YAML::EndSeq;
       break;
     case YAML::NodeType::Scalar:
@@ -151,9 +156,47 @@ std::optional<Design> parse_cluster(std::string ref, std::string text, YAML::Nod
     error = "instance (" + line_of(shared) + ") must be a mapping of the fields the hosts share";
     return std::nullopt;
   }
+  // What each host's design will weigh once its aliases are copied out, from the parser's
+  // events (nothing is expanded to find out): refused before any of it is built.
+  const YamlLimits member_limits = design_limits();
+  auto sizes = root_expanded_sizes(text, "instances");
+  if (!sizes) {
+    error = "the design is not usable YAML";
+    return std::nullopt;
+  }
+  ExpandedSize common;  // what every host's design holds: all but the instance fields
+  for (const auto& [key, size] : sizes->entries)
+    if (key != "instance" && key != "instances") common += size;
+  common += sizes->of("instance");
+  const bool per_item = sizes->list_items_known && sizes->list_items.size() == list.size();
+  ExpandedSize whole;
+  for (size_t i = 0; i < list.size(); ++i) {
+    ExpandedSize host = common;
+    host += per_item ? sizes->list_items[i] : sizes->of("instances");
+    if (host.nodes > member_limits.max_nodes || host.bytes > member_limits.max_bytes) {
+      error = "instances[" + std::to_string(i + 1) + "] (" + line_of(list[i]) +
+              "): the host's design would be " + std::to_string(host.nodes) + " nodes and " +
+              std::to_string(host.bytes) + " bytes with its aliases expanded, over the limit of " +
+              std::to_string(member_limits.max_nodes) + " nodes and " +
+              std::to_string(member_limits.max_bytes) + " bytes for one host's design";
+      return std::nullopt;
+    }
+    whole += host;
+  }
+  if (whole.nodes > kMaxClusterExpandedNodes || whole.bytes > kMaxClusterExpandedBytes) {
+    error = "the cluster's " + std::to_string(list.size()) + " host designs would be " +
+            std::to_string(whole.nodes) + " nodes and " + std::to_string(whole.bytes) +
+            " bytes with their aliases expanded (each host gets its own copy of the shared "
+            "fields), over the limit of " + std::to_string(kMaxClusterExpandedNodes) +
+            " nodes and " + std::to_string(kMaxClusterExpandedBytes) + " bytes for a whole cluster";
+    return std::nullopt;
+  }
+
   Design d;
   d.cluster = lower(name.Scalar());
   std::vector<std::string> seen;
+  uint64_t nodes_left = kMaxClusterExpandedNodes;  // counted again as the hosts are built
+  uint64_t bytes_left = kMaxClusterExpandedBytes;
   for (size_t i = 0; i < list.size(); ++i) {
     const YAML::Node member = list[i];
     std::string where = "instances[" + std::to_string(i + 1) + "] (" + line_of(member) + ")";
@@ -189,23 +232,40 @@ std::optional<Design> parse_cluster(std::string ref, std::string text, YAML::Nod
     seen.push_back(host);
     // The host's own design: the document with its instance in place of the list.
     YAML::Emitter out;
-    out << YAML::BeginMap;
-    bool placed = false;
-    for (auto it = r.begin(); it != r.end(); ++it) {
-      std::string key = it->first.Scalar();
-      if (key == "instance" || key == "instances") {
-        if (placed) continue;
-        placed = true;
-        out << YAML::Key << "instance" << YAML::Value;
-        emit_preserving(out, merged);
-        continue;
+    uint64_t budget = std::min<uint64_t>(member_limits.max_nodes, nodes_left);
+    const uint64_t budget_before = budget;
+    try {
+      out << YAML::BeginMap;
+      bool placed = false;
+      for (auto it = r.begin(); it != r.end(); ++it) {
+        std::string key = it->first.Scalar();
+        if (key == "instance" || key == "instances") {
+          if (placed) continue;
+          placed = true;
+          out << YAML::Key << "instance" << YAML::Value;
+          emit_preserving(out, merged, budget);
+          continue;
+        }
+        out << YAML::Key;
+        emit_preserving(out, it->first, budget);
+        out << YAML::Value;
+        emit_preserving(out, it->second, budget);
       }
-      out << YAML::Key;
-      emit_preserving(out, it->first);
-      out << YAML::Value;
-      emit_preserving(out, it->second);
+      out << YAML::EndMap;
+    } catch (const TooBig&) {
+      budget = 0;
     }
-    out << YAML::EndMap;
+    if (budget == 0 || out.size() > std::min<uint64_t>(member_limits.max_bytes, bytes_left)) {
+      error = where + ": the host's design grows past the limit of " +
+              std::to_string(member_limits.max_nodes) + " nodes and " +
+              std::to_string(member_limits.max_bytes) + " bytes for one host's design, or of " +
+              std::to_string(kMaxClusterExpandedNodes) + " nodes and " +
+              std::to_string(kMaxClusterExpandedBytes) + " bytes for a whole cluster, with its " +
+              "aliases expanded";
+      return std::nullopt;
+    }
+    nodes_left -= budget_before - budget;
+    bytes_left -= out.size();
     std::string member_error;
     auto host_design = parse_design(ref, "# host " + host + " of cluster " + d.cluster + "\n" +
                                              out.c_str() + "\n",

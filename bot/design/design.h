@@ -25,6 +25,14 @@ struct Design {
 // Most hosts one cluster design may list.
 constexpr size_t kMaxClusterHosts = 100;
 
+// Each host of a cluster gets its own copy of the shared fields, aliases expanded, so a small
+// design with a shared alias can stand for a great deal: one host's design may be at most
+// design_limits().max_nodes nodes and max_bytes bytes once expanded, and all of them together
+// at most these (each host's design is written out and parsed again on the loop: 100,000
+// nodes take about half a second).
+constexpr uint64_t kMaxClusterExpandedNodes = 100'000;
+constexpr uint64_t kMaxClusterExpandedBytes = 4u << 20;
+
 // Limits for designs: small documents, shallow nesting, few aliases.
 YamlLimits design_limits();
 

@@ -28,6 +28,59 @@ bool has_unescaped(const std::string& s, std::string_view chars) {
   return false;
 }
 
+// Length of the control character or line break at s[i] (C0, DEL, C1, U+2028, U+2029: every
+// one some YAML reader takes as a line break or refuses), or 0.
+size_t control_at(std::string_view s, size_t i) {
+  unsigned char c = static_cast<unsigned char>(s[i]);
+  if (c < 0x20 || c == 0x7f) return 1;
+  if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+      static_cast<unsigned char>(s[i + 1]) <= 0x9f)
+    return 2;
+  if (c == 0xe2 && i + 2 < s.size() && s[i + 1] == '\x80' && (s[i + 2] == '\xa8' || s[i + 2] == '\xa9'))
+    return 3;
+  return 0;
+}
+
+// The DN for the design's first comment line: whatever could end the line becomes '?'.
+std::string printable_dn(std::string_view dn) {
+  std::string out;
+  for (size_t i = 0; i < dn.size() && out.size() < 1024; ++i) {
+    if (size_t n = control_at(dn, i)) {
+      out += '?';
+      i += n - 1;
+    } else {
+      out += dn[i];
+    }
+  }
+  return out;
+}
+
+// Writes the design; a value with a control character is double-quoted, with the character
+// escaped (yaml-cpp would write a CR raw in a plain scalar, which other YAML readers take as a
+// line break).
+void emit_entry(YAML::Emitter& out, const YAML::Node& n) {
+  if (n.IsMap()) {
+    out << YAML::BeginMap;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      out << YAML::Key << it->first.Scalar() << YAML::Value;
+      emit_entry(out, it->second);
+    }
+    out << YAML::EndMap;
+  } else if (n.IsSequence()) {
+    out << YAML::BeginSeq;
+    for (const auto& item : n) emit_entry(out, item);
+    out << YAML::EndSeq;
+  } else if (n.IsScalar()) {
+    const std::string& v = n.Scalar();
+    bool control = false;
+    for (size_t i = 0; i < v.size() && !control; ++i) control = control_at(v, i) != 0;
+    if (control) out << YAML::DoubleQuoted;
+    out << v;
+  } else {
+    out << YAML::Null;
+  }
+}
+
 YAML::Node node_at(YAML::Node root, const std::string& dotted) {
   YAML::Node n = root;
   size_t start = 0;
@@ -46,6 +99,12 @@ YAML::Node node_at(YAML::Node root, const std::string& dotted) {
 }
 
 }  // namespace
+
+bool has_control_characters_in_dn(std::string_view dn) {
+  for (size_t i = 0; i < dn.size(); ++i)
+    if (control_at(dn, i)) return true;
+  return false;
+}
 
 std::vector<std::pair<std::string, std::string>> LdapSourceConfig::default_attributes() {
   // Standard host schema (device, ipHost, domainRelatedObject) plus deploy/ldap's jarvisHost.
@@ -81,9 +140,12 @@ std::string design_text_from_entry(const LdapEntry& entry, const LdapSourceConfi
     YAML::Node target = node_at(root, path);
     if (!target.IsDefined() || target.IsNull()) target = value;
   }
+  // Everything through the emitter: values are quoted as they need, and the DN (data from the
+  // directory, where a newline could start a key of its own) is a comment that cannot end early.
   YAML::Emitter out;
-  out << root;
-  return "# from LDAP: " + entry.dn + "\n" + out.c_str() + "\n";
+  out << YAML::Comment("from LDAP: " + printable_dn(entry.dn)) << YAML::Newline;
+  emit_entry(out, root);
+  return std::string(out.c_str()) + "\n";
 }
 
 LdapDesignSource::LdapDesignSource(boost::asio::io_context& io, LdapSourceConfig config)
@@ -107,6 +169,10 @@ std::optional<Design> LdapDesignSource::load(const std::string& ref, std::string
                                              std::shared_ptr<LdapCanceller> canceller) const {
   if (ref.size() > 1024) {
     error = "the LDAP name is longer than 1024 characters";
+    return std::nullopt;
+  }
+  if (has_control_characters_in_dn(ref)) {
+    error = "the LDAP name contains control characters or line breaks";
     return std::nullopt;
   }
   const auto& base = config_.base;
@@ -164,6 +230,11 @@ std::optional<Design> LdapDesignSource::load(const std::string& ref, std::string
     }
   }
   const LdapEntry& entry = entries.front();
+  if (has_control_characters_in_dn(entry.dn)) {
+    error = "the LDAP entry's DN (" + printable_dn(entry.dn).substr(0, 200) +
+            ") contains control characters or line breaks";
+    return std::nullopt;
+  }
   size_t count = 0;
   for (const auto& [a, values] : entry.attributes) {
     count += values.size();

@@ -4,6 +4,7 @@
 // run on a small pool of threads; answers come back on the loop.
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -39,7 +40,11 @@ struct LdapSourceConfig {
 // An LDAP name ("cn=loki", "cn=loki,ou=Hosts,..."), as opposed to a file name or a URL.
 bool is_ldap_name(const std::string& ref);
 
-// Builds the design document (YAML text) from an entry; `rdn_value` is the entry's own name,
+// True when a DN holds a control character or a line break (C0, DEL, C1, U+2028, U+2029):
+// refused, from chat and from the directory alike.
+bool has_control_characters_in_dn(std::string_view dn);
+
+// Builds the design document (YAML text) from an entry with yaml-cpp's emitter; `rdn_value` is the entry's own name,
 // which wins when the naming attribute has several values (cn: loki, cn: loki.example.com).
 std::string design_text_from_entry(const LdapEntry& entry, const LdapSourceConfig& config);
 

@@ -56,14 +56,23 @@ std::string ldap_escape_filter_value(std::string_view value) {
 }
 
 std::string ldap_escape_dn_value(std::string_view value) {
+  static const char* hex = "0123456789abcdef";
   std::string out;
   for (size_t i = 0; i < value.size(); ++i) {
-    char c = value[i];
-    bool edge_space = c == ' ' && (i == 0 || i + 1 == value.size());
-    if (std::string_view(",+\"\\<>;=").find(c) != std::string_view::npos || edge_space ||
-        (i == 0 && c == '#'))
+    unsigned char c = static_cast<unsigned char>(value[i]);
+    if (c < 0x20 || c == 0x7f) {
+      // As hex pairs: libldap drops whitespace (TAB, LF, CR) around a value, and a control
+      // character has no business unescaped in a DN anyway.
       out += '\\';
-    out += c;
+      out += hex[c >> 4];
+      out += hex[c & 15];
+      continue;
+    }
+    bool edge_space = c == ' ' && (i == 0 || i + 1 == value.size());
+    if (std::string_view(",+\"\\<>;=").find(static_cast<char>(c)) != std::string_view::npos ||
+        edge_space || (i == 0 && c == '#'))
+      out += '\\';
+    out += static_cast<char>(c);
   }
   return out;
 }

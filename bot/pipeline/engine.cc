@@ -49,9 +49,11 @@ std::string random_suffix() {
   return out.str();
 }
 
-// Cuts a stderr line to a length that fits in a one-line failure reason.
-std::string short_line(std::string s, size_t max = 200) {
+// Cuts a stderr line to a length that fits in a one-line failure reason; redacted first, so
+// the cut never leaves the start of a secret.
+std::string short_line(std::string s, const Redactor* redactor, size_t max = 200) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.pop_back();
+  if (redactor) return redactor->redact_cut(s, max);
   if (s.size() > max) s = s.substr(0, max) + "...";
   return s;
 }
@@ -64,7 +66,8 @@ std::vector<std::string> job_marker(const std::string& state_dir, int64_t job) {
 
 }  // namespace
 
-std::string describe_failure(const WorkerOutcome& o, Millis timeout, const YamlLimits& limits) {
+std::string describe_failure(const WorkerOutcome& o, Millis timeout, const YamlLimits& limits,
+                             const Redactor* redactor) {
   std::string reason;
   switch (o.kind) {
     case WorkerOutcome::Kind::SpawnFailed: return o.error;
@@ -94,7 +97,7 @@ std::string describe_failure(const WorkerOutcome& o, Millis timeout, const YamlL
   std::string tail;
   size_t from = o.stderr_tail.size() > 3 ? o.stderr_tail.size() - 3 : 0;
   for (size_t i = from; i < o.stderr_tail.size(); ++i) {
-    std::string line = short_line(o.stderr_tail[i]);
+    std::string line = short_line(o.stderr_tail[i], redactor);
     if (line.empty()) continue;
     tail += (tail.empty() ? "" : " / ") + line;
   }
@@ -215,6 +218,11 @@ void Engine::enqueue(int64_t id) {
   if (!rec) return;
   auto job = std::make_unique<ActiveJob>(io_);
   job->rec = std::move(*rec);
+  // The bot's own secrets and what it passes to workers from its environment, then the
+  // clipboard's.
+  job->redactor.add(config_.secrets);
+  for (const auto& name : config_.env_allow)
+    if (const char* v = std::getenv(name.c_str())) job->redactor.add({v});
   job->redactor.add(secret_values(job->rec.clipboard, config_.secret_patterns));
   ActiveJob& ref = *job;
   jobs_[id] = std::move(job);
@@ -388,8 +396,23 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
   // than being announced done and forgotten.
   if (!store_problem_.empty()) return stall(job);
 
-  std::string reason =
-      job.redactor.redact(describe_failure(outcome, task.timeout, config_.output_limits));
+  // Secrets this stage printed on stdout may be on its stderr too, stored before they were
+  // known: learn them (even from output that fails the check) and redact the stored lines.
+  if (!is_blank(outcome.output)) {
+    Redactor learned = job.redactor;
+    auto fresh = learned.add(secret_values(outcome.output, config_.secret_patterns));
+    if (!fresh.empty()) {
+      try {
+        store_.redact_log(id, rec.stage + 1, fresh);
+      } catch (const StoreError& e) {
+        store_failed(e, 0);
+        return stall(job);  // the stage runs again, and its output teaches them again
+      }
+      job.redactor = std::move(learned);
+    }
+  }
+  std::string reason = job.redactor.redact(
+      describe_failure(outcome, task.timeout, config_.output_limits, &job.redactor));
   int64_t now = now_ms();
   if (reason.empty()) {
     // Blank output means "unchanged"; otherwise the worker's text is passed on as printed.
@@ -400,10 +423,7 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
       store_failed(e, changed ? outcome.output.size() * 2 : 0);
       return stall(job);
     }
-    if (changed) {
-      rec.clipboard = std::move(outcome.output);
-      job.redactor.add(secret_values(rec.clipboard, config_.secret_patterns));
-    }
+    if (changed) rec.clipboard = std::move(outcome.output);
     log::info(id, "stage {}/{} {} done in {}", rec.stage + 1, rec.stage_count(), task.name,
               format_duration(elapsed));
     auto ev = event_for(job, Kind::StageSucceeded);

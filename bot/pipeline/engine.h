@@ -34,6 +34,9 @@ struct EngineConfig {
   Millis watch_interval{500};            // how often the store is checked for cancel requests
   bool adopt_orphans = true;             // resume jobs whose engine is gone (serve does)
   SecretPatterns secret_patterns;        // clipboard keys whose values never leave the bot
+  // Values redacted in every job besides the clipboards' secrets: the bot's own configured
+  // passwords and tokens. The values of env_allow variables are added too.
+  std::vector<std::string> secrets;
 };
 
 struct EngineEvent {
@@ -157,8 +160,9 @@ class Engine {
 // True while the engine `engine_id` (a process using the same state dir) is alive.
 bool engine_alive(const std::string& state_dir, const std::string& engine_id);
 
-// Describes why a worker's run failed, for people ("exit code 3: <stderr>").
+// Describes why a worker's run failed, for people ("exit code 3: <stderr>"). With a redactor,
+// each stderr line is redacted before it is cut to fit.
 std::string describe_failure(const WorkerOutcome& outcome, Millis timeout,
-                             const YamlLimits& limits);
+                             const YamlLimits& limits, const Redactor* redactor = nullptr);
 
 }  // namespace jarvis

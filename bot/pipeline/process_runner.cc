@@ -338,7 +338,7 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     done(std::move(out));
   }
 
-  asio::io_context& io_;
+  [[maybe_unused]] asio::io_context& io_;  // clang -Wunused-private-field
   ProcessLimits limits_;
   std::shared_ptr<OrphanSweeper> sweeper_;
   WorkerRunner::LineHandler on_stderr_;

@@ -133,6 +133,9 @@ class JobStore {
 
   virtual void append_log(int64_t id, int stage, const std::string& line) = 0;
   virtual std::vector<LogLine> log(int64_t id, int limit) = 0;  // the last `limit` lines
+  // Redacts `values` in the stored lines of one stage: a stage's output can reveal secrets
+  // that its stderr showed before they were known.
+  virtual void redact_log(int64_t id, int stage, const std::vector<std::string>& values) = 0;
 
   virtual void audit(const AuditEntry& entry) = 0;
   virtual std::vector<AuditEntry> audit_trail(int limit) = 0;

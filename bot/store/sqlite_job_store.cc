@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "bot/util/duration.h"
+#include "bot/util/secrets.h"
 
 namespace jarvis {
 
@@ -585,6 +586,25 @@ std::vector<LogLine> SqliteJobStore::log(int64_t id, int limit) {
   while (s.step()) out.push_back({s.i64(0), static_cast<int>(s.i64(1)), s.text(2)});
   s.reset();
   return out;
+}
+
+void SqliteJobStore::redact_log(int64_t id, int stage, const std::vector<std::string>& values) {
+  Redactor redactor;
+  redactor.add(values);
+  if (redactor.empty()) return;
+  Transaction tx(*this);
+  std::vector<std::pair<int64_t, std::string>> changed;
+  auto& s = prepare("SELECT id, line FROM log WHERE job_id = ? AND stage = ?");
+  s.bind(1, id).bind(2, stage);
+  while (s.step()) {
+    std::string line = s.text(1);
+    std::string redacted = redactor.redact(line);
+    if (redacted != line) changed.emplace_back(s.i64(0), std::move(redacted));
+  }
+  s.reset();
+  for (const auto& [row, line] : changed)
+    prepare("UPDATE log SET line = ? WHERE id = ?").bind(1, line).bind(2, row).run();
+  tx.commit();
 }
 
 void SqliteJobStore::audit(const AuditEntry& e) {

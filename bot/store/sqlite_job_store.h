@@ -50,6 +50,7 @@ class SqliteJobStore : public JobStore {
   void job_cancelled(int64_t id, int64_t now, const std::string& reason) override;
   void append_log(int64_t id, int stage, const std::string& line) override;
   std::vector<LogLine> log(int64_t id, int limit) override;
+  void redact_log(int64_t id, int stage, const std::vector<std::string>& values) override;
   void audit(const AuditEntry& entry) override;
   std::vector<AuditEntry> audit_trail(int limit) override;
   bool request_cancel(int64_t id, const std::string& by) override;

@@ -1,5 +1,6 @@
 #include "bot/util/yaml_doc.h"
 
+#include <algorithm>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -34,6 +35,13 @@ class LimitChecker : public YAML::EventHandler {
     if (++aliases_ > limits_.max_aliases)
       throw LimitExceeded(where(m) + ": more than " + std::to_string(limits_.max_aliases) +
                           " aliases");
+    // An alias to an anchor whose collection is still open makes the document contain
+    // itself (`x: &b [*b]`): infinite once expanded, and yaml-cpp's emitter (or any walk)
+    // recurses until the stack overflows. Refused here, before anything builds it.
+    for (const Open& o : open_)
+      if (o.anchor != YAML::NullAnchor && o.anchor == anchor)
+        throw LimitExceeded(where(m) + ": an alias refers to the collection it is inside of "
+                                       "(a recursive document)");
     uint64_t size = anchor < anchor_sizes_.size() ? anchor_sizes_[anchor] : 1;
     add(m, "alias", size);
   }
@@ -116,7 +124,116 @@ class LimitChecker : public YAML::EventHandler {
   bool root_is_map_ = false;
 };
 
+// Sizes of the root mapping's entries and of one list's items, with aliases counted at the
+// size of what they name.
+class RootSizer : public YAML::EventHandler {
+ public:
+  explicit RootSizer(std::string_view list_key) : list_key_(list_key) {}
+  RootSizes sizes;
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t anchor) override { done({1, 4}, anchor, nullptr); }
+  void OnAlias(const YAML::Mark&, YAML::anchor_t anchor) override {
+    ExpandedSize s = anchor < anchors_.size() ? anchors_[anchor] : ExpandedSize{1, 4};
+    done(s, YAML::NullAnchor, nullptr);
+  }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
+                const std::string& text) override {
+    done({1, text.size() + 4}, anchor, &text);
+  }
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    open(anchor, true);
+  }
+  void OnSequenceEnd() override { close(); }
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    open(anchor, false);
+  }
+  void OnMapEnd() override { close(); }
+
+ private:
+  struct Frame {
+    YAML::anchor_t anchor;
+    ExpandedSize size;
+    size_t children = 0;
+  };
+  bool at_root_value() const { return stack_.size() == 1 && stack_.back().children % 2 == 1; }
+  void open(YAML::anchor_t anchor, bool is_list) {
+    if (is_list && at_root_value() && key_ == list_key_ && !list_seen_) {
+      list_seen_ = true;
+      in_list_ = true;
+      list_depth_ = stack_.size() + 1;
+      sizes.list_items_known = true;
+    }
+    stack_.push_back({anchor, {1, 2}, 0});
+  }
+  void close() {
+    Frame f = stack_.back();
+    stack_.pop_back();
+    if (in_list_ && stack_.size() + 1 == list_depth_) in_list_ = false;
+    done(f.size, f.anchor, nullptr);
+  }
+  void done(ExpandedSize s, YAML::anchor_t anchor, const std::string* scalar) {
+    if (anchor != YAML::NullAnchor) {
+      if (anchor >= anchors_.size()) anchors_.resize(anchor + 1, ExpandedSize{1, 4});
+      anchors_[anchor] = s;
+    }
+    if (stack_.empty()) return;
+    Frame& parent = stack_.back();
+    // One level deeper than its parent: a block emitter indents each of its lines by two more.
+    parent.size.nodes += s.nodes;
+    parent.size.bytes += s.bytes + 2 * s.nodes;
+    size_t index = parent.children++;
+    if (stack_.size() == 1) {
+      if (index % 2 == 0) {
+        key_ = scalar ? *scalar : std::string();
+        key_size_ = s;
+      } else {
+        ExpandedSize entry = key_size_;
+        entry += s;
+        auto it = std::find_if(sizes.entries.begin(), sizes.entries.end(),
+                               [&](const auto& e) { return e.first == key_; });
+        if (it == sizes.entries.end()) sizes.entries.emplace_back(key_, entry);
+        else it->second += entry;
+        if (key_ == list_key_) list_seen_ = true;  // the first one counts, list or not
+      }
+    } else if (in_list_ && stack_.size() == list_depth_) {
+      sizes.list_items.push_back(s);
+    }
+  }
+
+  std::string list_key_;
+  std::vector<Frame> stack_;
+  std::vector<ExpandedSize> anchors_;
+  std::string key_;
+  ExpandedSize key_size_;
+  bool list_seen_ = false;
+  bool in_list_ = false;
+  size_t list_depth_ = 0;
+};
+
 }  // namespace
+
+ExpandedSize RootSizes::of(std::string_view key) const {
+  ExpandedSize s;
+  for (const auto& [k, v] : entries)
+    if (k == key) s += v;
+  return s;
+}
+
+std::optional<RootSizes> root_expanded_sizes(std::string_view text, std::string_view list_key) {
+  std::istringstream in{std::string(text)};
+  RootSizer sizer(list_key);
+  try {
+    YAML::Parser parser(in);
+    if (!parser.HandleNextDocument(sizer)) return std::nullopt;
+  } catch (const YAML::Exception&) {
+    return std::nullopt;
+  }
+  return sizer.sizes;
+}
 
 bool is_blank(std::string_view text) {
   return text.find_first_not_of(" \t\r\n") == std::string_view::npos;
