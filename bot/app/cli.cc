@@ -621,32 +621,86 @@ int cmd_serve(Context& ctx) {
   return exit_code;
 }
 
+// Checks what would break at 3 a.m., each problem on one line with its file (and line where
+// it has one). Exit 1 with problems.
 int cmd_check_config(Context& ctx) {
-  int problems = 0;
-  for (const auto& e : ctx.pipeline_errors) {
-    std::cout << e << '\n';
-    ++problems;
-  }
+  const Config& c = ctx.config;
+  std::vector<std::string> problems;
+  std::string config_file = c.config_file.empty() ? "(no config file)" : c.config_file;
+  for (const auto& e : ctx.pipeline_errors) problems.push_back(e);
+  std::error_code ec;
+  for (const auto& dir : c.workers_path)
+    if (!std::filesystem::is_directory(dir, ec))
+      problems.push_back(config_file + ": the workers path entry " + dir + " is not a directory");
+  if (c.designs_dir_configured && !std::filesystem::is_directory(c.designs_dir, ec))
+    problems.push_back(config_file + ": designs_dir " + c.designs_dir +
+                       " is not a directory (chat's \"deploy NAME\" reads designs from it)");
   for (const auto& p : ctx.pipelines.all()) {
-    for (const auto& missing : missing_workers(ctx.config.workers_path, p)) {
-      std::cout << p.file << ": task " << missing << " has no executable " << missing.substr(0, missing.find(':'))
-                << "/" << missing.substr(missing.find(':') + 1) << " on the workers path\n";
-      ++problems;
+    for (const auto& task : missing_workers(c.workers_path, p)) {
+      std::string rel = task.substr(0, task.find(':')) + "/" + task.substr(task.find(':') + 1);
+      std::string found;
+      for (const auto& dir : c.workers_path)
+        if (found.empty() && std::filesystem::exists(dir + "/" + rel, ec)) found = dir + "/" + rel;
+      problems.push_back(p.file + ": task " + task +
+                         (found.empty() ? " has no executable " + rel + " on the workers path"
+                                        : ": " + found + " is not an executable file (chmod +x it)"));
     }
   }
-  std::cout << "state dir: " << ctx.config.state_dir << "\n"
-            << "workers path: " << join(ctx.config.workers_path) << "\n"
-            << "pipelines: " << ctx.pipelines.all().size() << " in " << ctx.config.pipelines_dir << "\n";
+  // An announce place on a protocol with no section goes nowhere, silently.
+  std::map<std::string, bool> fronts = {{"irc", c.irc.has_value()}, {"xmpp", c.xmpp.has_value()},
+                                        {"slack", c.slack.has_value()}};
+  for (const auto& [place, where] : c.announce_places_at) {
+    auto colon = place.find(':');
+    std::string proto = colon == std::string::npos ? "" : place.substr(0, colon);
+    auto it = fronts.find(proto);
+    if (it == fronts.end())
+      problems.push_back(where + ": announce place " + place +
+                         " names no protocol (write irc:#ops, xmpp:room@conference..., slack:C0123)");
+    else if (!it->second)
+      problems.push_back(where + ": announce place " + place + " is on " + proto + ", which has no " +
+                         proto + ": section; nothing would be announced there");
+  }
+  for (const auto& name : [&] {
+         std::vector<std::string> named;
+         for (const auto& [pipeline, places] : c.announce.by_pipeline) named.push_back(pipeline);
+         return named;
+       }())
+    if (!ctx.pipelines.find(name))
+      problems.push_back(config_file + ": chat.announce_pipelines names " + name + ", which is no pipeline");
+  // Two pipelines that both match a design of designs_dir: a deploy of it would be refused.
+  asio::io_context io;
+  FileDesignSource source(io, std::nullopt);
+  for (const auto& e : std::filesystem::directory_iterator(c.designs_dir, ec)) {
+    auto ext = e.path().extension().string();
+    if (!e.is_regular_file() || (ext != ".yaml" && ext != ".yml")) continue;
+    std::string error;
+    auto d = source.load(e.path().string(), error);
+    if (!d) continue;  // `jarvis designs` says why
+    std::vector<const Design*> hosts;
+    if (d->members.empty()) hosts.push_back(&*d);
+    for (const auto& m : d->members) hosts.push_back(&m);
+    for (const Design* h : hosts) {
+      std::string why;
+      if (!ctx.pipelines.select(h->root, std::nullopt, why) && why.find(" all match ") != std::string::npos)
+        problems.push_back(e.path().string() + ": " + h->hostname + ": " + why);
+    }
+  }
+  for (const auto& line : problems) std::cout << line << '\n';
+  std::cout << "state dir: " << c.state_dir << "\n"
+            << "workers path: " << join(c.workers_path) << "\n"
+            << "designs: " << c.designs_dir << "\n"
+            << "pipelines: " << ctx.pipelines.all().size() << " in " << c.pipelines_dir << "\n";
   for (const auto& p : ctx.pipelines.all()) {
     std::string match;
     for (const auto& [k, v] : p.match) match += (match.empty() ? "" : ", ") + k + "=" + v;
     std::cout << "  " << p.name << ": " << p.tasks.size() << " stages"
               << (match.empty() ? " (only by name)" : " (matches " + match + ")") << '\n';
   }
-  std::cout << (problems ? std::to_string(problems) + " problem(s)" : std::string("config ok")) << '\n';
-  return problems ? 2 : 0;
+  std::cout << (problems.empty() ? std::string("config ok")
+                                 : std::to_string(problems.size()) + (problems.size() == 1 ? " problem" : " problems"))
+            << '\n';
+  return problems.empty() ? 0 : 1;
 }
-
 
 // What can be deployed: every design in designs_dir, the host, the pipeline a deploy picks.
 int cmd_designs(Context& ctx) {

@@ -202,18 +202,32 @@ void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
   c.irc = irc;
 }
 
+void note_places(const std::string& file, const YAML::Node& list, Config& c) {
+  auto at = [&](const YAML::Node& n) { return file + ":" + std::to_string(n.Mark().line + 1); };
+  if (list.IsScalar()) c.announce_places_at.emplace_back(list.Scalar(), at(list));
+  else if (list.IsSequence())
+    for (const auto& item : list)
+      if (item.IsScalar()) c.announce_places_at.emplace_back(item.Scalar(), at(item));
+}
+
 void apply_chat(const std::string& file, const YAML::Node& n, Config& c) {
   if (!n.IsMap()) fail(file, n, "chat must be a mapping");
   for (auto it = n.begin(); it != n.end(); ++it) {
     std::string key = it->first.Scalar();
     YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
     if (key == "prefix") c.chat.prefix = text(file, v, "chat.prefix");
-    else if (key == "announce") c.announce.everywhere = strings(file, v, "chat.announce");
+    else if (key == "announce") {
+      c.announce.everywhere = strings(file, v, "chat.announce");
+      note_places(file, v, c);
+    }
     else if (key == "announce_to_requester") c.announce.to_requester = boolean(file, v, "chat.announce_to_requester");
     else if (key == "announce_pipelines") {
       if (!v.IsMap()) fail(file, v, "chat.announce_pipelines must map pipeline names to places");
       for (auto p = v.begin(); p != v.end(); ++p)
+      {
         c.announce.by_pipeline[p->first.Scalar()] = strings(file, p->second, "chat.announce_pipelines");
+        note_places(file, p->second, c);
+      }
     } else if (key == "command_burst") {
       c.chat.command_burst = static_cast<double>(number(file, v, "chat.command_burst", 1, 1000));
     } else if (key == "commands_per_minute") {
@@ -389,7 +403,10 @@ void apply_entry(const std::string& file, const std::string& key, const YAML::No
   {
     if (key == "state_dir") c.state_dir = rel(text(file, v, "state_dir"));
     else if (key == "pipelines_dir") c.pipelines_dir = rel(text(file, v, "pipelines_dir"));
-    else if (key == "designs_dir") c.designs_dir = rel(text(file, v, "designs_dir"));
+    else if (key == "designs_dir") {
+      c.designs_dir = rel(text(file, v, "designs_dir"));
+      c.designs_dir_configured = true;
+    }
     else if (key == "max_running_jobs") c.max_running_jobs = static_cast<int>(number(file, v, "max_running_jobs", 1, 100000));
     else if (key == "log_format") c.log_format = parse_log_format(text(file, v, "log_format"));
     else if (key == "irc") {
@@ -489,7 +506,10 @@ EngineConfig Config::engine_config() const {
 
 Config load_config(const ConfigOverrides& o) {
   Config c;
-  if (o.config_file) apply_file(*o.config_file, c);
+  if (o.config_file) {
+    apply_file(*o.config_file, c);
+    c.config_file = *o.config_file;
+  }
   if (o.state_dir) c.state_dir = *o.state_dir;
   if (o.workers_path) c.workers_path = split_search_path(*o.workers_path);
   if (o.pipelines_dir) c.pipelines_dir = *o.pipelines_dir;

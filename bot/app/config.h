@@ -21,10 +21,12 @@
 namespace jarvis {
 
 struct Config {
+  std::string config_file;  // the file read, if any (for messages)
   std::string state_dir = "state";
   std::vector<std::string> workers_path = {"workers"};
   std::string pipelines_dir = "pipelines";
   std::string designs_dir = "config/designs";  // where `deploy NAME` from chat looks
+  bool designs_dir_configured = false;         // set in the file, not the default
   GistConfig gist;                   // `deploy https://gist.github.com/...`
   std::optional<LdapSourceConfig> ldap;  // `deploy cn=loki`; off unless configured
   int max_running_jobs = 32;
@@ -44,6 +46,8 @@ struct Config {
   std::optional<SlackConfig> slack;     // channels: the ones the app is invited to
   ChatFrontConfig chat;  // prefix, rate limits, outbox pacing (rooms come per protocol)
   AnnounceConfig announce;
+  // Every announce place with where it was written ("jarvis.yaml:41"), for check-config.
+  std::vector<std::pair<std::string, std::string>> announce_places_at;
   std::vector<AclRule> acl_rules;
   std::vector<std::string> acl_open = Acl::default_open();
 
