@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <boost/asio/post.hpp>
@@ -553,6 +554,63 @@ RequeueResult Engine::retry(int64_t id) {
   return r;
 }
 
+void Engine::follow_foreign(const std::vector<JobStore::Watched>& watched) {
+  std::set<int64_t> seen;
+  auto event_from = [](const JobRecord& rec, Kind kind) {
+    EngineEvent ev;
+    ev.kind = kind;
+    ev.job = rec.id;
+    ev.host = rec.host;
+    ev.stage = std::min(rec.stage + 1, std::max(1, rec.stage_count()));
+    ev.stage_count = rec.stage_count();
+    if (rec.stage < rec.stage_count()) ev.task = rec.tasks[static_cast<size_t>(rec.stage)].name;
+    ev.attempt = rec.attempt;
+    ev.requested_by = rec.requested_by;
+    ev.pipeline = rec.pipeline;
+    ev.origin = rec.origin;
+    return ev;
+  };
+  for (const auto& w : watched) {
+    if (w.owner == id_ || jobs_.count(w.id)) continue;
+    seen.insert(w.id);
+    auto it = foreign_.find(w.id);
+    if (it != foreign_.end() && it->second.state == w.state && it->second.stage == w.stage) continue;
+    bool first = it == foreign_.end();
+    foreign_[w.id] = {w.state, w.stage};
+    if (w.state != JobState::Running) continue;  // queued: nothing to say yet
+    auto rec = store_.job(w.id);
+    if (!rec) continue;
+    if (first) emit(event_from(*rec, Kind::JobStarted));
+    if (rec->stage < rec->stage_count()) emit(event_from(*rec, Kind::StageStarted));
+  }
+  // Gone from the jobs in flight: it ended; say how.
+  for (auto it = foreign_.begin(); it != foreign_.end();) {
+    if (seen.count(it->first)) {
+      ++it;
+      continue;
+    }
+    int64_t id = it->first;
+    it = foreign_.erase(it);
+    if (jobs_.count(id)) continue;  // adopted here: this engine announces it from now on
+    auto rec = store_.job(id);
+    if (!rec) continue;
+    EngineEvent ev = event_from(*rec, Kind::JobFailed);
+    if (rec->state == JobState::Ready) {
+      ev.kind = Kind::JobReady;
+      ev.stage = rec->stage_count();
+      ev.elapsed = Millis(rec->ended_ms - rec->started_ms);
+    } else if (rec->state == JobState::Cancelled) {
+      ev.kind = Kind::JobCancelled;
+      ev.text = rec->cancelled_by.empty() ? "someone" : rec->cancelled_by;
+    } else if (rec->state == JobState::Failed) {
+      ev.text = rec->reason;
+    } else {
+      continue;
+    }
+    emit(std::move(ev));
+  }
+}
+
 bool Engine::take_over(int64_t id, std::string& error) {
   auto rec = store_.job(id);
   if (!rec || !is_active(rec->state)) {
@@ -576,7 +634,8 @@ void Engine::watch() {
   try {
     store_.check_identity();
     keep_engine_lock();
-    for (const auto& w : store_.jobs_to_watch()) {
+    auto watched = store_.jobs_to_watch();
+    for (const auto& w : watched) {
       if (w.owner == id_) {
         auto it = jobs_.find(w.id);
         if (w.cancel_requested && it != jobs_.end() && !it->second->cancelling) {
@@ -588,6 +647,7 @@ void Engine::watch() {
         adopt(w.id, w.owner);
       }
     }
+    if (config_.adopt_orphans) follow_foreign(watched);
   } catch (const StoreError& e) {
     store_failed(e, 0);
   } catch (const std::exception& e) {

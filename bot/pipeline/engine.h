@@ -131,6 +131,9 @@ class Engine {
   void probe_store();
   void recover();
   void keep_engine_lock();
+  // Jobs other live engines run (a `jarvis run` from a shell): their progress is announced
+  // here too, from what the store says, so chat sees every job.
+  void follow_foreign(const std::vector<JobStore::Watched>& watched);
   std::vector<std::string> worker_env(const ActiveJob& job) const;
   void emit(EngineEvent event);
   EngineEvent event_for(const ActiveJob& job, EngineEvent::Kind kind) const;
@@ -154,6 +157,11 @@ class Engine {
   Millis probe_delay_{0};
   boost::asio::steady_timer probe_timer_;
   size_t log_lines_lost_ = 0;
+  struct Foreign {
+    JobState state;
+    int stage;
+  };
+  std::map<int64_t, Foreign> foreign_;
   std::vector<Observer> observers_;
 };
 

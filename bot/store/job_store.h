@@ -152,6 +152,8 @@ class JobStore {
     int64_t id = 0;
     std::string owner;
     bool cancel_requested = false;
+    JobState state = JobState::Queued;
+    int stage = 0;
   };
   virtual std::vector<Watched> jobs_to_watch() = 0;
 

@@ -666,10 +666,12 @@ bool SqliteJobStore::claim(int64_t id, const std::string& expected_owner,
 }
 
 std::vector<JobStore::Watched> SqliteJobStore::jobs_to_watch() {
-  auto& s = prepare("SELECT id, owner, cancel_requested FROM jobs WHERE state IN ('queued', "
-                    "'running') ORDER BY id");
+  auto& s = prepare("SELECT id, owner, cancel_requested, state, stage FROM jobs WHERE state IN "
+                    "('queued', 'running') ORDER BY id");
   std::vector<Watched> out;
-  while (s.step()) out.push_back({s.i64(0), s.text(1), s.i64(2) != 0});
+  while (s.step())
+    out.push_back({s.i64(0), s.text(1), s.i64(2) != 0, parse_job_state(s.text(3)).value_or(JobState::Queued),
+                   static_cast<int>(s.i64(4))});
   s.reset();
   return out;
 }
