@@ -206,10 +206,10 @@ TEST(Durability, AnAdopterKillsTheDeadEnginesWorkerEvenIfItsPidWasNeverStored) {
   ASSERT_EQ(j.state, JobState::Ready) << j.reason;
   bool gone = !process_exists(stray);
   EXPECT_TRUE(gone) << "the dead engine's worker still runs";
-  if (!gone) ::kill(stray, SIGKILL);
+  if (!gone) ::kill(-stray, SIGKILL);
   ::waitpid(stray, nullptr, WNOHANG);  // unless the runner's sweeper reaped it already
   EXPECT_TRUE(process_exists(neighbour)) << "another store's worker was killed";
-  ::kill(neighbour, SIGKILL);
+  ::kill(-neighbour, SIGKILL);  // its group: the shell and its sleep
   ::waitpid(neighbour, nullptr, 0);
   EXPECT_EQ(read_file(runs), "s1\ns2\ns3\n");
 }

@@ -97,6 +97,7 @@ class FaultyStore : public JobStore {
   }
   std::vector<Watched> jobs_to_watch() override { return real_.jobs_to_watch(); }
   void check_identity() override { real_.check_identity(); }
+  PruneResult prune_finished(int64_t before_ms) override { return real_.prune_finished(before_ms); }
   void probe_write(size_t bytes) override {
     hit("probe_write");
     real_.probe_write(bytes);

@@ -170,5 +170,39 @@ TEST(SqliteStore, AStoreFromBeforeGroupsGetsTheColumn) {
   EXPECT_EQ(store.latest_in_group("web").size(), 1u);
 }
 
+
+TEST(SqliteStore, PruneRemovesOldFinishedJobsLogsAndClipboardsButKeepsWhatRanAndTheAudit) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  int64_t old_job = store.create_job(new_job("old"), "e1").id;
+  store.mark_running(old_job, 1000);
+  store.stage_started(old_job, 0, 1, "m:t0", 1000, 0);
+  std::string clip = "after: one\npassword: hunter2\n";
+  store.stage_succeeded(old_job, 0, 1, 2000, &clip);
+  store.append_log(old_job, 1, "hello from stage 1");
+  store.stage_failed(old_job, 1, 1, 3000, "boom");
+  int64_t recent = store.create_job(new_job("recent"), "e1").id;
+  store.append_log(recent, 1, "still wanted");
+  store.stage_failed(recent, 0, 1, now_ms(), "boom");
+  int64_t running = store.create_job(new_job("running"), "e1").id;
+  store.mark_running(running, 1000);
+  store.audit({1000, "alice", "cli", "tty", "deploy old", "ok"});
+
+  auto r = store.prune_finished(now_ms() - 3600'000);
+  EXPECT_EQ(r.jobs, 1);
+  EXPECT_EQ(r.log_lines, 1);
+  auto j = store.job(old_job);
+  ASSERT_TRUE(j) << "the job row stays: what ran, when, and how it ended";
+  EXPECT_EQ(j->state, JobState::Failed);
+  EXPECT_EQ(j->reason, "boom");
+  EXPECT_TRUE(j->clipboard.empty());
+  EXPECT_TRUE(store.log(old_job, 10).empty());
+  EXPECT_EQ(store.stage_clipboards(old_job), std::vector<std::string>{""});
+  EXPECT_FALSE(store.requeue(old_job, "").ok) << "a pruned job has no clipboard to resume with";
+  EXPECT_EQ(store.log(recent, 10).size(), 1u) << "recent jobs are kept whole";
+  EXPECT_FALSE(store.job(running)->clipboard.empty()) << "jobs in flight are never pruned";
+  EXPECT_EQ(store.audit_trail(10).size(), 1u) << "the audit trail stays";
+}
+
 }  // namespace
 }  // namespace jarvis::testing

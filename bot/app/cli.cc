@@ -742,6 +742,22 @@ int cmd_designs(Context& ctx) {
   return problems ? 1 : 0;
 }
 
+int cmd_prune(Context& ctx, const CliArgs& args) {
+  auto age = parse_duration(args.older_than);
+  if (!age || age->count() <= 0) {
+    std::cerr << "jarvis: prune: --older-than needs a duration such as 90d, 12h or 30m, not \""
+              << args.older_than.substr(0, 40) << "\"\n";
+    return 2;
+  }
+  auto r = ctx.store->prune_finished(now_ms() - age->count());
+  std::string what = "pruned " + std::to_string(r.jobs) + (r.jobs == 1 ? " job" : " jobs") +
+                     " that finished more than " + format_duration(*age) + " ago (" +
+                     std::to_string(r.log_lines) + " log lines, their designs and clipboards); the job rows and the audit trail stay";
+  audit_cli(*ctx.store, "prune --older-than " + args.older_than, "ok: " + what);
+  std::cout << what << '\n';
+  return 0;
+}
+
 int cmd_pipelines(Context& ctx) {
   warn_pipeline_errors(ctx);
   if (ctx.pipelines.all().empty()) std::cout << "no pipelines in " << ctx.config.pipelines_dir << '\n';
@@ -780,6 +796,7 @@ int cli_main(int argc, char** argv) {
     if (args->command == "check-config") return cmd_check_config(*ctx);
     if (args->command == "designs") return cmd_designs(*ctx);
     if (args->command == "pipelines") return cmd_pipelines(*ctx);
+    if (args->command == "prune") return cmd_prune(*ctx, *args);
     if (args->command == "retry") {
       int rc = cmd_retry(*ctx, *args);
       if (rc >= 0) return rc;

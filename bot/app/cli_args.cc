@@ -54,6 +54,10 @@ const CommandSpec kCommands[] = {
      "executables, a missing workers path or designs_dir, announce places on protocols that are not\n"
      "configured, ACL rules that cannot match. Exit 0 when all is well, 1 with problems (each named\n"
      "with its file and line where it has one)."},
+    {"prune", "remove old finished jobs' logs and clipboards (keeps the audit)",
+     "Removes the logs, designs and clipboards of jobs that finished more than --older-than ago\n"
+     "(90d, 12h, ...): they are what grows. The job rows (what ran, when, how it ended) and the\n"
+     "audit trail stay; a pruned job cannot be retried. Prints what it removed."},
     {"help", "this list, or one command in detail", "This list, or one command in detail."},
 };
 
@@ -84,7 +88,7 @@ bool is_command(const std::string& w) {
 
 // The global options that take a value, so that a scan for the command word skips values.
 const char* const kValueOptions[] = {"--config", "--state-dir", "--workers-path", "--pipelines-dir",
-                                     "--log-format", "--pipeline", "-n", "--lines"};
+                                     "--log-format", "--pipeline", "-n", "--lines", "--older-than"};
 
 std::optional<std::string> first_word(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
@@ -162,6 +166,7 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
   subs["log"]->add_option("-n,--lines", a.lines, "how many lines (default 20)")->check(CLI::Range(1, 100000));
   subs["audit"]->add_option("HOST", target, "only entries about this host");
   subs["help"]->add_option("COMMAND", topic, "a command");
+  subs["prune"]->add_option("--older-than", a.older_than, "finished longer ago than this: 90d, 12h, 30m")->required();
   app.require_subcommand(1, 1);
 
   if (auto word = first_word(argc, argv); word && !is_command(*word)) {

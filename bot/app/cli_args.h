@@ -16,6 +16,7 @@ struct CliArgs {
   std::vector<std::string> words;  // the command's positional words
   std::optional<std::string> pipeline;
   int lines = 20;                  // log -n
+  std::string older_than;          // prune --older-than
 };
 
 struct ParsedCli {

@@ -157,6 +157,13 @@ class JobStore {
   };
   virtual std::vector<Watched> jobs_to_watch() = 0;
 
+  // Retention: the logs, designs and clipboards of jobs that finished before `before_ms` are
+  // removed; their job rows (what ran, when, how it ended) and the audit trail stay.
+  struct PruneResult {
+    int64_t jobs = 0, log_lines = 0;
+  };
+  virtual PruneResult prune_finished(int64_t before_ms) = 0;
+
   // Health. check_identity throws StoreError(Gone) when the database file was deleted or
   // replaced since it was opened; probe_write commits (and removes) `bytes` of data, so a
   // store that failed a write of that size can tell when it would succeed again.

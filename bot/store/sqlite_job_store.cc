@@ -324,6 +324,29 @@ void SqliteJobStore::check_identity() {
   throw StoreError(StoreError::Kind::Gone, *gone_);
 }
 
+JobStore::PruneResult SqliteJobStore::prune_finished(int64_t before_ms) {
+  PruneResult r;
+  Transaction tx(*this);
+  auto& count = prepare("SELECT count(*) FROM job_documents WHERE job_id IN (SELECT id FROM jobs WHERE "
+                        "state IN ('ready', 'failed', 'cancelled') AND ended_ms > 0 AND ended_ms < ?1)");
+  count.bind(1, before_ms);
+  if (count.step()) r.jobs = count.i64(0);
+  count.reset();
+  prepare("DELETE FROM log WHERE job_id IN (SELECT id FROM jobs WHERE state IN ('ready', 'failed', "
+          "'cancelled') AND ended_ms > 0 AND ended_ms < ?1)")
+      .bind(1, before_ms).run();
+  r.log_lines = sqlite3_changes(db_);
+  prepare("UPDATE stages SET clipboard_after = NULL WHERE clipboard_after IS NOT NULL AND job_id IN "
+          "(SELECT id FROM jobs WHERE state IN ('ready', 'failed', 'cancelled') AND ended_ms > 0 AND "
+          "ended_ms < ?1)")
+      .bind(1, before_ms).run();
+  prepare("DELETE FROM job_documents WHERE job_id IN (SELECT id FROM jobs WHERE state IN ('ready', "
+          "'failed', 'cancelled') AND ended_ms > 0 AND ended_ms < ?1)")
+      .bind(1, before_ms).run();
+  tx.commit();
+  return r;
+}
+
 void SqliteJobStore::probe_write(size_t bytes) {
   check_identity();
   {
@@ -639,6 +662,14 @@ RequeueResult SqliteJobStore::requeue(int64_t id, const std::string& new_owner) 
   if (is_active(j->state)) { r.error = "job " + std::to_string(id) + " is still in flight"; return r; }
   if (j->state == JobState::Ready) {
     r.error = "job " + std::to_string(id) + " finished; deploy again to start a new job";
+    return r;
+  }
+  auto& docs = prepare("SELECT count(*) FROM job_documents WHERE job_id = ?");
+  docs.bind(1, id);
+  bool kept = docs.step() && docs.i64(0) > 0;
+  docs.reset();
+  if (!kept) {
+    r.error = "job " + std::to_string(id) + " was pruned (its clipboard is gone); deploy again";
     return r;
   }
   try {

@@ -58,6 +58,7 @@ class SqliteJobStore : public JobStore {
   bool claim(int64_t id, const std::string& expected_owner, const std::string& new_owner) override;
   std::vector<Watched> jobs_to_watch() override;
   void check_identity() override;
+  PruneResult prune_finished(int64_t before_ms) override;
   void probe_write(size_t bytes) override;
 
   // The clipboards saved after each completed stage, in order (for tests and `log`).

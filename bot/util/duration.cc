@@ -15,6 +15,7 @@ std::optional<Millis> parse_duration(std::string_view text) {
   else if (unit == "ms") factor = 1;
   else if (unit == "m") factor = 60 * 1000;
   else if (unit == "h") factor = 3600 * 1000;
+  else if (unit == "d") factor = 24 * 3600 * 1000;
   else return std::nullopt;
   if (value > INT64_MAX / factor / 4) return std::nullopt;
   return Millis(value * factor);

@@ -94,6 +94,11 @@ cancel = cli("cancel", "op1", expect=0).stdout
 check("op1: cancelled job 3" in cancel, cancel)
 check(cli("status", "op1").stdout.startswith("op1: cancelled at stage 1/3"), cli("status", "op1").stdout)
 
+# Retention: nothing here is old enough; a bad duration is a usage error.
+pruned = cli("prune", "--older-than", "90d", expect=0).stdout
+check(pruned.startswith("pruned 0 jobs that finished more than 2160h00m ago"), pruned)
+check("--older-than needs a duration" in cli("prune", "--older-than", "soon", expect=2).stderr, "bad duration")
+
 # Every CLI action is in the audit trail under the real user and host, not $USER.
 me = f"{getpass.getuser() if os.geteuid() else 'root'}@{socket.gethostname()}"
 env = dict(os.environ, USER="mallory")
