@@ -207,8 +207,9 @@ class ProgressView {
     ticking_ = true;
     tick_.expires_after(std::chrono::seconds(1));
     tick_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) return;  // cancelled: the view may be gone
       ticking_ = false;
-      if (ec || finished_) return;
+      if (finished_) return;
       draw_bar();
       tick();
     });

@@ -85,6 +85,9 @@ void Outbox::schedule(TokenBucket::Clock::duration delay) {
   scheduled_ = true;
   timer_.expires_after(delay);
   timer_.async_wait([this](const boost::system::error_code& ec) {
+    // Aborted: cancelled by pause() (which resets scheduled_ itself) or the outbox is being
+    // destroyed, when `this` must not be touched.
+    if (ec == boost::asio::error::operation_aborted) return;
     scheduled_ = false;
     if (!ec) flush();
   });
