@@ -198,7 +198,7 @@ class SampleWorkerValues : public ::testing::Test {
   TempDir tmp;
 };
 
-const char* kMigrate = R"(instance: {hostname: loki, fqdn: loki.example.com}
+const char* kMigrate = R"(instance: {hostname: loki, fqdn: loki.example.com, provider: sandbox}
 inventory: {production: true, services: [www]}
 )";
 
@@ -218,20 +218,20 @@ TEST_F(SampleWorkerValues, ANewlineInStandbyAddsNoRecordsToTheZone) {
 }
 
 TEST_F(SampleWorkerValues, AddressesAndFingerprintsAreCheckedBeforeTheZoneFile) {
-  const std::string base = "sandbox: {delay_ms: 0}\ninstance:\n  hostname: loki\n  fqdn: loki.example.com\n"
+  const std::string base = "sandbox: {delay_ms: 0}\ninstance:\n  hostname: loki\n  provider: sandbox\n  fqdn: loki.example.com\n"
                            "  ssh_fingerprints: {ed25519: 'SHA256:abc'}\n";
   auto r = run("dns:update", base + "  ip: \"10.0.0.1\\nevil IN A 6.6.6.6\"\n");
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("instance.ip"), std::string::npos) << r.err;
-  r = run("dns:update", "instance:\n  hostname: loki\n  fqdn: \"loki.example.com\\nevil\"\n  ip: 10.0.0.1\n"
+  r = run("dns:update", "instance:\n  hostname: loki\n  provider: sandbox\n  fqdn: \"loki.example.com\\nevil\"\n  ip: 10.0.0.1\n"
                         "  ssh_fingerprints: {ed25519: 'SHA256:abc'}\nsandbox: {delay_ms: 0}\n");
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("instance.fqdn"), std::string::npos) << r.err;
-  r = run("dns:update", "instance:\n  hostname: loki\n  fqdn: loki.example.com\n  ip: 10.0.0.1\n"
+  r = run("dns:update", "instance:\n  hostname: loki\n  provider: sandbox\n  fqdn: loki.example.com\n  ip: 10.0.0.1\n"
                         "  ssh_fingerprints: {ed25519: \"SHA256:abc\\nevil IN A 6.6.6.6\"}\nsandbox: {delay_ms: 0}\n");
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_FALSE(std::filesystem::exists(sandbox("dns/example.com.zone")));
-  r = run("dns:update", "instance:\n  hostname: loki\n  fqdn: loki.example.com\n  ip: 10.0.0.1\n"
+  r = run("dns:update", "instance:\n  hostname: loki\n  provider: sandbox\n  fqdn: loki.example.com\n  ip: 10.0.0.1\n"
                         "  ssh_fingerprints: {ed25519: 'SHA256:abc'}\nsandbox: {delay_ms: 0}\n");
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(read_file(sandbox("dns/example.com.zone")).find("loki IN A 10.0.0.1"), std::string::npos);
@@ -239,7 +239,7 @@ TEST_F(SampleWorkerValues, AddressesAndFingerprintsAreCheckedBeforeTheZoneFile) 
 
 TEST_F(SampleWorkerValues, DotDotAsARepositoryNameWritesNothingOutsideItsDirectory) {
   for (const char* repo : {"..", "../..", "a/../../b", "host:..", "a/."}) {
-    auto r = run("git:update_root_key", std::string("instance:\n  hostname: loki\n  fqdn: loki.example.com\n"
+    auto r = run("git:update_root_key", std::string("instance:\n  hostname: loki\n  provider: sandbox\n  fqdn: loki.example.com\n"
                                                     "  root_pubkey: ssh-ed25519 AAAA root@loki\n"
                                                     "  gitosis-admin: '") + repo + "'\nsandbox: {delay_ms: 0}\n");
     EXPECT_EQ(r.code, 2) << repo << ": " << r.err;
@@ -248,12 +248,12 @@ TEST_F(SampleWorkerValues, DotDotAsARepositoryNameWritesNothingOutsideItsDirecto
   }
   EXPECT_FALSE(std::filesystem::exists(sandbox("keydir"))) << "written outside git/";
   EXPECT_FALSE(std::filesystem::exists(tmp.file("state") + "/keydir")) << "written outside the sandbox";
-  auto r = run("git:update_root_key", "instance:\n  hostname: loki\n  fqdn: loki.example.com\n"
+  auto r = run("git:update_root_key", "instance:\n  hostname: loki\n  provider: sandbox\n  fqdn: loki.example.com\n"
                                       "  root_pubkey: \"ssh-ed25519 AAAA root@loki\\nssh-rsa EVIL\"\n"
                                       "  gitosis-admin: admin\nsandbox: {delay_ms: 0}\n");
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("instance.root_pubkey"), std::string::npos) << r.err;
-  r = run("git:update_root_key", "instance:\n  hostname: loki\n  fqdn: loki.example.com\n"
+  r = run("git:update_root_key", "instance:\n  hostname: loki\n  provider: sandbox\n  fqdn: loki.example.com\n"
                                  "  root_pubkey: ssh-ed25519 AAAA root@loki\n"
                                  "  gitosis-admin: 'gitosis@git.example.com:gitosis-admin.git'\n"
                                  "sandbox: {delay_ms: 0}\n");

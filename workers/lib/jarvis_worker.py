@@ -195,6 +195,45 @@ def check_ip(value, what, version=None):
     return str(address)
 
 
+def check_port(value, what):
+    """A TCP/UDP port number, 1-65535."""
+    text = str(value).strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise Failure(f"{what} {_shown(value)} is not a port number (1-65535)", 2)
+    return int(text)
+
+
+def read_secret_file(path, what):
+    """The contents of a secret file named in the design or configuration, for a credential.
+    Never quoted in errors. The file must be a regular file not readable by others."""
+    path = check_line(path, what)
+    if not os.path.isabs(path):
+        raise Failure(f"{what} must be an absolute path", 2)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise Failure(f"cannot read {what} {path}: {e.strerror}", 2)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        import stat
+        if not stat.S_ISREG(st.st_mode):
+            raise Failure(f"{what} {path} is not a regular file", 2)
+        if st.st_mode & 0o004:
+            raise Failure(f"{what} {path} is readable by everyone: chmod o-r it first", 2)
+        if st.st_size > 65536:
+            raise Failure(f"{what} {path} is too large to be a key or password file", 2)
+        return f.read().decode("utf-8", errors="replace")
+
+
+def duration_seconds(value, what):
+    """'90s', '5m', '2h', '1d' or a number of seconds, as seconds."""
+    m = re.fullmatch(r"\s*([0-9]+)\s*(ms|s|m|h|d)?\s*", str(value))
+    if not m:
+        raise Failure(f"{what} {_shown(value)} is not a duration (90s, 5m, 2h)", 2)
+    n, unit = int(m.group(1)), m.group(2) or "s"
+    return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
 def _int_env(name, default):
     try:
         return int(os.environ.get(name, default))
@@ -215,8 +254,9 @@ class Worker:
         self.stages = _int_env("JARVIS_STAGES", 1)
         self.attempt = _int_env("JARVIS_ATTEMPT", 1)
         self.state_dir = os.environ.get("JARVIS_STATE_DIR")
+        self.raw = sys.stdin.buffer.read()
         try:
-            self.clipboard = load(sys.stdin.buffer.read())
+            self.clipboard = load(self.raw)
         except ValueError as e:
             raise Failure(f"the clipboard on stdin is not a YAML mapping: {e}", 2)
         self.original = copy.deepcopy(self.clipboard)
@@ -260,6 +300,39 @@ class Worker:
     def fqdn(self, path="instance.fqdn", hint=""):
         """need(path) checked to be a DNS name."""
         return check_dns_name(self.need(path, hint), path)
+
+    def setting(self, path, env=None, default=None):
+        """A setting: the design's value at path, else the environment variable env (the
+        configuration's workers.env or env_allow), else default. Not for secrets: those come
+        from files (see secret_file) or the environment only."""
+        value = self.get(path)
+        if value is None or value == "":
+            value = os.environ.get(env) if env else None
+        return default if value is None or value == "" else value
+
+    def simulated(self):
+        """True when this host lives in the sandbox's pretend world: instance.provider is
+        sandbox and the design gives no sandbox.address (a real machine standing in for the
+        sandbox node). Real workers then hand the stage to their sandbox variant."""
+        opts = self.get("sandbox")
+        address = opts.get("address") if isinstance(opts, dict) else None
+        return str(self.get("instance.provider") or "").lower() == "sandbox" and not address
+
+    def exec_sandbox(self, variant):
+        """Replace this process with workers/sandbox/<variant>, the simulation of this task,
+        giving it the same clipboard on stdin and the same task name (sandbox.fail matches
+        it). Never returns."""
+        path = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "..", "sandbox",
+                            variant)
+        path = os.path.realpath(path)
+        fd = os.memfd_create("clipboard")
+        os.write(fd, self.raw)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.dup2(fd, 0)
+        os.close(fd)
+        os.environ["JARVIS_TASK"] = self.task
+        sys.stderr.flush()
+        os.execv(path, [path, self.name])
 
     def prepare(self):
         """Hook run before the task body (subclasses: checks, simulated delays)."""
