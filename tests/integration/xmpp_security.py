@@ -87,7 +87,10 @@ if "muc" in sections:
     alice.wait_presence(MISSING, "jarvis", 20)
 
 bot.terminate()
-check(bot.wait(timeout=20) == 0, "jarvis serve exits 0")
+code = bot.wait(timeout=20)
+if code != 0:
+    print(open(log_path).read()[-4000:], file=sys.stderr)
+check(code == 0, f"jarvis serve exits 0, not {code}")
 alice.close()
 server.cleanup()
 print("xmpp security: ok")
