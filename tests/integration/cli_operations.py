@@ -7,35 +7,22 @@ import os
 import re
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jarvis_test import Jarvis, check, wait_for  # noqa: E402
+from jarvis_test import Jarvis, check, step_setup, wait_for  # noqa: E402
 
 binary, source, build = sys.argv[1:4]
 j = Jarvis(binary, source, build)
 work = j.tmp
-for d in ("workers/step", "pipelines", "designs"):
-    os.makedirs(f"{work}/{d}")
-with open(f"{work}/workers/step/run", "w") as f:
-    f.write("#!/bin/sh\ncat >/dev/null\necho \"stage $JARVIS_STAGE of $JARVIS_HOST\" >&2\n"
-            "[ -e \"$JARVIS_STATE_DIR/slow-$JARVIS_STAGE\" ] && sleep 30\nexit 0\n")
-os.chmod(f"{work}/workers/step/run", stat.S_IRWXU)
-with open(f"{work}/pipelines/three.yaml", "w") as f:
-    f.write("name: three\nmatch: {provider: test}\ntasks:\n  - step:run\n  - {task: step:run, timeout: 45s}\n"
-            "  - step:run\n")
-for host in ("op1", "op2"):
-    with open(f"{work}/designs/{host}.yaml", "w") as f:
-        f.write(f"instance:\n  hostname: {host}\n  provider: test\n")
+config = step_setup(j, "cat >/dev/null\necho \"stage $JARVIS_STAGE of $JARVIS_HOST\" >&2\n"
+                       "[ -e \"$JARVIS_STATE_DIR/slow-$JARVIS_STAGE\" ] && sleep 30\nexit 0\n",
+                    "name: three\nmatch: {provider: test}\ntasks:\n  - step:run\n  - {task: step:run, timeout: 45s}\n"
+                    "  - step:run\n", ["op1", "op2"])
 with open(f"{work}/designs/broken.yaml", "w") as f:
     f.write("instance:\n  hostname: -bad-\n")
-config = f"{work}/jarvis.yaml"
-with open(config, "w") as f:
-    f.write(f"state_dir: {j.state}\npipelines_dir: {work}/pipelines\ndesigns_dir: {work}/designs\n"
-            f"workers:\n  path: [{work}/workers]\n")
 
 
 def cli(*words, expect=None, timeout=60):

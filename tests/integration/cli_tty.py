@@ -5,31 +5,19 @@ import os
 import pty
 import re
 import select
-import stat
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jarvis_test import Jarvis, check  # noqa: E402
+from jarvis_test import Jarvis, check, step_setup  # noqa: E402
 
 binary, source, build = sys.argv[1:4]
 j = Jarvis(binary, source, build)
-w = j.tmp
-for d in ("workers/step", "pipelines", "designs"):
-    os.makedirs(f"{w}/{d}")
-with open(f"{w}/workers/step/run", "w") as f:
-    f.write("#!/bin/sh\ncat >/dev/null\necho \"working on stage $JARVIS_STAGE\" >&2\nsleep 0.3\n"
-            "[ \"$JARVIS_STAGE\" = 2 ] && { echo 'the switch said no' >&2; exit 3; }\nexit 0\n")
-os.chmod(f"{w}/workers/step/run", stat.S_IRWXU)
-with open(f"{w}/pipelines/three.yaml", "w") as f:
-    f.write("name: three\nmatch: {provider: test}\ntasks: [step:run, {task: step:run, retries: 1}, step:run]\n")
-with open(f"{w}/designs/tty1.yaml", "w") as f:
-    f.write("instance:\n  hostname: tty1\n  provider: test\n")
-config = f"{w}/jarvis.yaml"
-with open(config, "w") as f:
-    f.write(f"state_dir: {j.state}\npipelines_dir: {w}/pipelines\ndesigns_dir: {w}/designs\n"
-            f"workers:\n  path: [{w}/workers]\n  retry_backoff: 100ms\n")
+config = step_setup(j, "cat >/dev/null\necho \"working on stage $JARVIS_STAGE\" >&2\nsleep 0.3\n"
+                       "[ \"$JARVIS_STAGE\" = 2 ] && { echo 'the switch said no' >&2; exit 3; }\nexit 0\n",
+                    "name: three\nmatch: {provider: test}\ntasks: [step:run, {task: step:run, retries: 1}, step:run]\n",
+                    ["tty1"], "  retry_backoff: 100ms\n")
 
 master, slave = pty.openpty()
 p = subprocess.Popen([binary, "run", "tty1", "--config", config], stdin=slave, stdout=slave, stderr=slave)

@@ -66,3 +66,28 @@ designs_dir: {work}/designs
 workers:
   path: [{paths}]
 {workers_extra}"""
+
+
+def step_setup(j, worker, pipeline, hosts, workers_extra=""):
+    """A temp work dir for CLI tests: one worker `step:run` (a /bin/sh body), one pipeline
+    (`pipeline` is its YAML), a design per host (provider test) in designs/, and a config naming
+    them. Returns the config's path."""
+    import stat
+    w = j.tmp
+    for d in ("workers/step", "pipelines", "designs"):
+        os.makedirs(f"{w}/{d}", exist_ok=True)
+    with open(f"{w}/workers/step/run", "w") as f:
+        f.write("#!/bin/sh\n" + worker)
+    os.chmod(f"{w}/workers/step/run", stat.S_IRWXU)
+    import re
+    name = re.search(r"^name: (\S+)", pipeline, re.M).group(1)  # the file is named after it
+    with open(f"{w}/pipelines/{name}.yaml", "w") as f:
+        f.write(pipeline)
+    for host in hosts:
+        with open(f"{w}/designs/{host}.yaml", "w") as f:
+            f.write(f"instance:\n  hostname: {host}\n  provider: test\n")
+    config = f"{w}/jarvis.yaml"
+    with open(config, "w") as f:
+        f.write(f"state_dir: {j.state}\npipelines_dir: {w}/pipelines\ndesigns_dir: {w}/designs\n"
+                f"workers:\n  path: [{w}/workers]\n{workers_extra}")
+    return config

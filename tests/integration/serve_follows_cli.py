@@ -3,32 +3,18 @@ by serve like any job's (here on the console front; chat fronts get the same eve
 the run is in the audit trail under the shell user's name."""
 import os
 import re
-import stat
 import subprocess
 import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jarvis_test import Jarvis, check, wait_for  # noqa: E402
+from jarvis_test import Jarvis, check, step_setup, wait_for  # noqa: E402
 
 binary, source, build = sys.argv[1:4]
 j = Jarvis(binary, source, build)
-w = j.tmp
-for d in ("workers/step", "pipelines", "designs"):
-    os.makedirs(f"{w}/{d}")
-with open(f"{w}/workers/step/run", "w") as f:
-    f.write("#!/bin/sh\ncat >/dev/null\nsleep 0.7\n[ \"$JARVIS_HOST\" = bad ] && [ \"$JARVIS_STAGE\" = 2 ] && "
-            "{ echo 'no route to the switch' >&2; exit 4; }\nexit 0\n")
-os.chmod(f"{w}/workers/step/run", stat.S_IRWXU)
-with open(f"{w}/pipelines/three.yaml", "w") as f:
-    f.write("name: three\nmatch: {provider: test}\ntasks: [step:run, step:run, step:run]\n")
-for host in ("cli1", "bad"):
-    with open(f"{w}/designs/{host}.yaml", "w") as f:
-        f.write(f"instance:\n  hostname: {host}\n  provider: test\n")
-config = f"{w}/jarvis.yaml"
-with open(config, "w") as f:
-    f.write(f"state_dir: {j.state}\npipelines_dir: {w}/pipelines\ndesigns_dir: {w}/designs\n"
-            f"workers:\n  path: [{w}/workers]\n")
+config = step_setup(j, "cat >/dev/null\nsleep 0.7\n[ \"$JARVIS_HOST\" = bad ] && [ \"$JARVIS_STAGE\" = 2 ] && "
+                       "{ echo 'no route to the switch' >&2; exit 4; }\nexit 0\n",
+                    "name: three\nmatch: {provider: test}\ntasks: [step:run, step:run, step:run]\n", ["cli1", "bad"])
 
 bot = subprocess.Popen([binary, "serve", "--config", config], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                        stderr=subprocess.DEVNULL, text=True)
