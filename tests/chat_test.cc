@@ -192,13 +192,15 @@ TEST(ChatFront, RefusesWhatTheAclClosesAuditsItAndRepliesWhereAsked) {
   auto direct = h.said("mallory", 1);
   EXPECT_EQ(direct.at(0).rfind("loki: ", 0), 0u) << direct.at(0);
   h.adapter.receive("bob", "#ops", "!help");
-  auto help = h.said("#ops", 3);
+  auto help = h.said("bob", 3);
   bool lists_deploy = false;
   for (const auto& l : help) lists_deploy |= l.rfind("deploy <design>", 0) == 0;
   EXPECT_FALSE(lists_deploy) << "help lists only what the asker may run";
+  EXPECT_EQ(h.said("#ops", 3).at(2), "bob: I sent you the answer to \"help\" (" + std::to_string(help.size()) +
+                                          " lines) in a direct message");
   h.adapter.receive("carol", "#ops", "someone said jarvis is slow");
   h.run_until([] { return false; }, 100ms);
-  EXPECT_EQ(h.adapter.lines_to("#ops").size(), help.size()) << "chatter is not a command";
+  EXPECT_EQ(h.adapter.lines_to("#ops").size(), 3u) << "chatter is not a command";
 }
 
 TEST(ChatFront, RateLimitsPerPersonAndAuditsIt) {
@@ -293,7 +295,46 @@ TEST(ChatFront, QueuesWhileOfflineAndDeliversAfterReconnectingAndRejoining) {
   EXPECT_EQ(h.adapter.joined, (std::vector<std::string>{"#ops", "#ops"})) << "rejoined";
 }
 
-TEST(Outbox, PacesToTheTokenBucketAndMergesProgressWhenBehind) {
+// Runs the loop until nothing is queued (or 5 s pass).
+void drain(boost::asio::io_context& io, Outbox& outbox) {
+  auto start = std::chrono::steady_clock::now();
+  while (outbox.pending() > 0 && std::chrono::steady_clock::now() - start < 5s) {
+    io.restart();
+    io.run_for(5ms);
+  }
+}
+
+OutLine progress(int job, const std::string& text) {
+  return OutLine{text, OutLine::Kind::Progress, "job " + std::to_string(job)};
+}
+
+OutLine final_line(int job, const std::string& host, const std::string& group) {
+  OutLine l{host + " is ready (job " + std::to_string(job) + ")", OutLine::Kind::Final, "job " + std::to_string(job)};
+  l.group = group;
+  l.item = host;
+  l.job = job;
+  return l;
+}
+
+TEST(Outbox, NotBehindEveryLineGoesAsItIs) {
+  boost::asio::io_context io;
+  MemoryAdapter adapter(io);
+  Outbox outbox(io, adapter, OutboxLimits{1000, 1000, 1000, 1000});
+  adapter.connect();
+  io.run_for(10ms);
+  io.restart();
+  outbox.resume();
+  outbox.send("#ops", progress(1, "loki: stage 1/2 done (job 1)"));
+  outbox.send("#ops", progress(1, "loki: stage 2/2 started (job 1)"));
+  outbox.send("#ops", final_line(1, "loki", "ready:"));
+  outbox.send("#ops", final_line(2, "thor", "ready:"));
+  drain(io, outbox);
+  EXPECT_EQ(adapter.lines_to("#ops"), (std::vector<std::string>{"loki: stage 1/2 done (job 1)",
+                                                                 "loki: stage 2/2 started (job 1)",
+                                                                 "loki is ready (job 1)", "thor is ready (job 2)"}));
+}
+
+TEST(Outbox, PacesToTheTokenBucketAndRepliesGoAheadOfQueuedAnnouncements) {
   boost::asio::io_context io;
   MemoryAdapter adapter(io);
   OutboxLimits limits;
@@ -306,21 +347,89 @@ TEST(Outbox, PacesToTheTokenBucketAndMergesProgressWhenBehind) {
   io.run_for(10ms);
   io.restart();
   outbox.resume();
-  for (int i = 0; i < 30; ++i) outbox.send("#ops", "loki: stage " + std::to_string(i) + " done", true);
-  outbox.send("#ops", "loki: ready", false);
+  for (int i = 1; i <= 12; ++i) outbox.send("#ops", "job " + std::to_string(i) + " started", true);
+  io.run_for(5ms);  // the burst of 2 goes
+  outbox.reply("#ops", "loki: running stage 4/19 (job 17)");
   auto start = std::chrono::steady_clock::now();
-  while (outbox.pending() > 0 && std::chrono::steady_clock::now() - start < 5s) {
-    io.restart();
-    io.run_for(10ms);
+  drain(io, outbox);
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  auto lines = adapter.lines_to("#ops");
+  ASSERT_EQ(lines.size(), 13u) << "progress of different jobs is never dropped";
+  EXPECT_EQ(lines.at(2), "loki: running stage 4/19 (job 17)") << "the answer goes in the next slot";
+  EXPECT_EQ(lines.back(), "job 12 started");
+  EXPECT_GE(elapsed, 400ms) << "11 lines at 20 a second";
+}
+
+TEST(Outbox, WhenBehindStaleProgressGivesWayToTheNewestStateAndAFinalStateDropsIt) {
+  boost::asio::io_context io;
+  MemoryAdapter adapter(io);
+  Outbox outbox(io, adapter, OutboxLimits{50, 1, 50, 1});
+  adapter.connect();
+  io.run_for(10ms);
+  io.restart();
+  for (int stage = 1; stage <= 5; ++stage) {  // queued while offline: nothing leaves
+    outbox.send("#ops", progress(1, "loki: stage " + std::to_string(stage) + "/5 done (job 1)"));
+    outbox.send("#ops", progress(2, "thor: stage " + std::to_string(stage) + "/5 done (job 2)"));
   }
+  outbox.send("#ops", final_line(1, "loki", "ready:"));
+  outbox.resume();
+  drain(io, outbox);
+  EXPECT_EQ(adapter.lines_to("#ops"),
+            (std::vector<std::string>{"thor: stage 5/5 done (job 2)", "loki is ready (job 1)"}));
+}
+
+TEST(Outbox, WhenBehindRepliesAndFinalStatesOfOneKindMergeInOrder) {
+  boost::asio::io_context io;
+  MemoryAdapter adapter(io);
+  adapter.max_line = 400;
+  Outbox outbox(io, adapter, OutboxLimits{100, 1, 100, 1});
+  adapter.connect();
+  io.run_for(10ms);
+  io.restart();
+  auto ack = [](int job, const std::string& host) {
+    OutLine l{host + ": deploying with web, 5 stages (job " + std::to_string(job) + ")", OutLine::Kind::Reply};
+    l.group = "alice: deploying";
+    l.item = host;
+    l.job = job;
+    return l;
+  };
+  outbox.send("#ops", progress(3, "web01: stage 1/5 done (job 3)"));
+  outbox.send("#ops", ack(3, "web01"));
+  outbox.send("#ops", ack(4, "web02"));
+  outbox.reply("#ops", "web01: running stage 2/5 (job 3)");
+  outbox.send("#ops", ack(9, "web07"));
+  outbox.send("#ops", final_line(3, "web01", "alice: ready:"));
+  outbox.send("#ops", final_line(4, "web02", "alice: ready:"));
+  outbox.send("#ops", final_line(9, "web07", "alice: ready:"));
+  outbox.send("#ops", final_line(10, "db01", "bob: ready:"));
+  outbox.resume();
+  drain(io, outbox);
+  EXPECT_EQ(adapter.lines_to("#ops"),
+            (std::vector<std::string>{"alice: deploying web01, web02, web07 (jobs 3, 4, 9)",
+                                      "web01: running stage 2/5 (job 3)",
+                                      "alice: ready: web01, web02, web07 (jobs 3, 4, 9)",
+                                      "db01 is ready (job 10)"}))
+      << "the ack before its job's progress, which its final state replaced";
+  // A line alone is sent as it is.
+  outbox.send("#ops", ack(11, "web08"));
+  drain(io, outbox);
+  EXPECT_EQ(adapter.lines_to("#ops").back(), "web08: deploying with web, 5 stages (job 11)");
+  // Merged lines stay within the protocol's length.
+  outbox.pause();
+  for (int i = 0; i < 80; ++i) outbox.send("#ops", final_line(100 + i, "host" + std::to_string(i), "ready:"));
+  outbox.resume();
+  drain(io, outbox);
   auto lines = adapter.lines_to("#ops");
   std::string all;
-  for (const auto& l : lines) all += l + "\n";
-  for (int i = 0; i < 30; ++i)
-    EXPECT_NE(all.find("loki: stage " + std::to_string(i) + " done"), std::string::npos) << "never dropped: " << i;
-  EXPECT_LT(lines.size(), 15u) << "merged when behind";
-  EXPECT_EQ(lines.back(), "loki: ready");
-  for (const auto& l : lines) EXPECT_LE(l.size(), adapter.max_line);
+  for (size_t i = 5; i < lines.size(); ++i) {
+    EXPECT_LE(lines[i].size(), 400u);
+    all += lines[i] + "\n";
+  }
+  EXPECT_LT(lines.size() - 5, 6u) << all;
+  for (int i = 0; i < 80; ++i) {
+    std::string h = " host" + std::to_string(i);
+    EXPECT_TRUE(all.find(h + ",") != std::string::npos || all.find(h + " (") != std::string::npos) << i;
+  }
 }
 
 TEST(Announcer, GoesToConfiguredRoomsAndBackToTheRequester) {
@@ -333,6 +442,98 @@ TEST(Announcer, GoesToConfiguredRoomsAndBackToTheRequester) {
   e.pipeline = "chat";
   e.origin = "memory:@alice";
   EXPECT_EQ(a.places_for(e), (std::vector<std::string>{"memory:#deploys", "memory:#ops", "memory:@alice"}));
+}
+
+TEST(Announcer, EachPlaceAtItsLevelAndTheEndNamesTheRequester) {
+  ChatHarness h;
+  Acl acl({AclRule{{"memory:alice!*@*"}, {"deploy"}, {"*"}}});
+  AnnounceConfig cfg;
+  cfg.everywhere = {"memory:#ops", "memory:#quiet", "memory:#stages", "memory:#all"};
+  cfg.levels = {{"memory:#stages", AnnounceLevel::Stages}, {"memory:#all", AnnounceLevel::All}};
+  Announcer announcer(cfg);
+  announcer.set_job_lookup([&](int64_t id) { return h.store->job(id); });
+  auto f = h.front(acl);
+  announcer.add_front(*f);
+  h.engine->add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
+  EXPECT_EQ(announcer.rooms_on("memory"), (std::vector<std::string>{"#ops", "#quiet", "#stages", "#all"}));
+  h.adapter.receive("alice", "#ops", "jarvis: deploy loki");
+  h.run_until([&] { return h.adapter.lines_to("#all").size() >= 6; }, 10s);
+  h.run_until([] { return false; }, 200ms);
+  auto ops = h.adapter.lines_to("#ops");
+  ASSERT_EQ(ops.size(), 2u) << "quiet where it was asked: the answer and the end";
+  EXPECT_EQ(ops[0], "loki: deploying with chat, 2 stages (job 1)");
+  EXPECT_EQ(ops[1].rfind("alice: loki is ready: 2 stages in ", 0), 0u) << ops[1];
+  EXPECT_EQ(ops[1].substr(ops[1].size() - 8), " (job 1)") << ops[1];
+  auto quiet = h.adapter.lines_to("#quiet");
+  ASSERT_EQ(quiet.size(), 2u);
+  EXPECT_EQ(quiet[0], "loki: starting (job 1, started by alice)");
+  EXPECT_EQ(quiet[1], ops[1]);
+  auto stages = h.adapter.lines_to("#stages");
+  ASSERT_EQ(stages.size(), 3u);
+  EXPECT_EQ(stages[0].rfind("loki: stage 1/2 chat:step done in ", 0), 0u) << stages[0];
+  EXPECT_EQ(stages[1].rfind("loki: stage 2/2 chat:step done in ", 0), 0u) << stages[1];
+  EXPECT_EQ(h.adapter.lines_to("#all").size(), 6u) << "started, 2 x (stage started, done), ready";
+}
+
+TEST(Announcer, TheEndLineSaysWhatTheRequesterGotOrWhatToDoNext) {
+  Announcer a(AnnounceConfig{});
+  a.set_job_lookup([](int64_t) {
+    JobRecord j;
+    j.clipboard = "instance:\n  hostname: loki\n  fqdn: loki.websages.com\n  ip: 192.0.2.10\n";
+    return std::optional<JobRecord>(j);
+  });
+  EngineEvent e;
+  e.kind = EngineEvent::Kind::JobReady;
+  e.job = 17;
+  e.host = "loki";
+  e.stage_count = 19;
+  e.elapsed = std::chrono::seconds(182);
+  EXPECT_EQ(a.end_line(e, "alice"), "alice: loki is ready: loki.websages.com, 192.0.2.10, 19 stages in 3m02s (job 17)");
+  EXPECT_EQ(a.end_line(e, "<@U123ALICE>").rfind("<@U123ALICE>: loki is ready", 0), 0u);
+  e.kind = EngineEvent::Kind::JobFailed;
+  e.stage = 10;
+  e.task = "dns:update";
+  e.text = "exit code 3: zone is locked";
+  EXPECT_EQ(a.end_line(e, ""), "loki failed at stage 10/19 dns:update: exit code 3: zone is locked (job 17). "
+                               "Say \"retry loki\" to resume, or \"log loki\" for the worker's output.");
+  EXPECT_EQ(job_result_summary("not: [yaml"), "");
+  EXPECT_EQ(parse_announce_level("stages"), AnnounceLevel::Stages);
+  EXPECT_FALSE(parse_announce_level("loud"));
+}
+
+TEST(ChatFront, ARefusalNamesWhoCanGrantTheRightAndRefusedDeliveriesAreCounted) {
+  ChatHarness h;
+  Acl acl;
+  ChatFrontConfig cfg;
+  cfg.acl_contact = "#ops-admins";
+  auto f = h.front(acl, cfg);
+  h.adapter.receive("mallory", "#ops", "jarvis: cancel loki");
+  EXPECT_EQ(h.said("#ops", 1).at(0), "mallory: you may not cancel here; ask #ops-admins to add you to the ACL");
+  f->on_refused("#deploys", "Cannot send to channel (404)");
+  f->on_refused("#deploys", "Cannot send to channel (404)");
+  ASSERT_EQ(f->refusals().count("#deploys"), 1u);
+  EXPECT_EQ(f->refusals().at("#deploys").count, 2u);
+  EXPECT_EQ(f->refusals().at("#deploys").reason, "Cannot send to channel (404)");
+}
+
+TEST(Acl, RulesThatCanNeverMatchAreErrorsAndMasksAreWarnings) {
+  std::vector<AclRule> rules = {AclRule{{"alice"}, {"deploy"}}, AclRule{{"irc:account:alice"}, {"deploy"}},
+                                AclRule{{"xmpp:alice@example.com"}, {"deploy"}},
+                                AclRule{{"irc:alice!*@*.example.com"}, {"deploy"}, {"irc:#ops", "slak:C0"}}};
+  rules[0].file = "j.yaml";
+  rules[0].line = 12;
+  auto problems = acl_rule_problems(rules, {"irc"});
+  ASSERT_EQ(problems.size(), 5u);
+  EXPECT_TRUE(problems[0].error);
+  EXPECT_EQ(problems[0].text.rfind("j.yaml:12: acl rule 1: who 'alice' names no protocol", 0), 0u) << problems[0].text;
+  EXPECT_TRUE(problems[1].error);
+  EXPECT_NE(problems[1].text.find("matches nobody"), std::string::npos) << problems[1].text;
+  EXPECT_TRUE(problems[2].error);
+  EXPECT_NE(problems[2].text.find("which this config does not connect to"), std::string::npos) << problems[2].text;
+  EXPECT_FALSE(problems[3].error) << "a mask rule works, but can be borrowed";
+  EXPECT_NE(problems[3].text.find("without accounts"), std::string::npos);
+  EXPECT_TRUE(problems[4].error);
+  EXPECT_NE(problems[4].text.find("'slak:C0' names no protocol"), std::string::npos) << problems[4].text;
 }
 
 }  // namespace

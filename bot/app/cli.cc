@@ -544,6 +544,7 @@ int cmd_serve(Context& ctx) {
   // Chat fronts, each on its own connection; one outage does not touch the others.
   Acl acl(ctx.config.acl_rules, ctx.config.acl_open);
   Announcer announcer(ctx.config.announce);
+  announcer.set_job_lookup([&](int64_t id) { return ctx.store->job(id); });  // wt-chat2: what a job produced
   std::unique_ptr<HttpClient> slack_http;  // outlives the adapter that uses it
   std::vector<std::unique_ptr<ChatAdapter>> adapters;
   std::vector<std::unique_ptr<ChatFront>> fronts;  // destroyed first: they use the adapters
@@ -594,7 +595,17 @@ int cmd_serve(Context& ctx) {
   log::info(log::kNoJob, "jarvis serve: {} pipelines, state dir {}, workers path {}, up to {} jobs at once",
             ctx.pipelines.all().size(), ctx.config.state_dir, join(ctx.config.workers_path),
             ctx.config.max_running_jobs);
+  // wt-chat2: jobs left in flight by a jarvis that stopped are resumed now; say so once.
+  std::string resumed;
+  size_t resumed_count = 0;
+  for (const auto& j : ctx.store->active_jobs())
+    if (!engine_alive(ctx.config.state_dir, j.owner) && ++resumed_count)
+      resumed += (resumed.empty() ? "" : ", ") + j.host + " (job " + std::to_string(j.id) + ", stage " +
+                 std::to_string(std::min(j.stage + 1, j.stage_count())) + "/" + std::to_string(j.stage_count()) + ")";
   engine.start();
+  if (resumed_count)
+    announcer.say_everywhere("jarvis is back after a restart and resumed " + std::to_string(resumed_count) +
+                             (resumed_count == 1 ? " job: " : " jobs: ") + resumed);
   std::string reason;
   if (!console.start(STDIN_FILENO, reason))
     log::info(log::kNoJob, "console front off: {}", reason);
@@ -602,11 +613,16 @@ int cmd_serve(Context& ctx) {
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
+    size_t in_flight = engine.in_flight();
     log::info(log::kNoJob, "{}: stopping; {} jobs in flight resume on the next start",
-              sig == SIGINT ? "SIGINT" : "SIGTERM", engine.in_flight());
+              sig == SIGINT ? "SIGINT" : "SIGTERM", in_flight);
     console.stop();
-    for (auto& front : fronts) front->stop();
     engine.stop();
+    // wt-chat2: each front delivers what is queued (for chat.drain_timeout at most), then
+    // says goodbye (IRC QUIT with the reason).
+    std::string goodbye = "jarvis stopping (" + std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + ")" +
+                          (in_flight ? "; " + std::to_string(in_flight) + " jobs in flight resume when it is back" : "");
+    for (auto& front : fronts) front->drain_and_quit(goodbye, nullptr);
   });
   // One message, frame or job that throws must not end the bot for everyone: the handler
   // is logged and the loop carries on with the rest.
@@ -686,7 +702,19 @@ int cmd_check_config(Context& ctx) {
         problems.push_back(e.path().string() + ": " + h->hostname + ": " + why);
     }
   }
+  // ACL rules that can never match are errors; IRC mask rules are warnings (spoofable on a
+  // network without accounts).
+  std::vector<std::string> warnings;
+  {
+    std::vector<std::string> protocols;
+    if (c.irc) protocols.push_back("irc");
+    if (c.xmpp) protocols.push_back("xmpp");
+    if (c.slack) protocols.push_back("slack");
+    for (const auto& p : acl_rule_problems(c.acl_rules, protocols))
+      (p.error ? problems : warnings).push_back(p.text);
+  }
   for (const auto& line : problems) std::cout << line << '\n';
+  for (const auto& line : warnings) std::cout << "warning: " << line << '\n';
   std::cout << "state dir: " << c.state_dir << "\n"
             << "workers path: " << join(c.workers_path) << "\n"
             << "designs: " << c.designs_dir << "\n"

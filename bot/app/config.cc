@@ -228,6 +228,25 @@ void apply_chat(const std::string& file, const YAML::Node& n, Config& c) {
         c.announce.by_pipeline[p->first.Scalar()] = strings(file, p->second, "chat.announce_pipelines");
         note_places(file, p->second, c);
       }
+    } else if (key == "announce_level" || key == "announce_level_direct") {
+      auto level = parse_announce_level(text(file, v, ("chat." + key).c_str()));
+      if (!level) fail(file, v, "chat." + key + " must be quiet, stages or all");
+      (key == "announce_level" ? c.announce.channel_level : c.announce.direct_level) = *level;
+    } else if (key == "announce_levels") {
+      if (!v.IsMap()) fail(file, v, "chat.announce_levels must map places (irc:#deploys) to quiet, stages or all");
+      for (auto p = v.begin(); p != v.end(); ++p) {
+        YAML::Node lv = p->second;
+        auto level = parse_announce_level(text(file, lv, "chat.announce_levels"));
+        if (!level) fail(file, lv, "chat.announce_levels: " + p->first.Scalar() + " must be quiet, stages or all");
+        c.announce.levels[p->first.Scalar()] = *level;
+      }
+    } else if (key == "direct_answers") {
+      c.chat.direct_answers = strings(file, v, "chat.direct_answers");
+      for (const auto& verb : c.chat.direct_answers)
+        if (verb == "*" || !is_command_name(verb)) fail(file, v, "chat.direct_answers names an unknown command '" + verb + "'");
+    } else if (key == "drain_timeout") {
+      c.chat.drain_timeout = duration(file, v, "chat.drain_timeout");
+      if (c.chat.drain_timeout > std::chrono::minutes(5)) fail(file, v, "chat.drain_timeout must be at most 5m");
     } else if (key == "command_burst") {
       c.chat.command_burst = static_cast<double>(number(file, v, "chat.command_burst", 1, 1000));
     } else if (key == "commands_per_minute") {
@@ -245,6 +264,8 @@ void apply_acl(const std::string& file, const YAML::Node& n, Config& c) {
     YAML::Node v = it->second;  // a copy: the iterator hands out a temporary
     if (key == "open") {
       c.acl_open = strings(file, v, "acl.open");
+    } else if (key == "contact") {
+      c.chat.acl_contact = text(file, v, "acl.contact");
     } else if (key == "rules") {
       if (!v.IsSequence()) fail(file, v, "acl.rules must be a list");
       for (const auto& r : v) {
@@ -253,6 +274,8 @@ void apply_acl(const std::string& file, const YAML::Node& n, Config& c) {
         rule.who = strings(file, r["who"], "acl.rules.who");
         rule.commands = strings(file, r["commands"], "acl.rules.commands");
         if (r["where"]) rule.where = strings(file, r["where"], "acl.rules.where");
+        rule.file = file;
+        rule.line = r.Mark().line + 1;
         c.acl_rules.push_back(rule);
       }
     } else {

@@ -40,6 +40,9 @@ class ChatAdapter {
     virtual void on_connected() = 0;
     virtual void on_disconnected(const std::string& reason) = 0;
     virtual void on_message(const ChatMessage& message) = 0;
+    // The server refused to deliver a line to `place` (IRC 404/403/471-477, an XMPP error
+    // stanza, Slack's not_in_channel): the reason as the server gave it.
+    virtual void on_refused(const std::string& /*place*/, const std::string& /*reason*/) {}
   };
 
   virtual ~ChatAdapter() = default;
@@ -50,6 +53,10 @@ class ChatAdapter {
   // Starts connecting; the listener hears on_connected or on_disconnected later, never inline.
   virtual void connect() = 0;
   virtual void disconnect() = 0;
+  // Leaves for good, saying why where the protocol can (IRC QUIT with the reason).
+  virtual void quit(const std::string& /*reason*/) { disconnect(); }
+  // Lines handed over but not yet written to the server (IRC's own queue); 0 when idle.
+  virtual size_t unsent() const { return 0; }
   virtual bool connected() const = 0;
   virtual void join(const std::string& room) = 0;
   // Sends one line (no CR/LF: the caller splits; the adapter still cleans) to a room or user.

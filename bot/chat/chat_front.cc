@@ -17,13 +17,27 @@ std::string person_key(const Identity& id) {
   return id.protocol + ":" + (bang == std::string::npos ? full : full.substr(bang + 1));
 }
 
+// Where a direct message reaches this person and nobody else, or empty when the server
+// does not say (an anonymous XMPP occupant).
+std::string direct_place(const Identity& id) {
+  if (id.anonymous) return {};
+  if (!id.direct.empty()) return id.direct;
+  if (id.protocol == "xmpp") {
+    // In a room, the real JID the room shows; its bare form is the person.
+    auto slash = id.full.find('/');
+    return id.full.empty() ? std::string() : id.full.substr(0, slash);
+  }
+  return id.name;
+}
+
 }  // namespace
 
 ChatFront::ChatFront(boost::asio::io_context& io, ChatAdapter& adapter, CommandService& commands,
                      const Acl& acl, ChatFrontConfig config)
     : adapter_(adapter), commands_(commands), acl_(acl), config_(std::move(config)),
       protocol_(adapter.protocol()), outbox_(io, adapter, config_.outbox),
-      supervisor_(io, adapter, config_.rooms, *this, config_.backoff), sweep_timer_(io) {}
+      supervisor_(io, adapter, config_.rooms, *this, config_.backoff), sweep_timer_(io),
+      drain_timer_(io) {}
 
 void ChatFront::start() {
   supervisor_.start();
@@ -37,8 +51,50 @@ void ChatFront::stop() {
 
 void ChatFront::say(const std::string& target, const std::string& text, bool progress,
                     const std::string& key) {
-  if (!key.empty() && adapter_.update_in_place(target, key, chat_safe_text(text))) return;
-  outbox_.send(target, text, progress);
+  say(target, OutLine{text, progress ? OutLine::Kind::Progress : OutLine::Kind::Notice, key});
+}
+
+void ChatFront::say(const std::string& target, OutLine line) {
+  if (!line.key.empty() && line.kind != OutLine::Kind::Reply &&
+      adapter_.update_in_place(target, line.key, chat_safe_text(line.text))) {
+    // An edited message notifies nobody: an end that names someone is also a new message.
+    if (line.kind != OutLine::Kind::Final || !line.mentions) return;
+    line.key.clear();
+  }
+  outbox_.send(target, std::move(line));
+}
+
+void ChatFront::on_refused(const std::string& place, const std::string& reason) {
+  auto& r = refusals_[place];
+  ++r.count;
+  r.reason = reason;
+  if (r.count == 1 || r.count % 100 == 0)
+    log::warn(log::kNoJob, "{}: the server refused a line for {}: {} ({} refused there so far)", protocol_,
+              place, reason, r.count);
+}
+
+void ChatFront::drain_and_quit(const std::string& reason, std::function<void()> done) {
+  draining_ = true;
+  sweep_timer_.cancel();
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(config_.drain_timeout);
+  auto step = std::make_shared<std::function<void()>>();
+  *step = [this, reason, done, deadline, step] {
+    bool idle = outbox_.pending() == 0 && adapter_.unsent() == 0;
+    if (!adapter_.connected() || idle || Clock::now() >= deadline) {
+      if (!idle && adapter_.connected())
+        log::warn(log::kNoJob, "{}: leaving with {} lines undelivered after {}", protocol_,
+                  outbox_.pending() + adapter_.unsent(), format_duration(config_.drain_timeout));
+      supervisor_.stop_with(reason);
+      *step = nullptr;  // breaks the cycle
+      if (done) done();
+      return;
+    }
+    drain_timer_.expires_after(std::chrono::milliseconds(20));
+    drain_timer_.async_wait([step](const boost::system::error_code& ec) {
+      if (!ec && *step) (*step)();
+    });
+  };
+  (*step)();
 }
 
 void ChatFront::on_connected() {
@@ -76,6 +132,7 @@ ChatFront::Person& ChatFront::person(const Identity& who, Clock::time_point now)
 }
 
 void ChatFront::handle(const ChatMessage& m) {
+  if (draining_) return;  // stopping: a command now would get no answer
   auto text = addressed_command(m.text, adapter_.own_name(), config_.prefix, m.direct());
   if (!text) return;  // not for the bot
   // Replies go back where the command came from: the room, or the person (and only them).
@@ -98,13 +155,35 @@ void ChatFront::handle(const ChatMessage& m) {
   if (parsed.command && !acl_.allows(m.sender, m.room, parsed.command->verb)) {
     std::string verb(verb_name(parsed.command->verb));
     return refuse(p, who, reply_to, *text,
-                  m.sender.name + ": you may not " + verb + (m.direct() ? "" : " here") +
-                      "; ask an admin to add you to the ACL",
+                  m.sender.name + ": you may not " + verb + (m.direct() ? "" : " here") + "; ask " +
+                      (config_.acl_contact.empty() ? std::string("an admin") : config_.acl_contact) +
+                      " to add you to the ACL",
                   "not allowed by the ACL");
   }
-  auto deliver = [this, reply_to](Reply r) {
+  // A long answer asked in a room goes to the asker, where they can read it at their pace.
+  std::string verb = parsed.command ? std::string(verb_name(parsed.command->verb)) : "";
+  std::string to_person = m.direct() || verb.empty() ||
+                                  std::find(config_.direct_answers.begin(), config_.direct_answers.end(), verb) ==
+                                      config_.direct_answers.end()
+                              ? std::string()
+                              : direct_place(m.sender);
+  auto deliver = [this, reply_to, to_person, verb, name = m.sender.name](Reply r) {
     try {
-      for (const auto& line : r.lines) outbox_.send(reply_to, line);
+      if (!to_person.empty() && r.lines.size() > 1) {
+        for (const auto& line : r.lines) outbox_.reply(to_person, line);
+        outbox_.reply(reply_to, name + ": I sent you the answer to \"" + verb + "\" (" +
+                                    std::to_string(r.lines.size()) + " lines) in a direct message");
+        return;
+      }
+      for (const auto& line : r.lines) {
+        OutLine out{line, OutLine::Kind::Reply};
+        if (r.lines.size() == 1 && !r.group.empty()) {
+          out.group = r.group;
+          out.item = r.item;
+          out.job = r.job;
+        }
+        outbox_.send(reply_to, std::move(out));
+      }
     } catch (const std::exception& e) {
       log::error(log::kNoJob, "{}: cannot send a reply to {}: {}", protocol_, reply_to, e.what());
     }
@@ -129,7 +208,7 @@ void ChatFront::refuse(Person& p, const Requester& who, const std::string& reply
   p.answered = true;
   commands_.audit_refusal(who, text, why);
   log::warn(log::kNoJob, "{} refused in {}: {}", who.id, who.place, why);
-  outbox_.send(reply_to, line);
+  outbox_.reply(reply_to, line);
 }
 
 void ChatFront::close_window(Person& p) {

@@ -2,6 +2,7 @@
 // A chat front: one protocol connection, the chain every incoming line goes through
 // (addressed to the bot? -> who is it -> ACL -> rate limit -> command), and the outbox that
 // carries replies and announcements back.
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -30,6 +31,14 @@ struct ChatFrontConfig {
   Millis refusal_window{std::chrono::minutes(1)};
   size_t max_people = 10000;             // per-person state kept at most (the idlest goes)
   Backoff backoff;
+  // Answers of more than one line to these commands, asked in a room, go to the asker
+  // directly, with one line in the room saying so.
+  std::vector<std::string> direct_answers = {"help", "plan", "log", "jobs"};
+  // Who can grant a right the ACL refuses ("#ops-admins", "ops@example.com"); a refusal
+  // names them. Empty: "an admin".
+  std::string acl_contact;
+  // On SIGTERM: how long the outbox may take to deliver what is queued before the bot quits.
+  Millis drain_timeout{std::chrono::seconds(5)};
 };
 
 class ChatFront : public ChatAdapter::Listener {
@@ -43,6 +52,18 @@ class ChatFront : public ChatAdapter::Listener {
   // `key` names what the line is the progress of (a job): edited in place where possible.
   void say(const std::string& target, const std::string& text, bool progress,
            const std::string& key = {});
+  void say(const std::string& target, OutLine line);
+  // A room to join at every connect besides the configured ones (an announce place).
+  void add_room(const std::string& room) { supervisor_.add_room(room); }
+  // Stops taking commands, gives the outbox up to drain_timeout to deliver what is queued,
+  // then leaves with `reason` (IRC QUIT) and calls `done`.
+  void drain_and_quit(const std::string& reason, std::function<void()> done);
+  // Lines the server refused to deliver, by place, with the last reason.
+  struct Refusals {
+    size_t count = 0;
+    std::string reason;
+  };
+  const std::map<std::string, Refusals>& refusals() const { return refusals_; }
   const std::string& protocol() const { return protocol_; }
   bool connected() const { return adapter_.connected(); }
   size_t pending() const { return outbox_.pending(); }
@@ -52,6 +73,7 @@ class ChatFront : public ChatAdapter::Listener {
   void on_disconnected(const std::string& reason) override;
   // Never throws: a message that fails is logged with this front and the front carries on.
   void on_message(const ChatMessage& message) override;
+  void on_refused(const std::string& place, const std::string& reason) override;
   size_t people() const { return people_.size(); }
 
  private:
@@ -81,6 +103,9 @@ class ChatFront : public ChatAdapter::Listener {
   ReconnectSupervisor supervisor_;
   std::unordered_map<std::string, Person> people_;
   boost::asio::steady_timer sweep_timer_;
+  std::map<std::string, Refusals> refusals_;
+  bool draining_ = false;
+  boost::asio::steady_timer drain_timer_;
 };
 
 }  // namespace jarvis

@@ -23,6 +23,12 @@ void ReconnectSupervisor::stop() {
   adapter_.disconnect();
 }
 
+void ReconnectSupervisor::stop_with(const std::string& reason) {
+  stopped_ = true;
+  timer_.cancel();
+  adapter_.quit(reason);
+}
+
 void ReconnectSupervisor::on_connected() {
   next_delay_ = backoff_.initial;
   for (const auto& room : rooms_) adapter_.join(room);

@@ -1,6 +1,7 @@
 #pragma once
 // One reconnect policy for every protocol: on disconnect, wait (exponential backoff with
 // jitter), connect again, rejoin the rooms, then tell the front it is back.
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,11 +27,19 @@ class ReconnectSupervisor : public ChatAdapter::Listener {
                       Backoff backoff = {});
   void start();
   void stop();
+  void stop_with(const std::string& reason);  // leaves saying why (IRC QUIT), no reconnect
   int reconnects() const { return reconnects_; }
 
   void on_connected() override;
   void on_disconnected(const std::string& reason) override;
   void on_message(const ChatMessage& message) override { front_.on_message(message); }
+  void on_refused(const std::string& place, const std::string& reason) override {
+    front_.on_refused(place, reason);
+  }
+  void add_room(const std::string& room) {
+    if (std::find(rooms_.begin(), rooms_.end(), room) == rooms_.end()) rooms_.push_back(room);
+  }
+  const std::vector<std::string>& rooms() const { return rooms_; }
 
  private:
   ChatAdapter& adapter_;

@@ -1,6 +1,7 @@
 #include "bot/commands/acl.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "bot/commands/mask.h"
 
@@ -49,15 +50,59 @@ bool Acl::allows(const Identity& who, const std::string& room, Verb verb) const 
   return false;
 }
 
+bool is_command_name(const std::string& c) {
+  if (c == "*") return true;
+  for (auto v : {Verb::Deploy, Verb::Status, Verb::Jobs, Verb::Log, Verb::Cancel, Verb::Retry,
+                 Verb::Plan, Verb::Help, Verb::Audit})
+    if (verb_name(v) == c) return true;
+  return false;
+}
+
+std::vector<AclProblem> acl_rule_problems(const std::vector<AclRule>& rules,
+                                          const std::vector<std::string>& protocols) {
+  static const std::vector<std::string> chat = {"irc", "xmpp", "slack"};
+  std::vector<AclProblem> out;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    const AclRule& r = rules[i];
+    std::string at = (r.file.empty() ? std::string("acl") : r.file + ":" + std::to_string(r.line)) +
+                     ": acl rule " + std::to_string(i + 1) + ": ";
+    auto protocol_problem = [&](const std::string& pattern, const char* what) -> std::optional<std::string> {
+      auto colon = pattern.find(':');
+      std::string proto = colon == std::string::npos ? "" : pattern.substr(0, colon);
+      if (std::find(chat.begin(), chat.end(), proto) == chat.end())
+        return std::string(what) + " '" + pattern + "' names no protocol, so it matches nothing: write " +
+               (std::string(what) == "who" ? "irc:nick!user@host, xmpp:user@example.com or slack:TEAM/USER"
+                                           : "irc:#ops, xmpp:room@conference.example.com, slack:C0OPS or direct");
+      if (std::find(protocols.begin(), protocols.end(), proto) == protocols.end())
+        return std::string(what) + " '" + pattern + "' is on " + proto + ", which this config does not connect to";
+      return std::nullopt;
+    };
+    for (const auto& who : r.who) {
+      if (who == "*") continue;
+      if (auto p = protocol_problem(who, "who")) {
+        out.push_back({true, at + *p});
+        continue;
+      }
+      std::string proto = who.substr(0, who.find(':'));
+      if (who.rfind(proto + ":account:", 0) == 0) {
+        out.push_back({true, at + "who '" + who + "' is an account rule, and jarvis learns no " + proto +
+                                 " accounts yet (no IRCv3 account-notify/WHOIS 330 or SASL support): it matches nobody"});
+      } else if (proto == "irc") {
+        out.push_back({false, at + "who '" + who + "' is a nick!user@host mask: on a network without accounts, "
+                                  "anyone who takes a matching nick from a matching user@host gets these rights"});
+      }
+    }
+    for (const auto& where : r.where) {
+      if (where == "*" || where == "direct") continue;
+      if (auto p = protocol_problem(where, "where")) out.push_back({true, at + *p});
+    }
+  }
+  return out;
+}
+
 std::vector<std::string> Acl::problems() const {
   std::vector<std::string> out;
-  auto known = [](const std::string& c) {
-    if (c == "*") return true;
-    for (auto v : {Verb::Deploy, Verb::Status, Verb::Jobs, Verb::Log, Verb::Cancel, Verb::Retry,
-                   Verb::Plan, Verb::Help, Verb::Audit})
-      if (verb_name(v) == c) return true;
-    return false;
-  };
+  auto known = [](const std::string& c) { return is_command_name(c); };
   for (const auto& c : open_)
     if (!known(c)) out.push_back("acl.open names an unknown command '" + c + "'");
   for (size_t i = 0; i < rules_.size(); ++i) {

@@ -12,10 +12,30 @@
 namespace jarvis {
 
 struct AclRule {
+  AclRule() = default;
+  AclRule(std::vector<std::string> who_, std::vector<std::string> commands_,
+          std::vector<std::string> where_ = {"*"})
+      : who(std::move(who_)), commands(std::move(commands_)), where(std::move(where_)) {}
   std::vector<std::string> who;
   std::vector<std::string> commands;  // verb names, or "*"
   std::vector<std::string> where = {"*"};
+  std::string file;  // where it was written, for check-config
+  int line = 0;
 };
+
+// "deploy", "status" ... or "*".
+bool is_command_name(const std::string& name);
+
+// What check-config says about the rules: an error is a rule (or a part of one) that can
+// never match anything; a warning is one that matches what anyone could pretend to be.
+struct AclProblem {
+  bool error = true;
+  std::string text;  // "jarvis.yaml:12: acl rule 1: ..."
+};
+// `protocols`: the ones configured (irc, xmpp, slack). No adapter reports services
+// accounts yet, so an `account:` rule is an error on every protocol.
+std::vector<AclProblem> acl_rule_problems(const std::vector<AclRule>& rules,
+                                          const std::vector<std::string>& protocols);
 
 class Acl {
  public:

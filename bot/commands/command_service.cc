@@ -388,6 +388,9 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
         r.lines.push_back(design->hostname + ": " + state + " with " + p->name + ", " +
                           std::to_string(p->tasks.size()) + " stages (job " +
                           std::to_string(s.job) + ")");
+        r.group = who.who + (s.queued ? ": queued, waiting for a slot:" : ": deploying");
+        r.item = design->hostname;
+        r.job = s.job;
       }
     }
     audit(who, c, r);

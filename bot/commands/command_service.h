@@ -25,8 +25,14 @@ struct Requester {
 };
 
 struct Reply {
+  Reply() = default;
+  Reply(std::vector<std::string> lines_, bool ok_ = true) : lines(std::move(lines_)), ok(ok_) {}
   std::vector<std::string> lines;
   bool ok = true;  // false when the command was refused or failed
+  // A one-line answer that may merge with others of its group when the place is behind
+  // ("alice: deploying" + "web01" + job 3 -> "alice: deploying web01, web02 (jobs 3, 4)").
+  std::string group, item;
+  int64_t job = 0;
 };
 
 // status/log/jobs lines, shared with the CLI's progress output. `stopped`: the job is in

@@ -17,6 +17,10 @@ class TokenBucket {
     tokens_ -= 1.0;
     return true;
   }
+  double available(Clock::time_point now = Clock::now()) {
+    refill(now);
+    return tokens_;
+  }
   // How long until a token is there (zero if one is).
   Clock::duration wait(Clock::time_point now = Clock::now()) {
     refill(now);

@@ -83,7 +83,7 @@ finally:
     os.kill(slapd.proc.pid, signal.SIGCONT)
 # Both start once their servers answer, in whichever order that happens, and get ready.
 wanted = {"thor: deploying with three, 3 stages (job ": False, "loki: deploying with three, 3 stages (job ": False,
-          "thor: ready (job": False, "loki: ready (job": False}
+          "alice: thor is ready": False, "alice: loki is ready": False}
 while not all(wanted.values()):
     line = alice.expect("#ops", lambda t: t.startswith(tuple(wanted)), timeout=30,
                         what=f"the gist and LDAP deploys starting and ready ({wanted})")
@@ -91,7 +91,7 @@ while not all(wanted.values()):
 
 # A cluster: one job per host under the group.
 alice.say("#ops", "jarvis: plan https://gist.github.com/ccc333")
-alice.expect("#ops", lambda t: t == "cluster web: plan for 3 hosts; nothing runs", what="cluster plan")
+alice.expect("alice", lambda t: t == "cluster web: plan for 3 hosts; nothing runs", what="cluster plan, by DM")
 alice.say("#ops", "jarvis: deploy https://gist.github.com/ccc333")
 alice.expect("#ops", lambda t: t.startswith("cluster web: deploying 3 hosts with three: web1 (job 3), "
                                              "web2 (job 4), web3 (job 5)"), what="cluster deploy")

@@ -48,9 +48,10 @@ alice.wait_member("#ops", "jarvis", 20, "jarvis to join #ops over TLS")
 
 # help lists what the asker may run.
 alice.say("#ops", "jarvis: help")
-alice.expect("#ops", lambda t: t.startswith("deploy <design>"), what="help with deploy for alice")
+alice.expect("#ops", lambda t: t.startswith('alice: I sent you the answer to "help"'), what="help's line in #ops")
+alice.expect("alice", lambda t: t.startswith("deploy <design>"), what="help with deploy for alice, by DM")
 mallory.say("#ops", "!help")
-line = mallory.expect("#ops", lambda t: t.startswith("status <host|job>"), what="help for mallory")
+line = mallory.expect("mallory", lambda t: t.startswith("status <host|job>"), what="help for mallory")
 mallory.say("#ops", "jarvis: help deploy")  # asking about it is fine; running it is not
 
 # The ACL: mallory is refused, clearly, and it is audited.
@@ -62,13 +63,16 @@ mallory.expect("#ops", lambda t: t == "mallory: you may not deploy here; ask an 
 alice.say("#ops", "jarvis, deploy loki")
 alice.expect("#ops", lambda t: t == "loki: deploying with three, 3 stages (job 1)", what="deploy reply")
 alice.expect("#ops", lambda t: "stage 2/3 step:run done" in t, what="a stage announcement")
-alice.expect("#ops", lambda t: t.startswith("loki: ready (job 1, 3 stages in"), what="ready")
+alice.expect("#ops", lambda t: t.startswith("alice: loki is ready: 3 stages in") and t.endswith("(job 1)"),
+             what="ready, naming alice")
 mallory.say("#ops", "!status loki")
 mallory.expect("#ops", lambda t: t.startswith("loki: ready (job 1"), what="status for anyone")
 alice.say("jarvis", "log loki")  # a direct message: the reply comes back directly
 alice.expect("alice", lambda t: t.startswith("loki 3/3 step:run: stage 3 of loki"), what="log by DM")
-alice.say("#ops", "jarvis: plan loki")
-alice.expect("#ops", lambda t: t == "loki: plan three (3 stages); nothing runs", what="plan")
+alice.say("#ops", "jarvis: plan loki")  # a long answer asked in a channel goes by DM
+alice.expect("#ops", lambda t: t == 'alice: I sent you the answer to "plan" (4 lines) in a direct message',
+             what="one line in the channel about it")
+alice.expect("alice", lambda t: t == "loki: plan three (3 stages); nothing runs", what="plan by DM")
 
 # cancel and retry, with stage 2 held.
 open(f"{work}/hold", "w").close()
@@ -77,22 +81,23 @@ alice.expect("#ops", lambda t: t == "loki: deploying with three, 3 stages (job 2
 alice.expect("#ops", lambda t: "stage 2/3 step:run started" in t, what="stage 2 running")
 mallory.say("#ops", "jarvis: cancel loki")  # refused; not answered: one refusal a minute per person
 alice.say("#ops", "jarvis: jobs")
-alice.expect("#ops", lambda t: t.startswith("loki: running stage 2/3 step:run ("), what="jobs")
+alice.expect("alice", lambda t: t.startswith("loki: running stage 2/3 step:run ("), what="jobs by DM")
 alice.say("#ops", "jarvis: cancel loki")
 alice.expect("#ops", lambda t: t == "loki: cancelling job 2 at stage 2/3", what="cancelling")
-alice.expect("#ops", lambda t: t.startswith("loki: cancelled at stage 2/3 step:run by irc:alice") or
-             t.startswith("loki: cancelled at stage 2/3 step:run by alice"), what="cancelled")
+alice.expect("#ops", lambda t: t.startswith("alice: loki was cancelled at stage 2/3 step:run by alice"),
+             what="cancelled")
 os.unlink(f"{work}/hold")
 alice.say("#ops", "jarvis: retry loki")
 alice.expect("#ops", lambda t: t.startswith("loki: retrying job 2 from stage 2/3"), what="retry")
-alice.expect("#ops", lambda t: t.startswith("loki: ready (job 2, 3 stages"), what="ready after retry")
+alice.expect("#ops", lambda t: t.startswith("alice: loki is ready: 3 stages") and "(job 2)" in t,
+             what="ready after retry")
 
 # Secrets and injection: a worker prints the root password and a CR-smuggled QUIT.
 alice.say("#ops", "jarvis: deploy thor")
-failed = alice.expect("#ops", lambda t: t.startswith("thor: failed at stage 1/1 step:leak"), what="failure")
+failed = alice.expect("#ops", lambda t: t.startswith("alice: thor failed at stage 1/1 step:leak"), what="failure")
 check(canary not in failed and "[redacted]" in failed, failed)
 alice.say("#ops", "jarvis: log thor")
-alice.expect("#ops", lambda t: "logging in with [redacted]" in t, what="redacted log")
+alice.expect("alice", lambda t: "logging in with [redacted]" in t, what="redacted log")
 alice.say("#ops", "jarvis: status thor")
 alice.expect("#ops", lambda t: t.startswith("thor: failed"), what="jarvis still here after the injection attempt")
 alice.say("#ops", "jarvis: audit loki")

@@ -78,7 +78,7 @@ if "nickserv" in sections:
 
 if "controls" in sections:
     alice.say("#ops", "jarvis: deploy painted")
-    failed = alice.expect("#ops", lambda t: t.startswith("painted: failed at stage 1/1"), what="the failure")
+    failed = alice.expect("#ops", lambda t: t.startswith("alice: painted failed at stage 1/1"), what="the failure")
     check("red alert" in failed and "fdp.exe" in failed, failed)
     for code, name in (("\x02", "bold"), ("\x03", "colour"), ("\x0f", "reset"), ("\u202e", "RLO"),
                        ("\u2066", "LRI"), ("\u2069", "PDI")):
@@ -99,7 +99,7 @@ if "dm" in sections:
              10, "alice to be gone")
     fake = Client(server, "alice", host="evil.example", ip="10.6.6.6")
     os.unlink(f"{work}/hold")
-    watcher.expect("#ops", lambda t: t.startswith("loki: ready (job"), what="ready in #ops")
+    watcher.expect("#ops", lambda t: t.startswith("alice: loki is ready"), what="ready in #ops")
     time.sleep(2)
     got = [l for l in fake.lines if " PRIVMSG alice " in l]
     check(not got, "the new holder of the nick got the job's lines:\n" + "\n".join(got))

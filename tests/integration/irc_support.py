@@ -247,8 +247,13 @@ def write_design(work, host, provider="test", extra=""):
         f.write(f"instance:\n  hostname: {host}\n  provider: {provider}\n{extra}")
 
 
+# Every event in channels and direct messages, as the tests that follow stages expect; the
+# default levels (quiet in channels, stages by DM) have their own tests.
+ALL_LEVELS = "  announce_level: all\n  announce_level_direct: all\n"
+
+
 def bot_config(work, server, name="jarvis", tls=True, ca_file=None, irc_extra="", chat_extra="",
-               extra=""):
+               extra="", levels=ALL_LEVELS):
     """A jarvis config for the test server: TLS with the test certificate, #ops, fast
     keepalive, announcements in #ops, and an ACL that lets alice deploy, cancel and retry."""
     path = f"{work}/{name}.yaml"
@@ -264,7 +269,7 @@ def bot_config(work, server, name="jarvis", tls=True, ca_file=None, irc_extra=""
   ping_timeout: 6s
 {irc_extra}chat:
   announce: ["irc:#ops"]
-{chat_extra}acl:
+{levels}{chat_extra}acl:
   rules:
     - who: ["irc:alice!*@*"]
       commands: [deploy, cancel, retry]

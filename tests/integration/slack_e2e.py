@@ -33,6 +33,8 @@ with open(cfg, "w") as f:
   ca_file: {emu.ca_file}
 chat:
   announce: ["slack:C0OPS"]
+  announce_level: all
+  announce_level_direct: all
   commands_per_minute: 600
   command_burst: 50
 acl:
@@ -64,16 +66,22 @@ emu.wait_message(in_channel("D0ALICE", lambda t: t.startswith("deploy <design>")
 # A deploy: the reply, then the job's progress as one message edited in place until ready.
 deploy = emu.mention("U123ALICE", "C0OPS", "deploy loki")
 emu.wait_message(in_channel("C0OPS", lambda t: t == "loki: deploying with three, 3 stages (job 1)"), what="deploy reply")
-progress = emu.wait_message(in_channel("C0OPS", lambda t: t.startswith("loki: ready (job 1")), timeout=30,
+progress = emu.wait_message(lambda m: m["channel"] == "C0OPS" and m["updates"]
+                            and plain(m["text"]).startswith("<@U123ALICE>: loki is ready: 3 stages"), timeout=30,
                             what="the progress message reaching ready")
+# The end is also a new message, so that the mention notifies alice (an edit does not).
+ended = emu.wait_message(lambda m: m["channel"] == "C0OPS" and not m["updates"]
+                         and plain(m["text"]).startswith("<@U123ALICE>: loki is ready"),
+                         what="a new message naming alice at the end")
+check(ended["text"].startswith("<@U123ALICE>:"), f"the mention was escaped: {ended}")
 check(len(progress["updates"]) >= 2, f"the progress message was not edited in place: {progress}")
 stage_posts = [m for m in emu.messages if m["channel"] == "C0OPS" and "loki: stage" in m.get("first_text", m["text"])]
 check(len(stage_posts) <= 1, f"progress came as a stream of messages: {[m['text'] for m in stage_posts]}")
 
 # Slack delivers the deploy again (a retry): acknowledged, not run twice.
 emu.redeliver(deploy)
-emu.mention("U123ALICE", "C0OPS", "jobs")
-emu.wait_message(in_channel("C0OPS", lambda t: t.startswith("loki: ready (job 1")) , what="jobs after the redelivery")
+emu.mention("U123ALICE", "C0OPS", "status loki")
+emu.wait_message(in_channel("C0OPS", lambda t: t.startswith("loki: ready (job 1")) , what="status after the redelivery")
 deploying = [m for m in emu.messages if "loki: deploying" in m["text"] or "already in flight" in m["text"]]
 check(len(deploying) == 1, f"the redelivered deploy ran again: {[m['text'] for m in deploying]}")
 
@@ -103,7 +111,7 @@ total = emu.connection_count_total
 emu.drop_connections()
 emu.wait_connections(total + 1, 30, total=True)
 emu.mention("U123ALICE", "C0OPS", "deploy odin")
-emu.wait_message(in_channel("C0OPS", lambda t: t.startswith("odin: ready (job 2")), timeout=30,
+emu.wait_message(in_channel("C0OPS", lambda t: t.startswith("<@U123ALICE>: odin is ready")), timeout=30,
                  what="a deploy after a dropped connection")
 
 emu.wait_all_acked(10)

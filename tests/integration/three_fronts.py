@@ -52,6 +52,8 @@ slack:
   ca_file: {slack.ca_file}
 chat:
   announce: ["irc:#ops", "xmpp:{OPS_ROOM}", "slack:C0OPS"]
+  announce_level: all
+  announce_level_direct: all
   commands_per_minute: 600
   command_burst: 50
 acl:
@@ -96,19 +98,20 @@ xmpp_alice.expect("ops", lambda t: t.startswith("loki: running stage 2/3 step:ru
 xmpp.stop()
 irc_alice.say("#ops", "jarvis: status loki")
 irc_alice.expect("#ops", lambda t: t.startswith("loki: running stage 2/3"), what="IRC during the XMPP outage")
-slack.mention("U123ALICE", "C0OPS", "jobs")
+slack.mention("U123ALICE", "C0OPS", "status loki")
 slack.wait_message(lambda m: m["channel"] == "C0OPS" and plain(m["text"]).startswith("loki: running stage 2/3")
                    and m["ts"] != "", what="Slack during the XMPP outage")
 os.remove(f"{work}/hold")
-irc_alice.expect("#ops", lambda t: t.startswith("loki: ready (job 1"), timeout=30, what="ready on IRC")
-slack.wait_message(lambda m: m["channel"] == "C0OPS" and plain(m["text"]).startswith("loki: ready (job 1"),
+irc_alice.expect("#ops", lambda t: t.startswith("alice: loki is ready: 3 stages"), timeout=30,
+                 what="ready on IRC, naming alice (who asked there)")
+slack.wait_message(lambda m: m["channel"] == "C0OPS" and plain(m["text"]).startswith("loki is ready: 3 stages"),
                    timeout=30, what="ready in Slack (the progress message)")
 
 # XMPP is back: the bot rejoins and delivers what it missed.
 xmpp.start()
 xmpp_alice.reconnect()
 xmpp_alice.wait_presence("ops", "jarvis", 60)
-xmpp_alice.expect("ops", lambda t: t.startswith("loki: ready (job 1"), timeout=30, what="ready in XMPP after the outage")
+xmpp_alice.expect("ops", lambda t: t.startswith("loki is ready: 3 stages"), timeout=30, what="ready in XMPP after the outage")
 
 # One audit trail for the three protocols.
 irc_alice.say("#ops", "jarvis: audit loki")

@@ -40,6 +40,8 @@ def config(name, ca_file):
   ping_interval: 2s
 chat:
   announce: ["xmpp:{OPS}"]
+  announce_level: all
+  announce_level_direct: all
   commands_per_minute: 600
   command_burst: 50
 acl:
@@ -70,7 +72,7 @@ alice.expect("jarvis@localhost", lambda t: t.startswith("deploy <design>"), what
 alice.say_room("ops", "jarvis: deploy loki")
 alice.expect("ops", lambda t: t == "loki: deploying with three, 3 stages (job 1)", what="deploy reply in the room")
 alice.expect("ops", lambda t: "stage 2/3 step:run done" in t, what="an announcement")
-alice.expect("ops", lambda t: t.startswith("loki: ready (job 1"), what="ready")
+alice.expect("ops", lambda t: t.startswith("alice: loki is ready: 3 stages"), what="ready, naming alice's room nick")
 
 # Someone the ACL does not name: refused, clearly, and audited.
 mallory = Client(server, "mallory", "mallory-pw-77")
@@ -103,7 +105,7 @@ time.sleep(2)  # the job finishes while the server is down: its announcements qu
 server.start()
 alice.reconnect()
 alice.wait_presence("ops", "jarvis", 60)
-alice.expect("ops", lambda t: t.startswith("odin: ready (job 2"), timeout=30, what="queued announcements after the restart")
+alice.expect("ops", lambda t: t.startswith("alice: odin is ready"), timeout=30, what="queued announcements after the restart")
 alice.say_room("ops", "jarvis: status odin")
 alice.expect("ops", lambda t: t.startswith("odin: ready (job 2"), what="status after the restart")
 

@@ -4,8 +4,12 @@
 #include <libirc_rfcnumeric.h>
 #include <strings.h>
 #include <poll.h>
+#include <cerrno>
+#include <cstring>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <boost/asio/post.hpp>
 
@@ -107,7 +111,7 @@ bool same_nick(std::string_view a, std::string_view b) {
 
 IrcAdapter::IrcAdapter(asio::io_context& io, IrcConfig config)
     : io_(io), config_(std::move(config)), resolver_(io), keepalive_timer_(io), nick_timer_(io),
-      own_nick_(config_.nick) {
+      quit_timer_(io), own_nick_(config_.nick) {
   if (config_.tls) {
     tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
     tls_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
@@ -182,6 +186,11 @@ void IrcAdapter::start_session(const std::string& address, unsigned short port) 
   if (rc != 0) return teardown(std::string("cannot connect: ") + irc_strerror(irc_errno(session_)));
   Wants w = wants();
   if (!w.ok || w.fd < 0) return teardown("libircclient has no socket after connecting");
+  // A reply is one small segment that someone is waiting for: Nagle would hold it until the
+  // previous one is acknowledged (up to the peer's 40 ms delayed ACK).
+  int one = 1;
+  if (::setsockopt(w.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+    log::warn(log::kNoJob, "irc: cannot set TCP_NODELAY: {}", std::strerror(errno));
   socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, w.fd);
   if (bridge_) {
     sockaddr_storage local{};
@@ -379,9 +388,30 @@ void IrcAdapter::join(const std::string& room) {
   watch();
 }
 
+size_t IrcAdapter::unsent() const {
+  size_t waiting = raw_queue_.size();
+  for (const auto& [mask, lines] : direct_waiting_) waiting += lines.size();
+  return waiting;
+}
+
+void IrcAdapter::quit(const std::string& reason) {
+  quit_reason_ = clean_irc_text(reason);
+  if (!session_ || !registered_) return disconnect();
+  raw_queue_.push_back("QUIT :" + quit_reason_);
+  feed();
+  watch();
+  // The server answers QUIT by closing the connection (teardown, no reconnect: stopped).
+  int gen = generation_;
+  quit_timer_.expires_after(std::chrono::seconds(2));
+  quit_timer_.async_wait([this, gen](const boost::system::error_code& ec) {
+    if (!ec && gen == generation_) disconnect();
+  });
+}
+
 void IrcAdapter::disconnect() {
+  quit_timer_.cancel();
   if (session_ && registered_) {
-    irc_send_raw(session_, "QUIT :jarvis stopping");
+    irc_send_raw(session_, "QUIT :%s", quit_reason_.c_str());
     process(false, true);
   }
   active_ = false;
@@ -500,6 +530,17 @@ void IrcAdapter::on_numeric_event(unsigned int code, const char** params, unsign
   if (code == LIBIRC_RFC_ERR_NOSUCHNICK && !config_.nickserv_target.empty() &&
       ::strcasecmp(param(params, count, 1), config_.nickserv_target.c_str()) == 0) {
     log::error(log::kNoJob, "irc: {} is not on the network: not identified", config_.nickserv_target);
+    return;
+  }
+  // The server will not deliver to (or let the bot into) a place: say where and why, once
+  // per line the listener counts. 401 for a nick that left, 403/404 for a channel, 471-477
+  // for a join refused (full, invite only, banned, a key, needs a registered nick ...).
+  if (code == 401 || code == 403 || code == 404 || (code >= 471 && code <= 477)) {
+    std::string place = clean_irc_text(param(params, count, 1));
+    std::string why = clean_irc_text(param(params, count, count > 2 ? count - 1 : 2));
+    if (listener_ && !place.empty())
+      listener_->on_refused(place, why + " (" + std::to_string(code) + ")");
+    if (code >= 471) std::erase_if(joining_, [&](const auto& j) { return ::strcasecmp(j.first.c_str(), place.c_str()) == 0; });
     return;
   }
   if (code == LIBIRC_RFC_ERR_NICKNAMEINUSE || code == LIBIRC_RFC_ERR_ERRONEUSNICKNAME ||

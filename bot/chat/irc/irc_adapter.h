@@ -69,6 +69,10 @@ class IrcAdapter : public ChatAdapter {
   void set_listener(Listener* l) override { listener_ = l; }
   void connect() override;
   void disconnect() override;
+  // QUIT with `reason` after every queued line, then waits (2 s at most) for the server to
+  // close the connection, so the QUIT is not lost in the TLS bridge.
+  void quit(const std::string& reason) override;
+  size_t unsent() const override;
   bool connected() const override { return registered_; }
   void join(const std::string& room) override;
   // `target` is a channel, a nick, or a person's full mask (nick!user@host, from
@@ -113,7 +117,8 @@ class IrcAdapter : public ChatAdapter {
   irc_session_s* session_ = nullptr;
   std::unique_ptr<boost::asio::posix::stream_descriptor> socket_;
   bool read_armed_ = false, write_armed_ = false, process_posted_ = false;
-  boost::asio::steady_timer keepalive_timer_, nick_timer_;
+  boost::asio::steady_timer keepalive_timer_, nick_timer_, quit_timer_;
+  std::string quit_reason_ = "jarvis stopping";
   std::chrono::steady_clock::time_point last_heard_;
   bool ping_sent_ = false;
   bool registered_ = false;

@@ -28,6 +28,9 @@ void TlsBridge::start(const tcp::endpoint& server, const std::string& host_name,
   }
   upstream_.lowest_layer().async_connect(server, [self, ready](const boost::system::error_code& ec) {
     if (ec) return ready("cannot connect: " + ec.message(), 0);
+    // IRC lines are small and someone waits for each: no Nagle delay (40 ms behind an ACK).
+    boost::system::error_code nec;
+    self->upstream_.lowest_layer().set_option(tcp::no_delay(true), nec);
     self->upstream_.async_handshake(asio::ssl::stream_base::client,
                                     [self, ready](const boost::system::error_code& ec) {
       if (ec) {
@@ -67,6 +70,7 @@ void TlsBridge::accept() {
       return;
     }
     self->acceptor_.close(pec);
+    self->local_.set_option(tcp::no_delay(true), pec);
     self->pump_up();
     self->pump_down();
   });
