@@ -88,6 +88,45 @@ TEST(Config, TheBotsOwnSecretsAreHandedToTheEngineForRedaction) {
   EXPECT_NE(std::find(secrets.begin(), secrets.end(), "ghp_gisttoken123"), secrets.end());
 }
 
+TEST(Config, PacingValuesThatCannotWorkAreErrors) {
+  TempDir dir;
+  std::string f = dir.file("jarvis.yaml");
+  for (const char* bad : {"0", "-1", ".inf", ".nan", "1001"})
+    EXPECT_EQ(load_error(dir, std::string("irc: {server: irc.example.com, flood: {per_second: ") + bad + "}}\n"),
+              f + ":1: irc.flood.per_second must be a number of lines per second, more than 0 and at most 1000")
+        << bad;
+  for (const char* bad : {"0", "-3", "2.5", ".inf"})
+    EXPECT_EQ(load_error(dir, std::string("irc: {server: irc.example.com, flood: {burst: ") + bad + "}}\n"),
+              f + ":1: irc.flood.burst must be a whole number from 1 to 1000")
+        << bad;
+  EXPECT_EQ(load_error(dir, "chat: {commands_per_minute: 0}\n"),
+            f + ":1: chat.commands_per_minute must be a whole number from 1 to 6000");
+  EXPECT_EQ(load_error(dir, "irc: {server: irc.example.com, flood: {burst: 3, per_second: 0.5}}\n"), "");
+}
+
+TEST(Config, AnnouncementLevelsDirectAnswersAndTheAclContact) {
+  TempDir dir;
+  write_file(dir.file("jarvis.yaml"),
+             "chat:\n  announce: [\"irc:#ops\"]\n  announce_level: stages\n  announce_level_direct: all\n"
+             "  announce_levels: {\"irc:#deploys\": all}\n  direct_answers: [help]\n  drain_timeout: 2s\n"
+             "acl:\n  contact: \"#ops-admins\"\n  rules:\n    - who: [alice]\n      commands: [deploy]\n");
+  ConfigOverrides o;
+  o.config_file = dir.file("jarvis.yaml");
+  Config c = load_config(o);
+  EXPECT_EQ(c.announce.channel_level, AnnounceLevel::Stages);
+  EXPECT_EQ(c.announce.direct_level, AnnounceLevel::All);
+  EXPECT_EQ(c.announce.levels.at("irc:#deploys"), AnnounceLevel::All);
+  EXPECT_EQ(c.chat.direct_answers, std::vector<std::string>{"help"});
+  EXPECT_EQ(c.chat.drain_timeout, std::chrono::seconds(2));
+  EXPECT_EQ(c.chat.acl_contact, "#ops-admins");
+  ASSERT_EQ(c.acl_rules.size(), 1u);
+  EXPECT_EQ(c.acl_rules[0].line, 11) << "check-config names the rule's line";
+  std::string f = dir.file("jarvis.yaml");
+  EXPECT_EQ(load_error(dir, "chat: {announce_level: loud}\n"), f + ":1: chat.announce_level must be quiet, stages or all");
+  EXPECT_EQ(load_error(dir, "chat: {direct_answers: [deploy, dance]}\n"),
+            f + ":1: chat.direct_answers names an unknown command 'dance'");
+}
+
 TEST(Config, TheExampleConfigLoads) {
   ConfigOverrides o;
   o.config_file = JARVIS_SOURCE_DIR "/config/jarvis.example.yaml";
