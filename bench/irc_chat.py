@@ -42,7 +42,7 @@ def ask_status(alice, host, expect):
 # 1. status during a 19-stage deploy, shipped penalties.
 server = Ngircd(throttle=True)
 work = server.dir
-make_bot_files(work, stage_sleep="2")
+make_bot_files(work, stage_sleep="4")
 with open(f"{work}/pipelines/nineteen.yaml", "w") as f:
     f.write("name: nineteen\nmatch: {provider: nineteen}\ntasks: [" + ", ".join(["step:run"] * 19) + "]\n")
 write_design(work, "loki", provider="nineteen")

@@ -83,7 +83,7 @@ if "mentions" in sections:
     t = reply(lambda t: "here" in t, "the reply about a typed <!here>")
     check("<!here>" not in t and "<@U0CEO>" not in t, f"typed markup became a mention: {t!r}")
     emu.mention("U123ALICE", "C0OPS", "deploy loud")
-    t = reply(lambda t: "loud" in t and "failed at stage" in t, "the failure of a worker that shouts", timeout=30)
+    t = reply(lambda t: t.startswith("<@U123ALICE>: loud failed"), "the failure of a worker that shouts", timeout=30)
     for markup in ("<@U0CEO>", "<!channel>", "<!here>"):
         check(markup not in t, f"the worker's {markup} reached Slack as markup: {t!r}")
     emu.mention("U777EXT", "C0OPS", "deploy thor", extra={"user_team": "T0OTHER"})
