@@ -1,5 +1,7 @@
 #include "bot/chat/chat_front.h"
 
+#include <boost/asio/post.hpp>
+
 #include <algorithm>
 
 #include "bot/chat/addressing.h"
@@ -85,8 +87,10 @@ void ChatFront::drain_and_quit(const std::string& reason, std::function<void()> 
         log::warn(log::kNoJob, "{}: leaving with {} lines undelivered after {}", protocol_,
                   outbox_.pending() + adapter_.unsent(), format_duration(config_.drain_timeout));
       supervisor_.stop_with(reason);
-      *step = nullptr;  // breaks the cycle
       if (done) done();
+      // Breaks the step -> lambda -> step cycle, but later: clearing it here would destroy the
+      // lambda that is running (and its captures) under our feet.
+      boost::asio::post(drain_timer_.get_executor(), [step] { *step = nullptr; });
       return;
     }
     drain_timer_.expires_after(std::chrono::milliseconds(20));
