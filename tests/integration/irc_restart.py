@@ -49,7 +49,8 @@ server.start()
 alice = Client(server, "alice")
 alice.join("#ops")
 joined(alice)
-queued = alice.collect("#ops", lambda t: "loki is ready: 3 stages" in t, what="queued announcements")
+# The bot retries with a backoff of up to a minute: give it a full step after the server is back.
+queued = alice.collect("#ops", lambda t: "loki is ready: 3 stages" in t, timeout=75, what="queued announcements")
 check("alice: loki is ready: 3 stages" in queued, f"no end line after the reconnect:\n{queued}")
 check("stage 3/3 step:run started" not in queued,
       f"stale progress was sent after the reconnect instead of the newest state:\n{queued}")
