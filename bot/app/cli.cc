@@ -638,6 +638,17 @@ int cmd_serve(Context& ctx) {
   return exit_code;
 }
 
+// The design files of designs_dir (*.yaml, *.yml), sorted; ec says why when it cannot be read.
+std::vector<std::string> design_files(const std::string& dir, std::error_code& ec) {
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    auto ext = e.path().extension().string();
+    if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml")) files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 // Checks what would break at 3 a.m., each problem on one line with its file (and line where
 // it has one). Exit 1 with problems.
 int cmd_check_config(Context& ctx) {
@@ -687,11 +698,9 @@ int cmd_check_config(Context& ctx) {
   // Two pipelines that both match a design of designs_dir: a deploy of it would be refused.
   asio::io_context io;
   FileDesignSource source(io, std::nullopt);
-  for (const auto& e : std::filesystem::directory_iterator(c.designs_dir, ec)) {
-    auto ext = e.path().extension().string();
-    if (!e.is_regular_file() || (ext != ".yaml" && ext != ".yml")) continue;
+  for (const auto& file : design_files(c.designs_dir, ec)) {
     std::string error;
-    auto d = source.load(e.path().string(), error);
+    auto d = source.load(file, error);
     if (!d) continue;  // `jarvis designs` says why
     std::vector<const Design*> hosts;
     if (d->members.empty()) hosts.push_back(&*d);
@@ -699,7 +708,7 @@ int cmd_check_config(Context& ctx) {
     for (const Design* h : hosts) {
       std::string why;
       if (!ctx.pipelines.select(h->root, std::nullopt, why) && why.find(" all match ") != std::string::npos)
-        problems.push_back(e.path().string() + ": " + h->hostname + ": " + why);
+        problems.push_back(file + ": " + h->hostname + ": " + why);
     }
   }
   // ACL rules that can never match are errors; IRC mask rules are warnings (spoofable on a
@@ -734,16 +743,11 @@ int cmd_check_config(Context& ctx) {
 // What can be deployed: every design in designs_dir, the host, the pipeline a deploy picks.
 int cmd_designs(Context& ctx) {
   std::error_code ec;
-  std::vector<std::string> files;
-  for (const auto& e : std::filesystem::directory_iterator(ctx.config.designs_dir, ec)) {
-    auto ext = e.path().extension().string();
-    if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml")) files.push_back(e.path().string());
-  }
+  auto files = design_files(ctx.config.designs_dir, ec);
   if (ec) {
     std::cerr << "jarvis: cannot read designs_dir " << ctx.config.designs_dir << ": " << ec.message() << '\n';
     return 1;
   }
-  std::sort(files.begin(), files.end());
   if (files.empty()) std::cout << "no designs in " << ctx.config.designs_dir << '\n';
   asio::io_context io;
   FileDesignSource source(io, std::nullopt);

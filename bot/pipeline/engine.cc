@@ -556,20 +556,6 @@ RequeueResult Engine::retry(int64_t id) {
 
 void Engine::follow_foreign(const std::vector<JobStore::Watched>& watched) {
   std::set<int64_t> seen;
-  auto event_from = [](const JobRecord& rec, Kind kind) {
-    EngineEvent ev;
-    ev.kind = kind;
-    ev.job = rec.id;
-    ev.host = rec.host;
-    ev.stage = std::min(rec.stage + 1, std::max(1, rec.stage_count()));
-    ev.stage_count = rec.stage_count();
-    if (rec.stage < rec.stage_count()) ev.task = rec.tasks[static_cast<size_t>(rec.stage)].name;
-    ev.attempt = rec.attempt;
-    ev.requested_by = rec.requested_by;
-    ev.pipeline = rec.pipeline;
-    ev.origin = rec.origin;
-    return ev;
-  };
   for (const auto& w : watched) {
     if (w.owner == id_ || jobs_.count(w.id)) continue;
     seen.insert(w.id);
@@ -580,8 +566,8 @@ void Engine::follow_foreign(const std::vector<JobStore::Watched>& watched) {
     if (w.state != JobState::Running) continue;  // queued: nothing to say yet
     auto rec = store_.job(w.id);
     if (!rec) continue;
-    if (first) emit(event_from(*rec, Kind::JobStarted));
-    if (rec->stage < rec->stage_count()) emit(event_from(*rec, Kind::StageStarted));
+    if (first) emit(event_for(*rec, Kind::JobStarted));
+    if (rec->stage < rec->stage_count()) emit(event_for(*rec, Kind::StageStarted));
   }
   // Gone from the jobs in flight: it ended; say how.
   for (auto it = foreign_.begin(); it != foreign_.end();) {
@@ -594,7 +580,7 @@ void Engine::follow_foreign(const std::vector<JobStore::Watched>& watched) {
     if (jobs_.count(id)) continue;  // adopted here: this engine announces it from now on
     auto rec = store_.job(id);
     if (!rec) continue;
-    EngineEvent ev = event_from(*rec, Kind::JobFailed);
+    EngineEvent ev = event_for(*rec, Kind::JobFailed);
     if (rec->state == JobState::Ready) {
       ev.kind = Kind::JobReady;
       ev.stage = rec->stage_count();
@@ -858,21 +844,22 @@ bool engine_alive(const std::string& state_dir, const std::string& engine_id) {
   return alive;
 }
 
-EngineEvent Engine::event_for(const ActiveJob& job, Kind kind) const {
+EngineEvent Engine::event_for(const JobRecord& rec, Kind kind) const {
   EngineEvent ev;
   ev.kind = kind;
-  ev.job = job.rec.id;
-  ev.host = job.rec.host;
-  ev.stage = job.rec.stage + 1;
-  ev.stage_count = job.rec.stage_count();
-  if (job.rec.stage < job.rec.stage_count())
-    ev.task = job.rec.tasks[static_cast<size_t>(job.rec.stage)].name;
-  ev.attempt = job.rec.attempt;
-  ev.requested_by = job.rec.requested_by;
-  ev.pipeline = job.rec.pipeline;
-  ev.origin = job.rec.origin;
+  ev.job = rec.id;
+  ev.host = rec.host;
+  ev.stage = rec.stage + 1;
+  ev.stage_count = rec.stage_count();
+  if (rec.stage < rec.stage_count()) ev.task = rec.tasks[static_cast<size_t>(rec.stage)].name;
+  ev.attempt = rec.attempt;
+  ev.requested_by = rec.requested_by;
+  ev.pipeline = rec.pipeline;
+  ev.origin = rec.origin;
   return ev;
 }
+
+EngineEvent Engine::event_for(const ActiveJob& job, Kind kind) const { return event_for(job.rec, kind); }
 
 void Engine::emit(EngineEvent event) {
   for (const auto& o : observers_) o(event);

@@ -136,6 +136,7 @@ class Engine {
   void follow_foreign(const std::vector<JobStore::Watched>& watched);
   std::vector<std::string> worker_env(const ActiveJob& job) const;
   void emit(EngineEvent event);
+  EngineEvent event_for(const JobRecord& rec, EngineEvent::Kind kind) const;
   EngineEvent event_for(const ActiveJob& job, EngineEvent::Kind kind) const;
 
   boost::asio::io_context& io_;

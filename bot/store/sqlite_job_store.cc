@@ -324,25 +324,22 @@ void SqliteJobStore::check_identity() {
   throw StoreError(StoreError::Kind::Gone, *gone_);
 }
 
+// The jobs prune_finished removes the documents of.
+#define FINISHED_BEFORE \
+  "(SELECT id FROM jobs WHERE state IN ('ready', 'failed', 'cancelled') AND ended_ms > 0 AND ended_ms < ?1)"
+
 JobStore::PruneResult SqliteJobStore::prune_finished(int64_t before_ms) {
   PruneResult r;
   Transaction tx(*this);
-  auto& count = prepare("SELECT count(*) FROM job_documents WHERE job_id IN (SELECT id FROM jobs WHERE "
-                        "state IN ('ready', 'failed', 'cancelled') AND ended_ms > 0 AND ended_ms < ?1)");
+  auto& count = prepare("SELECT count(*) FROM job_documents WHERE job_id IN " FINISHED_BEFORE);
   count.bind(1, before_ms);
   if (count.step()) r.jobs = count.i64(0);
   count.reset();
-  prepare("DELETE FROM log WHERE job_id IN (SELECT id FROM jobs WHERE state IN ('ready', 'failed', "
-          "'cancelled') AND ended_ms > 0 AND ended_ms < ?1)")
-      .bind(1, before_ms).run();
+  prepare("DELETE FROM log WHERE job_id IN " FINISHED_BEFORE).bind(1, before_ms).run();
   r.log_lines = sqlite3_changes(db_);
   prepare("UPDATE stages SET clipboard_after = NULL WHERE clipboard_after IS NOT NULL AND job_id IN "
-          "(SELECT id FROM jobs WHERE state IN ('ready', 'failed', 'cancelled') AND ended_ms > 0 AND "
-          "ended_ms < ?1)")
-      .bind(1, before_ms).run();
-  prepare("DELETE FROM job_documents WHERE job_id IN (SELECT id FROM jobs WHERE state IN ('ready', "
-          "'failed', 'cancelled') AND ended_ms > 0 AND ended_ms < ?1)")
-      .bind(1, before_ms).run();
+          FINISHED_BEFORE).bind(1, before_ms).run();
+  prepare("DELETE FROM job_documents WHERE job_id IN " FINISHED_BEFORE).bind(1, before_ms).run();
   tx.commit();
   return r;
 }
