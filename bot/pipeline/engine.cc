@@ -675,7 +675,7 @@ void Engine::adopt_claimed(int64_t id, const std::string& previous_owner) {
   if (!rec) return;
   if (rec->cancel_requested) {
     // Cancelled while nobody ran it: record that instead of running the stage again.
-    kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_});
+    kill_left_workers(id);
     store_.job_cancelled(id, now_ms(), "cancelled by " + rec->cancelled_by);
     log::info(id, "cancelled by {} while no engine ran it", rec->cancelled_by);
     return;
@@ -691,7 +691,7 @@ void Engine::adopt_claimed(int64_t id, const std::string& previous_owner) {
   }
   // The dead engine's worker of this job (found by marker, stored pid or not) must be gone
   // before the stage runs again here: two workers of one stage never run at once.
-  if (int killed = kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_})) {
+  if (int killed = kill_left_workers(id)) {
     log::warn(id, "killed {} worker process(es) left by {}", killed, previous_owner);
     auto placeholder = std::make_unique<ActiveJob>(io_);
     placeholder->rec = std::move(*rec);
@@ -710,11 +710,16 @@ void Engine::resume_adopted(int64_t id, int attempts_left) {
     if (ec || stopping_) return;
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
-    if (kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_}) > 0 && attempts_left > 0)
+    if (kill_left_workers(id) > 0 && attempts_left > 0)
       return resume_adopted(id, attempts_left - 1);
     jobs_.erase(it);
     enqueue(id);
   });
+}
+
+// SIGKILLs whatever of job `id` other engines left running in this store; how many.
+int Engine::kill_left_workers(int64_t id) const {
+  return kill_marked_processes(job_marker(config_.state_dir, id), {"JARVIS_ENGINE=" + id_});
 }
 
 void Engine::store_failed(const StoreError& error, size_t bytes) {

@@ -124,6 +124,7 @@ class Engine {
   void adopt(int64_t id, const std::string& previous_owner);
   void adopt_claimed(int64_t id, const std::string& previous_owner);
   void resume_adopted(int64_t id, int attempts_left);
+  int kill_left_workers(int64_t id) const;
   // Store health: a failed write stalls what depended on it and pauses the engine until a
   // probe write of the same size succeeds; then stalled jobs are reloaded from the store.
   void store_failed(const StoreError& error, size_t bytes);
