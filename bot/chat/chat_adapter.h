@@ -29,6 +29,9 @@ struct ChatMessage {
   Identity sender;
   std::string room;  // "#ops"; empty for a direct message
   std::string text;
+  // Where a reply to this message goes when that is not `room` itself: a Slack thread
+  // ("C0OPS/1700000000.000100"). Empty: the room (or the person, for a direct message).
+  std::string reply_target{};
   bool direct() const { return room.empty(); }
 };
 

@@ -39,7 +39,7 @@ def config(name, ca_file):
   rooms: [{OPS}, {ANON}]
   ping_interval: 2s
 chat:
-  announce: ["xmpp:{OPS}"]
+  announce: ["xmpp:{OPS}", "xmpp:nobody@localhost"]
   announce_level: all
   announce_level_direct: all
   commands_per_minute: 600
@@ -73,6 +73,11 @@ alice.say_room("ops", "jarvis: deploy loki")
 alice.expect("ops", lambda t: t == "loki: deploying with three, 3 stages (job 1)", what="deploy reply in the room")
 alice.expect("ops", lambda t: "stage 2/3 step:run done" in t, what="an announcement")
 alice.expect("ops", lambda t: t.startswith("alice: loki is ready: 3 stages"), what="ready, naming alice's room nick")
+
+# nobody@localhost, an announce place with no account behind it: Prosody bounces the lines
+# (service-unavailable), and the log names the place and the reason.
+wait_for(lambda: "refused a line for nobody@localhost: service-unavailable" in open(f"{work}/jarvis.log").read(), 20,
+         "the bounced announcement to be logged with its place")
 
 # Someone the ACL does not name: refused, clearly, and audited.
 mallory = Client(server, "mallory", "mallory-pw-77")

@@ -68,6 +68,7 @@ class SlackAdapter : public ChatAdapter {
  private:
   struct Outgoing {
     std::string channel, text, key;  // key: the job whose progress message this edits
+    std::string thread_ts{};         // a reply in the thread of the message that asked
   };
   using ApiDone = std::function<void(const YAML::Node* answer, const std::string& error, std::optional<long> retry_after)>;
   void api(const std::string& method, const std::string& token, const std::string& json, ApiDone done);
