@@ -52,8 +52,10 @@ const CommandSpec kCommands[] = {
     {"check-config", "check the config, pipelines, workers, announce places and ACL",
      "Loads the config and the pipelines and checks what would break at 3 a.m.: missing worker\n"
      "executables, a missing workers path or designs_dir, announce places on protocols that are not\n"
-     "configured, ACL rules that cannot match. Exit 0 when all is well, 1 with problems (each named\n"
-     "with its file and line where it has one)."},
+     "configured, ACL rules that cannot match. With --online it also connects to each configured chat\n"
+     "server as serve would, joins every room and announce place, reports what the server said\n"
+     "(joined, or the refusal and its reason), and leaves. Exit 0 when all is well, 1 with problems\n"
+     "(each named with its file and line where it has one)."},
     {"prune", "remove old finished jobs' logs and clipboards (keeps the audit)",
      "Removes the logs, designs and clipboards of jobs that finished more than --older-than ago\n"
      "(90d, 12h, ...): they are what grows. The job rows (what ran, when, how it ended) and the\n"
@@ -164,6 +166,8 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
   for (const char* name : {"log", "cancel", "retry"})
     subs[name]->add_option("TARGET", target, "a host or a job number")->required();
   subs["log"]->add_option("-n,--lines", a.lines, "how many lines (default 20)")->check(CLI::Range(1, 100000));
+  subs["check-config"]->add_flag("--online", a.online,
+                                 "also connect to each chat server, join every room and announce place, and report");
   subs["audit"]->add_option("HOST", target, "only entries about this host");
   subs["help"]->add_option("COMMAND", topic, "a command");
   subs["prune"]->add_option("--older-than", a.older_than, "finished longer ago than this: 90d, 12h, 30m")->required();

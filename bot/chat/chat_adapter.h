@@ -46,6 +46,10 @@ class ChatAdapter {
     // The server refused to deliver a line to `place` (IRC 404/403/471-477, an XMPP error
     // stanza, Slack's not_in_channel): the reason as the server gave it.
     virtual void on_refused(const std::string& /*place*/, const std::string& /*reason*/) {}
+    // The server confirmed the bot is in `place` (IRC's JOIN echo, XMPP's self-presence), or,
+    // with as_room false, that `place` is a person (an XMPP JID that is no room), whom lines
+    // reach as direct messages.
+    virtual void on_joined(const std::string& /*place*/, bool /*as_room*/) {}
   };
 
   virtual ~ChatAdapter() = default;

@@ -129,6 +129,22 @@ emu.mention("U123ALICE", "C0OPS", "deploy odin")
 emu.wait_message(in_channel("C0OPS", lambda t: t.startswith("<@U123ALICE>: odin is ready")), timeout=30,
                  what="a deploy after a dropped connection")
 
+# check-config --online: both tokens checked without opening a socket (which would take a
+# share of the running bot's events); a wrong bot token is a problem, named.
+online = subprocess.run([binary, "check-config", "--online", "--config", cfg], capture_output=True, text=True, timeout=60)
+check(online.returncode == 0, f"check-config --online exited {online.returncode}: {online.stdout}")
+check(any(l.startswith(f"slack: connected to {emu.api_url} as ") for l in online.stdout.splitlines()), online.stdout)
+check(online.stdout.splitlines()[-1] == "config ok; every server reached and every place joined", online.stdout)
+with open(f"{work}/bad.token", "w") as f:
+    f.write("xoxb-wrong\n")
+with open(f"{work}/bad.yaml", "w") as f:
+    f.write(open(cfg).read().replace("bot_token_file: bot.token", "bot_token_file: bad.token"))
+bad = subprocess.run([binary, "check-config", "--online", "--config", f"{work}/bad.yaml"], capture_output=True,
+                     text=True, timeout=60)
+check(bad.returncode == 1 and "slack: cannot connect to" in bad.stdout and "check slack.bot_token" in bad.stdout,
+      f"a wrong bot token: {bad.returncode} {bad.stdout}")
+check("xoxb-wrong" not in bad.stdout + bad.stderr, "the token was echoed")
+
 emu.wait_all_acked(10)
 check(emu.unacked() == [], f"envelopes never acknowledged: {emu.unacked()}")
 bot.terminate()

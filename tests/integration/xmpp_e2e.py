@@ -79,6 +79,22 @@ alice.expect("ops", lambda t: t.startswith("alice: loki is ready: 3 stages"), wh
 wait_for(lambda: "refused a line for nobody@localhost: service-unavailable" in open(f"{work}/jarvis.log").read(), 20,
          "the bounced announcement to be logged with its place")
 
+# check-config --online: the room is joined, the JID that is no room is called a person, and
+# a room that does not exist is a problem (exit 1).
+online_cfg = config("online", server.cert).replace("online.yaml", "online2.yaml")
+with open(config("online", server.cert)) as f:
+    text = f.read().replace('"xmpp:nobody@localhost"', '"xmpp:nobody@localhost", "xmpp:nosuchroom@conference.localhost"')
+with open(online_cfg, "w") as f:
+    f.write(text)
+online = subprocess.run([binary, "check-config", "--online", "--config", online_cfg], capture_output=True, text=True,
+                        timeout=60)
+lines = online.stdout.splitlines()
+check(online.returncode == 1, f"check-config --online exited {online.returncode}: {online.stdout}")
+check(f"xmpp: {OPS}: joined" in lines, online.stdout)
+check(any(l.startswith("xmpp: nobody@localhost: not a room") for l in lines), online.stdout)
+check("xmpp: nosuchroom@conference.localhost: refused: item-not-found (no such room)" in lines, online.stdout)
+check(lines[-1] == "1 problem", f"not one problem: {lines[-3:]!r}")
+
 # Someone the ACL does not name: refused, clearly, and audited.
 mallory = Client(server, "mallory", "mallory-pw-77")
 mallory.say("jarvis@localhost", "deploy odin")

@@ -570,6 +570,7 @@ void IrcAdapter::on_join_event(const char* origin, const char* channel) {
   if (!same_nick(o.substr(0, o.find('!')), own_nick_)) return;
   std::erase_if(joining_, [&](const auto& j) { return ::strcasecmp(j.first.c_str(), channel) == 0; });
   log::info(log::kNoJob, "irc: joined {}", channel);
+  if (listener_) listener_->on_joined(channel, true);
 }
 
 void IrcAdapter::on_message_event(const char* origin, const char* target, const char* text) {

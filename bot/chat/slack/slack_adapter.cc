@@ -183,6 +183,16 @@ void SlackAdapter::connect() {
   });
 }
 
+void SlackAdapter::check_tokens(std::function<void(const std::string& error)> done) {
+  api("auth.test", config_.bot_token, "{}", [this, done](const YAML::Node* a, const std::string& error, std::optional<long>) {
+    if (!a) return done("auth.test failed: " + error + " (check slack.bot_token)");
+    if (!json_text(*a, "user").empty()) bot_name_ = json_text(*a, "user");
+    api("apps.connections.open", config_.app_token, "{}", [done](const YAML::Node* b, const std::string& error, std::optional<long>) {
+      done(b ? std::string() : "apps.connections.open failed: " + error + " (check slack.app_token)");
+    });
+  });
+}
+
 void SlackAdapter::open_socket() {
   if (opening_) return;
   opening_ = true;

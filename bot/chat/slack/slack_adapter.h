@@ -62,6 +62,9 @@ class SlackAdapter : public ChatAdapter {
   size_t max_line_bytes() const override { return 3000; }
 
   size_t queued() const { return outgoing_.size(); }
+  // check-config --online: both tokens work (auth.test, apps.connections.open), without
+  // opening a socket that would take a share of the running bot's events. done("") on success.
+  void check_tokens(std::function<void(const std::string& error)> done);
 
   struct Socket;  // one Socket Mode WebSocket (in the .cc)
 

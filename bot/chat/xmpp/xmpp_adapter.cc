@@ -220,6 +220,7 @@ class XmppSession : public gloox::ConnectionListener,
   }
   void deliver_direct(const std::string& jid) {
     wanted_rooms_.erase(jid);
+    post([jid](XmppAdapter& a) { a.session_joined(jid, false); });
     auto waiting = waiting_lines_.extract(jid);
     if (waiting.empty()) return;
     for (const auto& text : waiting.mapped()) client_.send(gloox::Message(gloox::Message::Chat, gloox::JID(jid), text));
@@ -325,6 +326,10 @@ class XmppSession : public gloox::ConnectionListener,
   }
   void occupant_presence(gloox::MUCRoom* room, const gloox::MUCRoomParticipant& p, const gloox::Presence& presence) {
     if (!p.nick) return;
+    if ((p.flags & gloox::UserSelf) && presence.subtype() != gloox::Presence::Unavailable) {
+      std::string place = room->name() + "@" + room->service();
+      post([place](XmppAdapter& a) { a.session_joined(place, true); });
+    }
     auto& occupants = occupants_[room->name() + "@" + room->service()];
     if (presence.subtype() == gloox::Presence::Unavailable) occupants.erase(p.nick->resource());
     // A real JID only from a MUC service we trust to tell the truth about it.
@@ -505,6 +510,10 @@ void XmppAdapter::session_disconnected(const std::string& reason) { teardown(rea
 
 void XmppAdapter::session_message(const ChatMessage& message) {
   if (listener_) listener_->on_message(message);
+}
+
+void XmppAdapter::session_joined(const std::string& place, bool as_room) {
+  if (listener_) listener_->on_joined(place, as_room);
 }
 
 void XmppAdapter::session_refused(const std::string& place, const std::string& reason) {
