@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bot/util/text.h"
 #include "jarvis_version.h"  // generated at build time: JARVIS_VERSION, JARVIS_GIT_REVISION
 
 namespace jarvis {
@@ -68,21 +69,6 @@ constexpr const char* kFooter =
     "shows one command in detail.\n"
     "exit status: 0 success, 1 the job or command failed, 2 bad usage or configuration";
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
 bool is_command(const std::string& w) {
   if (w == "deploy") return true;
   return std::any_of(std::begin(kCommands), std::end(kCommands), [&](const auto& c) { return w == c.name; });
@@ -110,17 +96,10 @@ std::string version_text() {
 }
 
 std::optional<std::string> suggest_command(const std::string& word) {
-  std::optional<std::string> best;
-  size_t best_distance = 3;  // at most two edits away, or a prefix
-  for (const auto& c : kCommands) {
-    std::string name = c.name;
-    size_t d = edit_distance(word, name);
-    if (word.size() >= 2 && name.rfind(word, 0) == 0) d = std::min<size_t>(d, 1);
-    if (d < best_distance) {
-      best_distance = d;
-      best = name;
-    }
-  }
+  std::vector<std::string_view> names;
+  for (const auto& c : kCommands) names.push_back(c.name);
+  std::string best = closest_name(word, names);
+  if (best.empty()) return std::nullopt;
   return best;
 }
 
