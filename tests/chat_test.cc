@@ -536,5 +536,66 @@ TEST(Acl, RulesThatCanNeverMatchAreErrorsAndMasksAreWarnings) {
   EXPECT_NE(problems[4].text.find("'slak:C0' names no protocol"), std::string::npos) << problems[4].text;
 }
 
+TEST(Acl, AnAccountRuleIsFineWhereTheAdapterLearnsAccounts) {
+  std::vector<AclRule> rules = {AclRule{{"irc:account:alice"}, {"deploy"}},
+                                AclRule{{"xmpp:account:alice"}, {"deploy"}}};
+  auto problems = acl_rule_problems(rules, {"irc", "xmpp"}, {"irc"});
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_TRUE(problems[0].error);
+  EXPECT_NE(problems[0].text.find("'xmpp:account:alice' is an account rule"), std::string::npos) << problems[0].text;
+  auto without = acl_rule_problems({rules[0]}, {"irc"}, {});
+  ASSERT_EQ(without.size(), 1u);
+  EXPECT_NE(without[0].text.find("irc.accounts is off"), std::string::npos) << without[0].text;
+}
+
+TEST(Acl, AnAccountRuleMatchesTheAccountNotTheNick) {
+  Acl acl({AclRule{{"irc:account:alice"}, {"deploy"}}});
+  Identity alice{"irc", "alice_away", "alice_away!a@host", "alice"};
+  Identity mallory{"irc", "alice", "alice!alice@host", ""};
+  Identity logged_out{"irc", "alice", "alice!a@host", ""};
+  EXPECT_TRUE(acl.allows(alice, "#ops", Verb::Deploy));
+  EXPECT_FALSE(acl.allows(mallory, "#ops", Verb::Deploy));
+  EXPECT_FALSE(acl.allows(logged_out, "#ops", Verb::Deploy));
+}
+
+}  // namespace
+}  // namespace jarvis::testing
+
+namespace jarvis::testing {
+namespace {
+
+TEST(IrcRelay, ParsesTagsPrefixAndTrailing) {
+  auto l = parse_irc_line("@account=alice;time=x :alice!a@h PRIVMSG #ops :jarvis: deploy loki");
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->tags, "account=alice;time=x");
+  EXPECT_EQ(l->prefix, "alice!a@h");
+  EXPECT_EQ(l->command, "PRIVMSG");
+  ASSERT_EQ(l->params.size(), 2u);
+  EXPECT_EQ(l->params[1], "jarvis: deploy loki");
+  EXPECT_EQ(irc_tag(l->tags, "account"), "alice");
+  EXPECT_EQ(irc_tag(l->tags, "acc"), std::nullopt) << "a prefix of a key is not the key";
+  EXPECT_EQ(irc_tag("a=x\\sy\\:z;b", "a"), "x y;z");
+  EXPECT_EQ(irc_tag("a=x;b", "b"), "");
+  auto j = parse_irc_line(":alice!a@h JOIN #ops alice :Alice A");
+  ASSERT_TRUE(j);
+  ASSERT_EQ(j->params.size(), 3u);
+  EXPECT_EQ(j->params[1], "alice");
+  EXPECT_FALSE(parse_irc_line(""));
+}
+
+TEST(IrcRelay, SaslPlainIsSplitIn400ByteChunks) {
+  auto short_one = sasl_plain_chunks("jarvis", "pw");
+  ASSERT_EQ(short_one.size(), 1u);
+  EXPECT_EQ(short_one[0], "amFydmlzAGphcnZpcwBwdw==");  // base64("jarvis\0jarvis\0pw")
+  // 300 raw bytes are exactly 400 base64 characters: a "+" says the payload ended.
+  auto exact = sasl_plain_chunks("u", std::string(300 - 4, 'p'));
+  ASSERT_EQ(exact.size(), 2u);
+  EXPECT_EQ(exact[0].size(), 400u);
+  EXPECT_EQ(exact[1], "+");
+  auto longer = sasl_plain_chunks("u", std::string(400, 'p'));
+  ASSERT_EQ(longer.size(), 2u);
+  EXPECT_NE(longer[1], "+");
+}
+
 }  // namespace
 }  // namespace jarvis::testing
