@@ -2,9 +2,11 @@
 the bot logs in with SASL PLAIN (password from a file, never logged); an irc:account:alice
 rule lets alice deploy under any nick, while mallory taking the nick alice and alice once
 logged out get nothing. Run three times: with account-tag, with only
-extended-join + account-notify, and with only WHOIS 330. Then SASL failures (a wrong password,
+extended-join + account-notify, and with only WHOIS 330. SASL EXTERNAL with a TLS client
+certificate; SASL failures (a wrong password,
 a server without SASL: a real ngircd) end the connection with one clear line, unless
 irc.sasl.required is false; and check-config on account and mask rules."""
+import atexit
 import os
 import re
 import subprocess
@@ -12,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from jarvis_test import check, fail, wait_for  # noqa: E402
-from irc_support import Ngircd, bot_config, make_bot_files, write_design  # noqa: E402
+from irc_support import Ngircd, bot_config, make_bot_files, make_cert, write_design  # noqa: E402
 import services_support  # noqa: E402
 from services_support import SaslClient, ServicesNetwork  # noqa: E402
 
@@ -43,8 +45,10 @@ def sasl_block(pass_file, username=None, required=None):
 
 def start_bot(work, cfg, name):
     log = f"{work}/{name}.log"
-    return subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w")), log
+    p = subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    atexit.register(lambda: p.poll() is None and p.kill())  # a failed check exits at once
+    return p, log
 
 
 def read(path):
@@ -156,6 +160,22 @@ for mode in ("all", "notify", "none"):
     check("registering without it (irc.sasl.required is false)" in read(lenient_log), read(lenient_log))
     check(whois_account(watcher, "lenient") == "", "the lenient bot has an account it did not log in to")
     stop(lenient)
+
+    # SASL EXTERNAL: the TLS client certificate is the login (its fingerprint on the account).
+    bot_cert, bot_key = make_cert(work, "bot-client", cn="jarvis")
+    os.chmod(bot_key, 0o600)
+    net.add_cert("jarvis", BOT_PW, bot_cert, bot_key)
+    cfg = bot_config(work, net, name="extbot",
+                     irc_extra=f"  tls_client_cert: {bot_cert}\n  tls_client_key: {bot_key}\n"
+                               "  sasl: {mechanism: external}\n")
+    ext, ext_log = start_bot(work, cfg, "extbot")
+    watcher.wait_member("#ops", "extbot", 30, "the bot to log in with SASL EXTERNAL")
+    check("logged in with SASL EXTERNAL as account jarvis" in read(ext_log), read(ext_log))
+    check(whois_account(watcher, "extbot") == "jarvis", "the EXTERNAL bot is not logged in to jarvis")
+    stop(ext)
+    os.chmod(bot_key, 0o644)
+    p = subprocess.run([binary, "check-config", "--config", cfg], capture_output=True, text=True)
+    check(p.returncode == 2 and "is readable by everyone: chmod 600 it" in p.stderr, p.stdout + p.stderr)
     watcher.close()
 
     # check-config: an account rule is fine with SASL; without it, an error with its line.

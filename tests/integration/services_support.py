@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -248,6 +249,37 @@ logfile "{d}/atheme.log" {{ debug; }};
         c.wait(lambda l: "NOTICE" in l and "registered" in l.lower(), 15, f"NickServ to register {nick}")
         c.close()
         time.sleep(0.2)
+
+    def add_cert(self, account, password, cert, key):
+        """Adds the fingerprint of a TLS client certificate to `account` (NickServ CERT ADD
+        over a TLS connection made with it), for SASL EXTERNAL."""
+        ctx = ssl.create_default_context(cafile=self.cert)
+        ctx.load_cert_chain(cert, key)
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.tls_port), timeout=10),
+                             server_hostname="127.0.0.1") as s:
+            buf = ""
+
+            def until(text, what):
+                nonlocal buf
+                end = time.time() + 10
+                while time.time() < end:
+                    if text in buf:
+                        return
+                    data = s.recv(4096).decode(errors="replace")
+                    if not data:
+                        break
+                    for line in data.split("\r\n"):
+                        if line.startswith("PING "):
+                            s.sendall(("PONG " + line[5:] + "\r\n").encode())
+                    buf += data
+                fail(f"timed out waiting for {what}; got:\n{buf[-2000:]}")
+            s.sendall(b"NICK certadd\r\nUSER certadd 0 * :certadd\r\n")
+            until(" 001 ", "registration over TLS with a client certificate")
+            s.sendall(f"PRIVMSG NickServ :IDENTIFY {account} {password}\r\n".encode())
+            until("You are now identified", "NickServ IDENTIFY")
+            s.sendall(b"PRIVMSG NickServ :CERT ADD\r\n")
+            until("to your fingerprint list", "NickServ CERT ADD")
+            s.sendall(b"QUIT :done\r\n")
 
     def stop(self):
         for p in reversed(self.procs):
