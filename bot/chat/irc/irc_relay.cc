@@ -464,7 +464,7 @@ void IrcRelay::learn(const IrcLine& l) {
   } else if (c == "KICK" && l.params.size() >= 2) {
     if (fold(l.params[1]) == fold(own_nick_)) accounts_.clear();
     else accounts_.erase(fold(l.params[1]));
-  } else if (c == "PRIVMSG" && l.params.size() >= 2 && !l.prefix.empty() &&
+  } else if (c == "PRIVMSG" && v3_.accounts && l.params.size() >= 2 && !l.prefix.empty() &&
              (l.params[1].empty() || l.params[1][0] != '\x01')) {
     Delivered d{l.prefix, l.params[0], l.params[1], std::nullopt};
     if (acked_.count("account-tag")) {
