@@ -112,7 +112,7 @@ bool same_nick(std::string_view a, std::string_view b) {
 
 IrcAdapter::IrcAdapter(asio::io_context& io, IrcConfig config)
     : io_(io), config_(std::move(config)), resolver_(io), keepalive_timer_(io), nick_timer_(io),
-      quit_timer_(io), own_nick_(config_.nick) {
+      quit_timer_(io), whois_timer_(io), own_nick_(config_.nick) {
   if (config_.tls) {
     tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
     tls_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
@@ -441,6 +441,8 @@ void IrcAdapter::disconnect() {
   userhost_asked_.clear();
   held_.clear();  // commands from a connection that is gone: their sender can ask again
   whois_asked_.clear();
+  whois_timer_.cancel();
+  whois_timer_armed_ = false;
   if (session_) irc_destroy_session(session_);
   session_ = nullptr;
   if (relay_) relay_->close();
@@ -473,14 +475,6 @@ void IrcAdapter::keepalive() {
         feed();
         watch();
       }
-    }
-    if (!held_.empty() && now - held_.front().since > std::chrono::seconds(10)) {
-      log::warn(log::kNoJob, "irc: no WHOIS answer about {} after 10s; taking their message as from no account",
-                held_.front().message.sender.full);
-      for (auto& h : held_)
-        if (now - h.since > std::chrono::seconds(10)) h.resolved = true;
-      whois_asked_.clear();
-      resolve_whois(false);
     }
     if (registered_ && quiet > config_.ping_interval && !ping_sent_) {
       // libircclient answers the server's PINGs but never asks: we do, to notice a dead link.
@@ -648,12 +642,35 @@ void IrcAdapter::on_message_event(const char* origin, const char* target, const 
     return casefold(w.nick, casemapping_) == casefold(nick, casemapping_);
   });
   held_.push_back(std::move(h));
+  expire_held();
   if (!account && !asking && is_safe_irc_target(nick)) {
     whois_asked_.push_back(Whois{nick, {}, {}, false});
     raw_queue_.push_front("WHOIS " + nick);
     feed();
     watch();
   }
+}
+
+void IrcAdapter::expire_held() {
+  auto now = std::chrono::steady_clock::now();
+  constexpr auto kWhoisWait = std::chrono::seconds(10);
+  if (!held_.empty() && now - held_.front().since >= kWhoisWait) {
+    log::warn(log::kNoJob, "irc: no WHOIS answer about {} after 10s; taking their message as from no account",
+              held_.front().message.sender.full);
+    for (auto& h : held_)
+      if (now - h.since >= kWhoisWait) h.resolved = true;
+    whois_asked_.clear();
+    resolve_whois(false);
+  }
+  if (held_.empty() || whois_timer_armed_) return;
+  whois_timer_armed_ = true;
+  int gen = generation_;
+  whois_timer_.expires_at(held_.front().since + kWhoisWait);
+  whois_timer_.async_wait([this, gen](const boost::system::error_code& ec) {
+    if (gen != generation_) return;
+    whois_timer_armed_ = false;
+    if (!ec) expire_held();
+  });
 }
 
 void IrcAdapter::deliver(ChatMessage m) {

@@ -120,6 +120,7 @@ class IrcAdapter : public ChatAdapter {
   void on_userhost(const std::string& reply);
   void deliver(ChatMessage m);
   void resolve_whois(bool found);
+  void expire_held();  // messages whose WHOIS got no answer in 10 s: from no account
 
   boost::asio::io_context& io_;
   IrcConfig config_;
@@ -130,7 +131,8 @@ class IrcAdapter : public ChatAdapter {
   irc_session_s* session_ = nullptr;
   std::unique_ptr<boost::asio::posix::stream_descriptor> socket_;
   bool read_armed_ = false, write_armed_ = false, process_posted_ = false;
-  boost::asio::steady_timer keepalive_timer_, nick_timer_, quit_timer_;
+  boost::asio::steady_timer keepalive_timer_, nick_timer_, quit_timer_, whois_timer_;
+  bool whois_timer_armed_ = false;
   std::string quit_reason_ = "jarvis stopping";
   std::chrono::steady_clock::time_point last_heard_;
   bool ping_sent_ = false;

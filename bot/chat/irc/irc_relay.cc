@@ -408,11 +408,14 @@ bool IrcRelay::negotiate(const IrcLine& l) {
     // A server without IRCv3: it registers us as soon as it has NICK and USER.
     phase_ = Phase::Done;
     if (v3_.sasl != SaslMechanism::None) sasl_failed("the server knows no CAP command");
+    else if (v3_.accounts) log::warn(log::kNoJob, "irc: the server knows no IRCv3 CAP; accounts come from WHOIS (330) only");
     return true;
   }
   if (c == "001") {
     // Registered before our CAP END: the server ignored CAP LS.
     phase_ = Phase::Done;
+    if (v3_.accounts && v3_.sasl == SaslMechanism::None)
+      log::warn(log::kNoJob, "irc: the server ignored CAP LS; accounts come from WHOIS (330) only");
     if (v3_.sasl != SaslMechanism::None && v3_.sasl_required) {
       fail(std::string("SASL ") + mechanism_name(v3_.sasl) +
            " login impossible: the server registered the bot without CAP negotiation; disconnecting "
