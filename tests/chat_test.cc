@@ -583,6 +583,10 @@ TEST(IrcRelay, ParsesTagsPrefixAndTrailing) {
   ASSERT_EQ(j->params.size(), 3u);
   EXPECT_EQ(j->params[1], "alice");
   EXPECT_FALSE(parse_irc_line(""));
+  EXPECT_EQ(checked_account("alice"), "alice");
+  EXPECT_EQ(checked_account("*"), "") << "ACCOUNT * and extended-join's * mean logged out";
+  EXPECT_EQ(checked_account(*irc_tag("account=al\\r\\nice", "account")), "") << "an unescaped CR LF";
+  EXPECT_EQ(checked_account(std::string(65, 'a')), "");
 }
 
 TEST(IrcRelay, SaslPlainIsSplitIn400ByteChunks) {

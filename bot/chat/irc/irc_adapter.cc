@@ -552,7 +552,7 @@ void IrcAdapter::on_numeric_event(unsigned int code, const char** params, unsign
         w.seen_user = true;
         w.userhost = std::string(param(params, count, 2)) + "@" + param(params, count, 3);
       } else if (code == 330) {  // RPL_WHOISACCOUNT: me nick account :is logged in as
-        w.account = param(params, count, 2);
+        w.account = checked_account(param(params, count, 2));
       } else if (code == 318) {  // RPL_ENDOFWHOIS
         resolve_whois(true);
       }

@@ -86,6 +86,13 @@ std::optional<std::string> irc_tag(std::string_view tags, std::string_view key) 
   return std::nullopt;
 }
 
+std::string checked_account(std::string_view a) {
+  if (a.empty() || a.size() > 64 || a == "*" || a[0] == ':') return "";
+  for (unsigned char c : a)
+    if (c <= ' ' || c == 0x7f) return "";
+  return std::string(a);
+}
+
 std::vector<std::string> sasl_plain_chunks(const std::string& user, const std::string& password) {
   std::string blob = base64(user + '\0' + user + '\0' + password);
   std::vector<std::string> out;
@@ -278,6 +285,17 @@ void IrcRelay::on_server_line(std::string raw) {
   if (!parsed) return;
   IrcLine& l = *parsed;
   if (negotiate(l)) return;
+  if (l.command == "CAP" && l.params.size() >= 3 && l.params[1] == "DEL") {
+    // cap-notify (implied by CAP LS 302): a capability went away, e.g. with the services.
+    std::string list = last(l);
+    for (size_t pos = 0; pos < list.size();) {
+      size_t end = list.find(' ', pos);
+      std::string cap = list.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+      pos = end == std::string::npos ? list.size() : end + 1;
+      if (acked_.erase(cap)) log::warn(log::kNoJob, "irc: the server withdrew the {} capability", chat_safe_text(cap));
+      if (cap == "account-notify") accounts_.clear();  // nobody keeps them true any more
+    }
+  }
   learn(l);
   // libircclient knows no tags and no extended JOIN; ACCOUNT, CAP and the SASL replies are ours.
   if (l.command == "ACCOUNT" || l.command == "CAP" || l.command == "AUTHENTICATE") return;
@@ -445,10 +463,10 @@ void IrcRelay::learn(const IrcLine& l) {
       if (token.rfind("CASEMAPPING=", 0) == 0)
         if (auto m = parse_casemapping(std::string_view(token).substr(12))) casemapping_ = *m;
   } else if (c == "ACCOUNT" && !l.params.empty()) {
-    accounts_[fold(nick)] = l.params[0] == "*" ? "" : l.params[0];
+    accounts_[fold(nick)] = checked_account(l.params[0]);
   } else if (c == "JOIN" && l.params.size() >= 2 && acked_.count("extended-join") && notify) {
     // extended-join says the account at the join; account-notify keeps it true after.
-    if (fold(nick) != fold(own_nick_)) accounts_[fold(nick)] = l.params[1] == "*" ? "" : l.params[1];
+    if (fold(nick) != fold(own_nick_)) accounts_[fold(nick)] = checked_account(l.params[1]);
   } else if (c == "NICK" && !l.params.empty()) {
     if (fold(nick) == fold(own_nick_)) own_nick_ = l.params[0];
     auto it = accounts_.find(fold(nick));
@@ -472,7 +490,7 @@ void IrcRelay::learn(const IrcLine& l) {
     Delivered d{l.prefix, l.params[0], l.params[1], std::nullopt};
     if (acked_.count("account-tag")) {
       // With account-tag, a message without the tag is from someone logged out.
-      d.account = irc_tag(l.tags, "account").value_or("");
+      d.account = checked_account(irc_tag(l.tags, "account").value_or(""));
     } else if (auto it = accounts_.find(fold(nick)); it != accounts_.end()) {
       d.account = it->second;
     }

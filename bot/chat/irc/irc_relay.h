@@ -54,6 +54,9 @@ struct IrcLine {
 std::optional<IrcLine> parse_irc_line(std::string_view line);
 // The value of `key` in a tag string ("account=alice;time=..."), unescaped; nullopt if absent.
 std::optional<std::string> irc_tag(std::string_view tags, std::string_view key);
+// An account name as the server gave it, if it is one word of printable characters (at
+// most 64 bytes); otherwise "" (no account), so nothing odd reaches the ACL or the logs.
+std::string checked_account(std::string_view account);
 // SASL PLAIN's AUTHENTICATE payloads: base64 of "user\0user\0password" in 400-byte pieces,
 // and a "+" after a last piece of exactly 400.
 std::vector<std::string> sasl_plain_chunks(const std::string& user, const std::string& password);
