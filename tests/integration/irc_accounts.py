@@ -129,6 +129,10 @@ def accounts_scenario(mode):
                            what=f"[{mode}] the logged-out answer")
     check(refusal.startswith("alice_away: you may not deploy"), f"[{mode}] logged-out alice got: {refusal}")
 
+    # The audit trail says which account asked, and that the nick alice was refused.
+    audit = subprocess.run([binary, "audit", "--config", cfg], capture_output=True, text=True).stdout
+    check(re.search(r"irc:alice_away!alice@\S+ \(account alice\)", audit), f"[{mode}] audit:\n{audit}")
+    check(re.search(r"irc:alice!mallory@\S+.*refused|refused.*irc:alice!mallory@", audit), f"[{mode}] audit:\n{audit}")
     bot_log = read(log)
     # Each run took the path it is meant to test.
     source_line = {"all": None, "notify": "accounts come from extended-join, account-notify and WHOIS",
