@@ -720,7 +720,9 @@ int cmd_check_config(Context& ctx, bool online) {
     if (c.irc) protocols.push_back("irc");
     if (c.xmpp) protocols.push_back("xmpp");
     if (c.slack) protocols.push_back("slack");
-    for (const auto& p : acl_rule_problems(c.acl_rules, protocols))
+    std::vector<std::string> with_accounts;
+    if (c.irc && c.irc->accounts) with_accounts.push_back("irc");
+    for (const auto& p : acl_rule_problems(c.acl_rules, protocols, with_accounts))
       (p.error ? problems : warnings).push_back(p.text);
   }
   for (const auto& line : problems) std::cout << line << '\n';

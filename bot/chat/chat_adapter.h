@@ -22,7 +22,10 @@ struct Identity {
   // the full mask, which the adapter checks before each send (a nick can change hands).
   std::string direct{};
   const std::string& direct_target() const { return direct.empty() ? name : direct; }
-  std::string label() const { return protocol + ":" + (full.empty() ? name : full); }
+  // For the audit trail and logs: "irc:alice_!alice@host (account alice)".
+  std::string label() const {
+    return protocol + ":" + (full.empty() ? name : full) + (account.empty() ? "" : " (account " + account + ")");
+  }
 };
 
 struct ChatMessage {
