@@ -130,6 +130,8 @@ int check_online(const Config& c, std::chrono::seconds timeout, std::ostream& ou
       continue;
     }
     out << proto << ": connected to " << p->server << " as " << p->adapter->own_name() << '\n';
+    if (std::string who = p->adapter->identity_source(); !who.empty())
+      out << proto << ": people are known by " << who << '\n';
     for (const auto& room : p->rooms) {
       auto r = p->refused.find(p->canonical(room));
       if (p->people.count(p->canonical(room))) {

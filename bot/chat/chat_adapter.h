@@ -78,6 +78,10 @@ class ChatAdapter {
                                const std::string& /*line*/) {
     return false;
   }
+  // How the server vouches for who people are, once connected, in words for check-config
+  // --online ("account-tag", "WHOIS (330) only"); empty where the protocol says nothing more
+  // than its identities (XMPP's JIDs, Slack's user ids).
+  virtual std::string identity_source() const { return {}; }
   // The longest line the protocol carries safely, in bytes.
   virtual size_t max_line_bytes() const = 0;
 };

@@ -139,6 +139,14 @@ def accounts_scenario(mode):
                    "none": "accounts come from WHOIS (330) only"}[mode]
     check(("no account-tag" not in bot_log) if source_line is None else source_line in bot_log, bot_log)
     check(BOT_PW not in bot_log and ALICE_PW not in bot_log, f"[{mode}] a password in the bot's log")
+    # check-config --online says how this server vouches for people.
+    online = subprocess.run([binary, "check-config", "--online", "--config", cfg], capture_output=True, text=True,
+                            timeout=60)
+    expected = {"all": "irc: people are known by services accounts from account-tag",
+                "notify": "irc: people are known by services accounts from extended-join and account-notify",
+                "none": "irc: people are known by services accounts from WHOIS (330) only"}[mode]
+    check(any(l.startswith(expected) for l in online.stdout.splitlines()), f"[{mode}] online: {online.stdout}")
+    check(BOT_PW not in online.stdout + online.stderr, f"[{mode}] the password in check-config's output")
     for c in (alice, mallory, watcher):
         c.close()
     stop(bot)

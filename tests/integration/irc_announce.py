@@ -60,6 +60,7 @@ for ch in ("#ops", "#stages", "#all"):
     check(f"irc: {ch}: joined" in lines, f"{ch} not reported joined: {online.stdout}")
 check(any(l.startswith("irc: #locked: refused: ") and l.endswith("(473)") for l in lines),
       f"the refusal of #locked was not reported with its reason: {online.stdout}")
+check(any(l.startswith("irc: people are known by nick!user@host masks") for l in lines), online.stdout)
 check(lines[-1] == "1 problem", f"the last line is not the count: {lines[-3:]!r}")
 
 alice.say("#ops", "jarvis: deploy loki")

@@ -597,6 +597,15 @@ void IrcAdapter::on_kick_event(const char* channel, const char* kicked) {
   join(channel);
 }
 
+std::string IrcAdapter::identity_source() const {
+  if (!config_.accounts) return "nick!user@host masks (irc.accounts is off; masks can be spoofed without accounts)";
+  if (!relay_) return "WHOIS (330) only";
+  if (relay_->has_account_tag()) return "services accounts from account-tag";
+  if (relay_->has_account_notify() && relay_->has_extended_join())
+    return "services accounts from extended-join and account-notify (WHOIS for the rest)";
+  return "services accounts from WHOIS (330) only (the server offers no account-tag)";
+}
+
 void IrcAdapter::on_join_event(const char* origin, const char* channel) {
   std::string o(origin);
   if (!same_nick(o.substr(0, o.find('!')), own_nick_)) return;

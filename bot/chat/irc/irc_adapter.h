@@ -91,6 +91,7 @@ class IrcAdapter : public ChatAdapter {
   // user@host, so someone who took the nick after its owner left never receives it.
   void send(const std::string& target, const std::string& line) override;
   size_t max_line_bytes() const override { return 400; }
+  std::string identity_source() const override;
 
   // libircclient callbacks land here (public for the C trampolines).
   void on_connect_event(const char* nick);

@@ -88,6 +88,7 @@ class IrcRelay : public std::enable_shared_from_this<IrcRelay> {
   // Whether the server gave the account capabilities (after negotiation).
   bool has_account_tag() const { return acked_.count("account-tag") > 0; }
   bool has_account_notify() const { return acked_.count("account-notify") > 0; }
+  bool has_extended_join() const { return acked_.count("extended-join") > 0; }
 
  private:
   void accept();
