@@ -89,7 +89,7 @@ with open(online_cfg, "w") as f:
 online = subprocess.run([binary, "check-config", "--online", "--config", online_cfg], capture_output=True, text=True,
                         timeout=60)
 lines = online.stdout.splitlines()
-check(online.returncode == 1, f"check-config --online exited {online.returncode}: {online.stdout}")
+check(online.returncode == 1, f"check-config --online exited {online.returncode}: {online.stdout}{online.stderr[-3000:]}")
 check(f"xmpp: {OPS}: joined" in lines, online.stdout)
 check(any(l.startswith("xmpp: nobody@localhost: not a room") for l in lines), online.stdout)
 check("xmpp: nosuchroom@conference.localhost: refused: item-not-found (no such room)" in lines, online.stdout)
