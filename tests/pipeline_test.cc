@@ -103,6 +103,13 @@ TEST(Pipeline, SelectionPicksTheMostSpecificMatch) {
   EXPECT_EQ(set.select(none, std::string("generic"), error)->name, "generic");
   EXPECT_FALSE(set.select(none, std::string("nope"), error));
   EXPECT_EQ(error, "there is no pipeline named 'nope'");
+  EXPECT_EQ(set.explain(*set.find("linode-atl"), atl, std::nullopt),
+            "chosen because instance.provider is 'Linode' and instance.datacenter is 'Atlanta' "
+            "(match of linode-atl); linode matches too, less specifically");
+  EXPECT_EQ(set.explain(*set.find("linode"), plain, std::nullopt),
+            "chosen because instance.provider is 'linode' (match of linode)");
+  EXPECT_EQ(set.explain(*set.find("generic"), none, std::string("generic")),
+            "pipeline generic named with --pipeline (or \"with generic\")");
 }
 
 TEST(Pipeline, TheShippedPipelinesLoad) {
