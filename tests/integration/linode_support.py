@@ -30,7 +30,7 @@ class LinodeWorld:
         self.sshd = self._up(Sshd(address=NODE_ADDRESS))
         self.am = self._up(Alertmanager())
         self.slapd = self._up(Slapd())
-        self.emu = LinodeEmulator(token=token, addresses=[NODE_ADDRESS] * 8, page_cap=None,
+        self.emu = LinodeEmulator(token=token, addresses=[NODE_ADDRESS] * 100, page_cap=None,
                                   provision_s=0.3, boot_s=0.5, shutdown_s=0.3)
         self.old_node = self.emu.add_node("loki", status="running", ipv4="192.0.2.99")
         self.slapd.add_host("loki", fqdn="loki.example.com",
@@ -137,6 +137,17 @@ keep: '007'
         self.emu.stop()
         for s in self.servers:
             s.cleanup(ok)
+
+
+def stage_times(state, job):
+    """[(task, ms)] of the job's stage runs that ended, in order."""
+    [db] = [p for p in glob.glob(os.path.join(state, "*")) if p.endswith(".db")][:1] or [None]
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute("SELECT task, ended_ms - started_ms FROM stages WHERE job_id = ? AND "
+                           "ended_ms > 0 ORDER BY stage, attempt", (job,)).fetchall()
+    finally:
+        con.close()
 
 
 def job_figures(state, job):
