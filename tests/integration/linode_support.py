@@ -23,16 +23,23 @@ NODE_ADDRESS = "127.0.0.2"
 
 
 class LinodeWorld:
-    def __init__(self, work, source, build, token="linode-test-token"):
-        self.work, self.source, self.build = work, source, build
+    def __init__(self, work, source, build, token="linode-test-token", provider="linode"):
+        """provider "ec2": the EC2 Query API emulator instead of Linode's, the same servers."""
+        self.work, self.source, self.build, self.provider = work, source, build, provider
         self.servers = []
         self.named = self._up(Named(records="loki IN A 192.0.2.99\nwww IN CNAME loki\n"))
         self.sshd = self._up(Sshd(address=NODE_ADDRESS))
         self.am = self._up(Alertmanager())
         self.slapd = self._up(Slapd())
-        self.emu = LinodeEmulator(token=token, addresses=[NODE_ADDRESS] * 100, page_cap=None,
-                                  provision_s=0.3, boot_s=0.5, shutdown_s=0.3)
-        self.old_node = self.emu.add_node("loki", status="running", ipv4="192.0.2.99")
+        if provider == "ec2":
+            from ec2_emulator import Ec2Emulator
+            self.emu = Ec2Emulator(addresses=[NODE_ADDRESS] * 100, start_s=0.5, stop_s=0.3)
+            self.old_node = self.emu.add_instance("loki", ip="192.0.2.99")
+            self.aws_file = self._secret("aws.key", f"{self.emu.access_key} {self.emu.secret_key}")
+        else:
+            self.emu = LinodeEmulator(token=token, addresses=[NODE_ADDRESS] * 100, page_cap=None,
+                                      provision_s=0.3, boot_s=0.5, shutdown_s=0.3)
+            self.old_node = self.emu.add_node("loki", status="running", ipv4="192.0.2.99")
         self.slapd.add_host("loki", fqdn="loki.example.com",
                             extra_ldif="jarvisProduction: TRUE\njarvisService: www\n")
         self.token_file = self._secret("linode.token", token)
@@ -83,7 +90,7 @@ class LinodeWorld:
             f.write(f"""instance:
   hostname: {host}
   fqdn: {host}.example.com
-  provider: Linode
+  provider: {"EC2" if self.provider == "ec2" else "Linode"}
   guestid: Debian 12
   datacenter: Atlanta
   size: 512
@@ -107,8 +114,14 @@ keep: '007'
 
     def env(self):
         n, s = self.named, self.slapd
-        return {"JARVIS_LINODE_API_URL": self.emu.url, "JARVIS_LINODE_CA_FILE": self.emu.ca_file,
-                "JARVIS_LINODE_TOKEN_FILE": self.token_file, "JARVIS_LINODE_WAIT": "60s",
+        if self.provider == "ec2":
+            cloud = {"JARVIS_EC2_ENDPOINT_URL": self.emu.url, "JARVIS_EC2_CA_FILE": self.emu.ca_file,
+                     "JARVIS_EC2_CREDENTIALS_FILE": self.aws_file, "JARVIS_EC2_REGION": self.emu.region,
+                     "JARVIS_EC2_WAIT": "60s"}
+        else:
+            cloud = {"JARVIS_LINODE_API_URL": self.emu.url, "JARVIS_LINODE_CA_FILE": self.emu.ca_file,
+                     "JARVIS_LINODE_TOKEN_FILE": self.token_file, "JARVIS_LINODE_WAIT": "60s"}
+        return {**cloud,
                 "JARVIS_DNS_SERVER": "127.0.0.1", "JARVIS_DNS_PORT": n.port,
                 "JARVIS_DNS_KEY_FILE": n.key_file, "JARVIS_DNS_REVERSE_ZONE": n.reverse_zone,
                 "JARVIS_ALERTMANAGER_URL": self.am.url,
