@@ -159,6 +159,17 @@ try:
     r = run_worker("linode:set_boot", dump({**cb, "linode": {"kernel": "linode/nope"}}), env("linode:set_boot"), expect=2)
     check("Linode has no kernel linode/nope" in r.last, r.last)
 
+    # --- 429's Retry-After is waited out; network errors are retried too ------------------------
+    emu.fault("GET", f"/linode/instances/{new}", 429, times=1, headers={"Retry-After": "3"})
+    start = time.time()
+    r = run_worker("linode:get_ip", created_text, env("linode:get_ip"), expect=0)
+    check(time.time() - start >= 3 and "429 Too Many Requests (Too Many Requests); retrying in 3s" in r.err, r.err)
+    start = time.time()
+    r = run_worker("linode:get_ip", created_text, env("linode:get_ip", JARVIS_LINODE_API_URL="https://127.0.0.1:1/v4",
+                                                      JARVIS_LINODE_WAIT="3s"), expect=1)
+    check(r.last.startswith(f"the Linode API kept failing: GET /linode/instances/{new}: ConnectionError")
+          and r.err.count("retrying in") >= 1 and time.time() - start < 8, r.err)
+
     # --- retries give up inside the stage's budget, with the reason -----------------------------
     emu.fault("GET", f"/linode/instances/{new}", 503, times=1000)
     start = time.time()
