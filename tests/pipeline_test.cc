@@ -1,5 +1,6 @@
-#include <cctype>
 #include <gtest/gtest.h>
+
+#include <cctype>
 
 #include "bot/pipeline/pipeline.h"
 #include "tests/test_support.h"
