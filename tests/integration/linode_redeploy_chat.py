@@ -198,4 +198,7 @@ finally:
     if ok:
         server.cleanup()
         j.cleanup()
+    else:
+        server.stop()       # its log stays in its temp dir
+        print(f"files kept in {j.tmp} and {server.dir}", file=sys.stderr)
 print("linode_redeploy_chat: ok")
