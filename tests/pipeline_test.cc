@@ -106,7 +106,7 @@ TEST(Pipeline, SelectionPicksTheMostSpecificMatch) {
   EXPECT_FALSE(set.select(none, std::string("nope"), error));
   EXPECT_EQ(error, "there is no pipeline named 'nope'");
   EXPECT_EQ(set.explain(*set.find("linode-atl"), atl, std::nullopt),
-            "chosen because instance.provider is 'Linode' and instance.datacenter is 'Atlanta' "
+            "chosen because instance.provider is 'linode' and instance.datacenter is 'atlanta' "
             "(match of linode-atl); linode matches too, less specifically");
   EXPECT_EQ(set.explain(*set.find("linode"), plain, std::nullopt),
             "chosen because instance.provider is 'linode' (match of linode)");

@@ -236,13 +236,12 @@ std::string PipelineSet::explain(const Pipeline& chosen, const YAML::Node& desig
                                  const std::optional<std::string>& name) const {
   if (name) return "pipeline " + chosen.name + " named with --pipeline (or \"with " + chosen.name + "\")";
   std::string why = "chosen because ";
+  // The pipeline's own value, not the design's: they are equal but for case, and a design
+  // from a gist or LDAP is not echoed.
   for (size_t i = 0; i < chosen.match.size(); ++i) {
-    const auto& key = chosen.match[i].first;
+    const auto& [key, want] = chosen.match[i];
     std::string path = key.find('.') == std::string::npos ? "instance." + key : key;
-    auto have = scalar_at(design, path);
-    std::string shown = have ? *have : std::string("?");
-    if (shown.size() > 40) shown = shown.substr(0, 37) + "...";
-    why += (i ? " and " : "") + path + " is '" + shown + "'";
+    why += (i ? " and " : "") + path + " is '" + want + "'";
   }
   why += " (match of " + chosen.name + ")";
   std::vector<std::string> others;

@@ -20,7 +20,7 @@ try:
     cfg = world.config(j.state)
     p = subprocess.run([binary, "plan", "loki", "--config", cfg], capture_output=True, text=True, timeout=60)
     check("loki: plan redeploy-ec2 (19 stages)" in p.stdout
-          and "chosen because instance.provider is 'EC2' (match of redeploy-ec2)" in p.stdout, p.stdout + p.stderr)
+          and "chosen because instance.provider is 'ec2' (match of redeploy-ec2)" in p.stdout, p.stdout + p.stderr)
     bot = subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines = []

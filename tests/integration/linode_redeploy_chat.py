@@ -51,7 +51,7 @@ acl:
     # plan: which pipeline, and why.
     p = subprocess.run([binary, "plan", "loki", "--config", cfg], capture_output=True, text=True, timeout=60)
     check(p.returncode == 0 and p.stdout.startswith("loki: plan redeploy-linode (19 stages); nothing runs\n"
-                                                    "loki: chosen because instance.provider is 'Linode' "
+                                                    "loki: chosen because instance.provider is 'linode' "
                                                     "(match of redeploy-linode)\n"), p.stdout + p.stderr)
     check("4/19 linode:power_off (timeout 5m00s) DESTRUCTIVE" in p.stdout
           and "7/19 linode:create (timeout 5m00s, 2 retries)" in p.stdout, p.stdout)
