@@ -379,14 +379,17 @@ struct AllDesignSources {
 
 // For the CLI: fetch one design, running a loop just for that. A bare name that is no file
 // here but is a design in designs_dir ("loki") is read from there, as chat reads it.
-std::optional<Design> load_design(const Config& config, const std::string& ref, std::string& error) {
-  asio::io_context io;
-  std::optional<std::string> root;
+std::optional<std::string> cli_files_root(const Config& config, const std::string& ref) {
   std::error_code ec;
   if (ref.find('/') == std::string::npos && !std::filesystem::exists(ref, ec) &&
       std::filesystem::exists(config.designs_dir + "/" + ref + ".yaml", ec))
-    root = config.designs_dir;
-  AllDesignSources sources(io, config, root);
+    return config.designs_dir;
+  return std::nullopt;
+}
+
+std::optional<Design> load_design(const Config& config, const std::string& ref, std::string& error) {
+  asio::io_context io;
+  AllDesignSources sources(io, config, cli_files_root(config, ref));
   std::optional<Design> out;
   sources.all.fetch(ref, [&](std::optional<Design> d, std::string e) {
     out = std::move(d);
@@ -492,7 +495,9 @@ int cmd_cancel_orphan(Context& ctx, const CliArgs& args) {
 
 int cmd_shared(Context& ctx, const CliArgs& args) {
   asio::io_context io;
-  AllDesignSources designs(io, ctx.config, std::nullopt);
+  // `plan loki` reads a bare name from designs_dir, as `run`/`deploy` and chat do.
+  AllDesignSources designs(io, ctx.config,
+                           args.words.empty() ? std::nullopt : cli_files_root(ctx.config, args.words[0]));
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, nullptr);
   service.set_owner_check([&](const std::string& owner) { return engine_alive(ctx.config.state_dir, owner); });
   Requester who{cli_identity(), "cli", tty_place()};
