@@ -66,6 +66,16 @@ struct LogLine {
   std::string line;
 };
 
+// One row of the event table: what happened to a job, in the order it was stored, read with a
+// cursor (the id) by whoever announces or serves events.
+struct StoredEvent {
+  int64_t id = 0;
+  int64_t at_ms = 0;
+  int64_t job_id = 0;
+  std::string kind;
+  std::string json;
+};
+
 struct AuditEntry {
   int64_t at_ms = 0;
   std::string who;       // identity as the front knows it
@@ -87,6 +97,7 @@ class StoreError : public std::runtime_error {
     Busy,      // another process holds the lock past the bound
     Gone,      // the database file was deleted or replaced under us
     Io,        // an I/O error
+    Unreachable,  // the database server cannot be reached (PostgreSQL down, connection lost)
     Other,
   };
   StoreError(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
@@ -169,6 +180,12 @@ class JobStore {
   // store that failed a write of that size can tell when it would succeed again.
   virtual void check_identity() = 0;
   virtual void probe_write(size_t bytes) = 0;
+
+  // The event table: appended in id order (an id is never seen after a higher one was read),
+  // so a reader that remembers the last id it read misses nothing and sees nothing twice.
+  virtual int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
+                               const std::string& json) = 0;
+  virtual std::vector<StoredEvent> events_after(int64_t after_id, int limit) = 0;
 };
 
 }  // namespace jarvis

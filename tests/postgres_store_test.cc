@@ -1,0 +1,172 @@
+// What only the PostgreSQL store has: schema migrations, and the server's failures mapped to
+// the StoreError kinds the engine acts on, each caused for real on a real server.
+#include <gtest/gtest.h>
+
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <functional>
+#include <thread>
+
+#include "bot/store/postgres/postgres_job_store.h"
+#include "tests/pg_support.h"
+#include "tests/test_support.h"
+
+namespace jarvis::testing {
+namespace {
+
+class PgStore : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    server = PgServer::shared(&why);
+    if (!server) GTEST_SKIP() << why;
+    url = server->create_database();
+    db = url.substr(url.rfind('/') + 1);
+  }
+  NewJob job(const std::string& host) {
+    NewJob j;
+    j.host = host;
+    j.design_ref = host + ".yaml";
+    j.pipeline = "p";
+    j.tasks = {Harness::task("m:t0"), Harness::task("m:t1")};
+    j.requested_by = "alice";
+    j.origin = "cli:tty";
+    j.clipboard = "instance: {hostname: " + host + "}\n";
+    return j;
+  }
+  StoreError::Kind kind_of(const std::function<void()>& f, std::string* what = nullptr) {
+    try {
+      f();
+    } catch (const StoreError& e) {
+      if (what) *what = e.what();
+      return e.kind();
+    }
+    ADD_FAILURE() << "no StoreError";
+    return StoreError::Kind::Other;
+  }
+  PgServer* server = nullptr;
+  std::string url, db;
+};
+
+TEST_F(PgStore, AFreshDatabaseIsMigratedOnceAndReopeningKeepsEverything) {
+  int64_t id;
+  {
+    PostgresJobStore store(url);
+    EXPECT_EQ(store.schema_version(), PostgresJobStore::kSchemaVersion);
+    id = store.create_job(job("loki"), "e1").id;
+  }
+  PostgresJobStore again(url);
+  EXPECT_EQ(server->sql(db, "SELECT count(*) FROM schema_version"), std::to_string(PostgresJobStore::kSchemaVersion))
+      << "each migration recorded once";
+  EXPECT_EQ(again.job(id)->host, "loki");
+}
+
+TEST_F(PgStore, NodesStartingTogetherMigrateOnce) {
+  std::vector<std::thread> nodes;
+  std::atomic<int> failed{0};
+  for (int i = 0; i < 4; ++i)
+    nodes.emplace_back([&] {
+      try {
+        PostgresJobStore s(url);
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    });
+  for (auto& t : nodes) t.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(server->sql(db, "SELECT count(*) FROM schema_version"), std::to_string(PostgresJobStore::kSchemaVersion));
+}
+
+TEST_F(PgStore, ASchemaNewerThanTheBinaryIsRefusedAndLeftAlone) {
+  { PostgresJobStore store(url); }
+  server->sql(db, "INSERT INTO schema_version VALUES (" + std::to_string(PostgresJobStore::kSchemaVersion + 1) + ")");
+  std::string what;
+  EXPECT_EQ(kind_of([&] { PostgresJobStore s(url); }, &what), StoreError::Kind::Other);
+  EXPECT_NE(what.find("schema version " + std::to_string(PostgresJobStore::kSchemaVersion + 1) + ", newer than this jarvis"),
+            std::string::npos)
+      << what;
+  EXPECT_EQ(what.find("pg-test-secret"), std::string::npos) << "no password in messages: " << what;
+  EXPECT_EQ(server->sql(db, "SELECT max(version) FROM schema_version"), std::to_string(PostgresJobStore::kSchemaVersion + 1));
+}
+
+TEST_F(PgStore, ALockHeldPastTheStatementTimeoutIsBusyNotAHang) {
+  PostgresOptions o;
+  o.statement_timeout_ms = 200;
+  PostgresJobStore store(url, o);
+  int64_t id = store.create_job(job("locked"), "e1").id;
+  // Another session holds the table lock (a real second connection, in a thread).
+  std::atomic<bool> held{false}, release{false};
+  std::thread holder([&] {
+    PGconn* c = PQconnectdb(url.c_str());
+    PQclear(PQexec(c, "BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"));
+    held = true;
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+  });
+  while (!held) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto t0 = std::chrono::steady_clock::now();
+  std::string what;
+  EXPECT_EQ(kind_of([&] { store.mark_running(id, 5); }, &what), StoreError::Kind::Busy);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  EXPECT_NE(what.find("busy"), std::string::npos) << what;
+  release = true;
+  holder.join();
+  store.mark_running(id, 5);  // the same connection works again
+  EXPECT_EQ(store.job(id)->state, JobState::Running);
+}
+
+TEST_F(PgStore, AReadOnlyDatabaseIsReadOnlyAndAMissingGrantIsDenied) {
+  PostgresJobStore store(url);
+  int64_t id = store.create_job(job("ro"), "e1").id;
+  server->sql(db, "ALTER DATABASE " + db + " SET default_transaction_read_only = on");
+  PostgresJobStore ro(url);  // settings apply to new sessions
+  EXPECT_EQ(kind_of([&] { ro.mark_running(id, 1); }), StoreError::Kind::ReadOnly);
+  EXPECT_EQ(ro.job(id)->host, "ro") << "reads still work";
+  server->sql(db, "ALTER DATABASE " + db + " SET default_transaction_read_only = off");
+
+  server->sql(db, "CREATE ROLE reader LOGIN PASSWORD 'r'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader");
+  std::string reader_url = url;
+  reader_url.replace(reader_url.find("jarvis:pg-test-secret-7f3a"), std::string("jarvis:pg-test-secret-7f3a").size(), "reader:r");
+  PostgresJobStore reader(reader_url);
+  EXPECT_EQ(kind_of([&] { reader.mark_running(id, 1); }), StoreError::Kind::Denied);
+}
+
+TEST_F(PgStore, DroppedOrReplacedTablesAreGone) {
+  PostgresJobStore store(url);
+  store.check_identity();
+  server->sql(db, "UPDATE jarvis_meta SET store_id = 'another'");
+  std::string what;
+  EXPECT_EQ(kind_of([&] { store.check_identity(); }, &what), StoreError::Kind::Gone);
+  EXPECT_NE(what.find("replaced"), std::string::npos) << what;
+  server->sql(db, "DROP TABLE jarvis_meta");
+  EXPECT_EQ(kind_of([&] { store.check_identity(); }), StoreError::Kind::Gone);
+}
+
+TEST_F(PgStore, AServerRestartIsUnreachableThenTheStoreReconnectsByItself) {
+  PostgresJobStore store(url);
+  int64_t id = store.create_job(job("restart"), "e1").id;
+  server->stop();
+  std::string what;
+  EXPECT_EQ(kind_of([&] { store.mark_running(id, 1); }, &what), StoreError::Kind::Unreachable);
+  EXPECT_EQ(what.find("pg-test-secret"), std::string::npos) << what;
+  EXPECT_EQ(kind_of([&] { store.probe_write(10); }), StoreError::Kind::Unreachable) << "still down";
+  server->start();
+  store.probe_write(100);  // what the engine's recovery probe does
+  store.mark_running(id, 1);
+  EXPECT_EQ(store.job(id)->state, JobState::Running);
+  EXPECT_TRUE(store.job(id)->clipboard.find("restart") != std::string::npos);
+}
+
+TEST_F(PgStore, TheWrongPasswordIsDeniedWithoutEchoingIt) {
+  std::string bad = url;
+  bad.replace(bad.find("pg-test-secret-7f3a"), std::string("pg-test-secret-7f3a").size(), "wrong-guess-99");
+  std::string what;
+  EXPECT_EQ(kind_of([&] { PostgresJobStore s(bad); }, &what), StoreError::Kind::Denied);
+  EXPECT_EQ(what.find("wrong-guess-99"), std::string::npos) << what;
+  EXPECT_NE(what.find("127.0.0.1"), std::string::npos) << "says which server: " << what;
+}
+
+}  // namespace
+}  // namespace jarvis::testing
