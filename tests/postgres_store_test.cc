@@ -124,7 +124,7 @@ TEST_F(PgStore, AReadOnlyDatabaseIsReadOnlyAndAMissingGrantIsDenied) {
   PostgresJobStore ro(url);  // settings apply to new sessions
   EXPECT_EQ(kind_of([&] { ro.mark_running(id, 1); }), StoreError::Kind::ReadOnly);
   EXPECT_EQ(ro.job(id)->host, "ro") << "reads still work";
-  server->sql(db, "ALTER DATABASE " + db + " SET default_transaction_read_only = off");
+  server->sql("postgres", "ALTER DATABASE " + db + " SET default_transaction_read_only = off");
 
   server->sql(db, "CREATE ROLE reader LOGIN PASSWORD 'r'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader");
   std::string reader_url = url;

@@ -34,6 +34,7 @@
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/pipeline/worker_path.h"
+#include "bot/store/postgres/postgres_job_store.h"
 #include "bot/store/sqlite_job_store.h"
 #include "bot/util/log.h"
 #include "bot/util/url_redact.h"
@@ -226,21 +227,32 @@ class ProgressView {
 // What every subcommand needs: config, store, pipelines.
 struct Context {
   Config config;
-  std::unique_ptr<SqliteJobStore> store;
+  std::unique_ptr<JobStore> store;
   PipelineSet pipelines;
   std::vector<std::string> pipeline_errors;
 };
+
+// The configured store. serve's loop must not sit in a lock wait: past a short bound it
+// pauses and retries instead; the CLI can afford to wait longer.
+std::unique_ptr<JobStore> open_store(const Config& config, bool serve) {
+  if (config.store.kind == StoreConfig::Kind::Postgres) {
+    PostgresOptions options;
+    options.statement_timeout_ms =
+        serve ? static_cast<int>(config.store.statement_timeout.count()) : 30000;
+    return std::make_unique<PostgresJobStore>(config.store.url, options);
+  }
+  SqliteOptions options;
+  if (serve) options.busy_timeout_ms = 500;
+  return std::make_unique<SqliteJobStore>(config.store_path(), options);
+}
 
 std::unique_ptr<Context> open_context(const CliArgs& args, log::Level level) {
   auto ctx = std::make_unique<Context>();
   ctx->config = load_config(args.overrides);
   log::init(ctx->config.log_format, level);
   secure_state_dir(ctx->config.state_dir);
-  SqliteOptions options;
-  // serve's loop must not sit in SQLite's busy wait: past this it pauses and retries instead.
-  if (args.command == "serve") options.busy_timeout_ms = 500;
   if (args.command != "serve") {
-    ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path(), options);
+    ctx->store = open_store(ctx->config, false);
   } else {
     // A bot started on a full disk (or under another process's lock) waits for its store
     // instead of exiting: a supervisor restarting it in a loop helps nobody. ^C still stops it.
@@ -252,10 +264,13 @@ std::unique_ptr<Context> open_context(const CliArgs& args, log::Level level) {
     bool said = false;
     while (!ctx->store) {
       try {
-        ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path(), options);
+        ctx->store = open_store(ctx->config, true);
       } catch (const StoreError& e) {
-        // Full and busy clear by themselves; read-only or denied is for a person to fix.
-        if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy) throw;
+        // Full, busy and a server still starting clear by themselves; read-only or denied is
+        // for a person to fix.
+        if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy &&
+            e.kind() != StoreError::Kind::Unreachable)
+          throw;
         if (!said) {
           std::cerr << "jarvis: " << e.what() << "; waiting until it can be written (retrying every 2s)\n";
           log::error(log::kNoJob, "{}; serve waits until it can be written", e.what());
@@ -507,6 +522,43 @@ int cmd_shared(Context& ctx, const CliArgs& args) {
   return status;
 }
 
+// jarvis store migrate --from sqlite:PATH
+int cmd_store_migrate(Context& ctx, const CliArgs& args) {
+  auto* pg = dynamic_cast<PostgresJobStore*>(ctx.store.get());
+  if (!pg) {
+    std::cerr << "jarvis: store migrate copies into the PostgreSQL store of the config; set store: "
+                 "{kind: postgres, url_file: FILE} in " << (ctx.config.config_file.empty() ? "the config" : ctx.config.config_file) << '\n';
+    return 2;
+  }
+  if (args.from.rfind("sqlite:", 0) != 0 || args.from.size() <= 7) {
+    std::cerr << "jarvis: --from must be sqlite:PATH (the jarvis.db of a state dir), not \"" << args.from.substr(0, 80) << "\"\n";
+    return 2;
+  }
+  std::string path = args.from.substr(7);
+  if (!std::filesystem::exists(path)) {
+    std::cerr << "jarvis: there is no SQLite store " << path << '\n';
+    return 2;
+  }
+  // Brings an older SQLite store's schema up to date (columns added since) before the copy.
+  { SqliteJobStore source(path); }
+  PostgresJobStore::ImportResult r;
+  try {
+    r = pg->import_sqlite(path);
+  } catch (const std::exception& e) {
+    std::cerr << "jarvis: nothing was copied: " << e.what() << '\n';
+    audit_cli(*ctx.store, "store migrate --from " + args.from, std::string("error: ") + e.what());
+    return 1;
+  }
+  std::string what = std::to_string(r.jobs) + " jobs (" + std::to_string(r.in_flight) + " in flight), " +
+                     std::to_string(r.stages) + " stage runs, " + std::to_string(r.log_lines) + " log lines, " +
+                     std::to_string(r.audit) + " audit entries, " + std::to_string(r.events) + " events";
+  std::cout << "copied " << what << " from " << path << " into " << pg->where() << '\n';
+  if (r.in_flight)
+    std::cout << r.in_flight << " jobs in flight resume at their stage on the first jarvis serve that starts on this store\n";
+  audit_cli(*ctx.store, "store migrate --from " + args.from, "ok: " + what);
+  return 0;
+}
+
 int cmd_serve(Context& ctx) {
   int lock = lock_state_dir(ctx.config.state_dir);
   if (lock < 0) {
@@ -523,7 +575,8 @@ int cmd_serve(Context& ctx) {
   try {
     ctx.store->probe_write(0);
   } catch (const StoreError& e) {
-    if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy) {
+    if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy &&
+        e.kind() != StoreError::Kind::Unreachable) {
       std::cerr << "jarvis: cannot serve: " << e.what() << '\n';
       return 2;
     }
@@ -830,6 +883,7 @@ int cli_main(int argc, char** argv) {
     if (args->command == "designs") return cmd_designs(*ctx);
     if (args->command == "pipelines") return cmd_pipelines(*ctx);
     if (args->command == "prune") return cmd_prune(*ctx, *args);
+    if (args->command == "store") return cmd_store_migrate(*ctx, *args);
     if (args->command == "retry") {
       int rc = cmd_retry(*ctx, *args);
       if (rc >= 0) return rc;

@@ -1,6 +1,7 @@
 #include "bot/store/postgres/postgres_job_store.h"
 
 #include <libpq-fe.h>
+#include <sqlite3.h>
 
 #include <cstring>
 #include <random>
@@ -183,6 +184,7 @@ class PostgresJobStore::Result {
     return out;
   }
   int64_t affected() const { return std::strtoll(PQcmdTuples(r_), nullptr, 10); }
+  PGresult* raw() const { return r_; }
 
  private:
   PGresult* r_;
@@ -705,6 +707,129 @@ std::vector<StoredEvent> PostgresJobStore::events_after(int64_t after_id, int li
   for (int i = 0; i < r.rows(); ++i)
     out.push_back({r.i64(i, 0), r.i64(i, 1), r.i64(i, 2), r.text(i, 3), r.text(i, 4)});
   return out;
+}
+
+namespace {
+// A read-only SQLite connection holding one snapshot for the whole copy.
+struct SqliteSource {
+  explicit SqliteSource(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+      std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+      sqlite3_close(db);
+      throw std::runtime_error("cannot open the SQLite store " + path + ": " + msg);
+    }
+    sqlite3_busy_timeout(db, 5000);
+    if (sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK ||
+        !has_table("jobs"))
+      throw std::runtime_error(path + " is not a jarvis job store (no jobs table)");
+  }
+  ~SqliteSource() {
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+  }
+  bool has_table(const char* name) {
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1, &s, nullptr);
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    bool found = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    return found;
+  }
+  // Calls row(stmt) for every row of `sql`.
+  template <typename F>
+  void each(const char* sql, F row) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK)
+      throw std::runtime_error(std::string("reading the SQLite store failed: ") + sqlite3_errmsg(db));
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) row(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) throw std::runtime_error(std::string("reading the SQLite store failed: ") + sqlite3_errmsg(db));
+  }
+  sqlite3* db = nullptr;
+};
+
+std::string col(sqlite3_stmt* s, int i) {
+  auto p = reinterpret_cast<const char*>(sqlite3_column_blob(s, i));
+  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s, i))) : std::string();
+}
+int64_t num(sqlite3_stmt* s, int i) { return sqlite3_column_int64(s, i); }
+}  // namespace
+
+PostgresJobStore::ImportResult PostgresJobStore::import_sqlite(const std::string& sqlite_path) {
+  SqliteSource src(sqlite_path);
+  ImportResult r;
+  Transaction tx(*this);
+  // Nobody else writes while the copy runs; a node started meanwhile waits for the lock.
+  run("LOCK TABLE jobs, job_documents, stages, log, audit, events IN EXCLUSIVE MODE");
+  int64_t existing = run("SELECT count(*) FROM jobs").i64(0, 0);
+  if (existing > 0)
+    throw std::runtime_error("the PostgreSQL store " + where_ + " already holds " + std::to_string(existing) +
+                             " jobs; migrate into an empty database");
+  src.each("SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, requested_by, origin, "
+           "created_ms, started_ms, ended_ms, stage_started_ms, retry_at_ms, reason, owner, "
+           "cancel_requested, cancelled_by, worker_pid, stage_count, group_name FROM jobs ORDER BY id",
+           [&](sqlite3_stmt* s) {
+             std::string state = col(s, 5);
+             bool active = state == "queued" || state == "running";
+             r.in_flight += active;
+             ++r.jobs;
+             // A job in flight keeps its stage and clipboard; no engine of this store runs it.
+             run("INSERT INTO jobs (id, host, design_ref, pipeline, tasks, state, stage, attempt, "
+                 "requested_by, origin, created_ms, started_ms, ended_ms, stage_started_ms, retry_at_ms, "
+                 "reason, owner, cancel_requested, cancelled_by, worker_pid, stage_count, group_name) "
+                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+                 "$18::int <> 0, $19, $20, $21, $22)",
+                 Params().add(num(s, 0)).add(col(s, 1)).add(col(s, 2)).add(col(s, 3)).add(col(s, 4))
+                     .add(state).add(num(s, 6)).add(num(s, 7)).add(col(s, 8)).add(col(s, 9))
+                     .add(num(s, 10)).add(num(s, 11)).add(num(s, 12)).add(num(s, 13)).add(num(s, 14))
+                     .add(col(s, 15)).add(active ? std::string() : col(s, 16)).add(num(s, 17))
+                     .add(col(s, 18)).add(active ? int64_t{0} : num(s, 19)).add(num(s, 20)).add(col(s, 21)));
+           });
+  src.each("SELECT job_id, design, clipboard FROM job_documents ORDER BY job_id", [&](sqlite3_stmt* s) {
+    run("INSERT INTO job_documents (job_id, design, clipboard) VALUES ($1, $2, $3)",
+        Params().add(num(s, 0)).bytes(col(s, 1)).bytes(col(s, 2)));
+  });
+  src.each("SELECT job_id, stage, attempt, task, started_ms, ended_ms, result, reason, clipboard_after "
+           "FROM stages ORDER BY job_id, stage, attempt",
+           [&](sqlite3_stmt* s) {
+             ++r.stages;
+             Params p;
+             p.add(num(s, 0)).add(num(s, 1)).add(num(s, 2)).add(col(s, 3)).add(num(s, 4)).add(num(s, 5))
+                 .add(col(s, 6)).add(col(s, 7));
+             if (sqlite3_column_type(s, 8) == SQLITE_NULL) p.add_null();
+             else p.bytes(col(s, 8));
+             run("INSERT INTO stages (job_id, stage, attempt, task, started_ms, ended_ms, result, reason, "
+                 "clipboard_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::bytea)",
+                 p);
+           });
+  src.each("SELECT id, job_id, at_ms, stage, line FROM log ORDER BY id", [&](sqlite3_stmt* s) {
+    ++r.log_lines;
+    run("INSERT INTO log (id, job_id, at_ms, stage, line) VALUES ($1, $2, $3, $4, $5)",
+        Params().add(num(s, 0)).add(num(s, 1)).add(num(s, 2)).add(num(s, 3)).add(col(s, 4)));
+  });
+  src.each("SELECT id, at_ms, who, protocol, place, command, outcome FROM audit ORDER BY id", [&](sqlite3_stmt* s) {
+    ++r.audit;
+    run("INSERT INTO audit (id, at_ms, who, protocol, place, command, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        Params().add(num(s, 0)).add(num(s, 1)).add(col(s, 2)).add(col(s, 3)).add(col(s, 4)).add(col(s, 5))
+            .add(col(s, 6)));
+  });
+  if (src.has_table("events"))
+    src.each("SELECT id, at_ms, job_id, kind, json FROM events ORDER BY id", [&](sqlite3_stmt* s) {
+      ++r.events;
+      run("INSERT INTO events (id, at_ms, job_id, kind, json) VALUES ($1, $2, $3, $4, $5)",
+          Params().add(num(s, 0)).add(num(s, 1)).add(num(s, 2)).add(col(s, 3)).add(col(s, 4)));
+    });
+  // New rows continue after the copied ids.
+  for (const char* table : {"jobs", "log", "audit", "events"}) {
+    std::string sql = std::string("SELECT setval(pg_get_serial_sequence('") + table + "', 'id'), " +
+                      "COALESCE((SELECT max(id) FROM " + table + "), 0) + 1, false)";
+    Result done(PQexec(conn_, sql.c_str()));
+    if (PQresultStatus(done.raw()) != PGRES_TUPLES_OK)
+      throw StoreError(StoreError::Kind::Other, std::string("the job store failed setting the ") + table + " sequence");
+  }
+  tx.commit();
+  return r;
 }
 
 std::string PostgresJobStore::initial_clipboard(int64_t id) {

@@ -72,6 +72,14 @@ class PostgresJobStore : public JobStore {
   // The clipboards saved after each completed stage, in order (for tests and `log`).
   std::vector<std::string> stage_clipboards(int64_t id);
   std::string initial_clipboard(int64_t id);
+  // `jarvis store migrate --from sqlite:PATH`: copies every row of a SQLite store (jobs with
+  // their ids, documents, stages, logs, audit, events) into this one, which must hold no jobs,
+  // in one transaction: all of it or nothing. Jobs in flight lose their owner, so the first
+  // node that starts adopts them at their stage. Throws StoreError or std::runtime_error.
+  struct ImportResult {
+    int64_t jobs = 0, stages = 0, log_lines = 0, audit = 0, events = 0, in_flight = 0;
+  };
+  ImportResult import_sqlite(const std::string& sqlite_path);
   // The server's schema version (for `jarvis store migrate` and tests).
   int schema_version();
   // Where the store is, without the password, for messages.
