@@ -170,3 +170,72 @@ TEST_F(PgStore, TheWrongPasswordIsDeniedWithoutEchoingIt) {
 
 }  // namespace
 }  // namespace jarvis::testing
+
+namespace jarvis::testing {
+namespace {
+
+TEST_F(PgStore, QueuedJobsAreClaimedOnceWithinTheClusterWideBound) {
+  PostgresJobStore a(url), b(url);
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(a.create_job(job("h" + std::to_string(i)), "").id);
+  auto first = a.claim_queued("eA", 10, 3);
+  EXPECT_EQ(first, (std::vector<int64_t>{ids[0], ids[1], ids[2]})) << "oldest first, up to the bound";
+  EXPECT_TRUE(b.claim_queued("eB", 10, 3).empty()) << "3 owned across the cluster: no room";
+  a.fence_writes("eA");
+  a.mark_running(ids[0], 1);
+  a.stage_started(ids[0], 0, 1, "m:t0", 1, 0);
+  a.stage_failed(ids[0], 0, 1, 2, "boom");
+  EXPECT_EQ(b.claim_queued("eB", 10, 3), std::vector<int64_t>{ids[3]});
+  EXPECT_EQ(a.claim_queued("eA", 1, 10), std::vector<int64_t>{ids[4]});
+  EXPECT_TRUE(b.claim_queued("eB", 10, 10).empty()) << "nothing unowned is left";
+  EXPECT_EQ(b.job(ids[3])->owner, "eB");
+}
+
+TEST_F(PgStore, AStaleNodesStageResultIsRefusedAfterAnotherAdoptedTheJob) {
+  PostgresJobStore a(url), b(url);
+  a.fence_writes("eA");
+  b.fence_writes("eB");
+  int64_t id = a.create_job(job("fenced"), "eA").id;
+  a.mark_running(id, 1);
+  a.stage_started(id, 0, 1, "m:t0", 1, 0);
+  // eA's lease ran out; eB adopts the job (compare-and-set of the owner) and runs stage 1.
+  ASSERT_TRUE(b.claim(id, "eA", "eB"));
+  b.mark_queued(id);
+  b.mark_running(id, 2);
+  b.stage_started(id, 0, 2, "m:t0", 2, 0);
+  std::string adopter = "by: adopter\n";
+  b.stage_succeeded(id, 0, 2, 3, &adopter);
+  // eA wakes up with its worker's late result.
+  std::string stale = "by: stale node\n";
+  std::string what;
+  EXPECT_EQ(kind_of([&] { a.stage_succeeded(id, 0, 1, 4, &stale); }, &what), StoreError::Kind::Fenced);
+  EXPECT_NE(what.find("no longer run by this node"), std::string::npos) << what;
+  EXPECT_EQ(kind_of([&] { a.stage_failed(id, 1, 1, 4, "late"); }), StoreError::Kind::Fenced);
+  EXPECT_EQ(kind_of([&] { a.stage_started(id, 1, 1, "m:t1", 4, 0); }), StoreError::Kind::Fenced);
+  auto j = b.job(id);
+  EXPECT_EQ(j->clipboard, adopter) << "the adopter's work stands";
+  EXPECT_EQ(j->stage, 1);
+  EXPECT_EQ(j->state, JobState::Running);
+  EXPECT_EQ(j->owner, "eB");
+  PostgresJobStore cli(url);  // no fence: the CLI cancelling an orphan
+  cli.job_cancelled(id, 5, "cancelled by bob");
+  EXPECT_EQ(b.job(id)->state, JobState::Cancelled);
+}
+
+TEST_F(PgStore, LeasesExpireOnTheServersClockAndRenewalSaysSo) {
+  PostgresJobStore a(url);
+  EXPECT_TRUE(a.renew_lease("eA", "runner-1", Millis(60000)));
+  EXPECT_TRUE(a.renew_lease("eC", "runner-3", Millis(100)));
+  auto live = a.live_engines();
+  EXPECT_EQ(live.size(), 2u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  live = a.live_engines();
+  EXPECT_EQ(live, std::vector<std::string>{"eA"}) << "eC's lease ran out";
+  EXPECT_FALSE(a.renew_lease("eC", "runner-3", Millis(60000))) << "renewal tells it its lease had expired";
+  EXPECT_TRUE(a.renew_lease("eA", "runner-1", Millis(60000)));
+  a.drop_lease("eA");
+  EXPECT_EQ(a.live_engines(), std::vector<std::string>{"eC"});
+}
+
+}  // namespace
+}  // namespace jarvis::testing

@@ -450,6 +450,17 @@ int cmd_run(Context& ctx, const CliArgs& args) {
   });
 }
 
+// Whether the engine `owner` still runs its job: its lease on a shared store, else its lock
+// file in the state dir.
+bool owner_alive(Context& ctx, const std::string& owner) {
+  if (ctx.store->shared()) {
+    if (owner.empty()) return true;  // queued for whichever node has a slot first
+    auto live = ctx.store->live_engines();
+    return std::find(live.begin(), live.end(), owner) != live.end();
+  }
+  return engine_alive(ctx.config.state_dir, owner);
+}
+
 int cmd_retry(Context& ctx, const CliArgs& args) {
   if (serve_running(ctx.config.state_dir)) return -1;  // the bot resumes it: use the shared path
   std::string error;
@@ -465,7 +476,7 @@ int cmd_retry(Context& ctx, const CliArgs& args) {
   }
   // No bot is running: resume it here, in the foreground. A job still in flight whose jarvis
   // stopped is taken over from the dead engine; a failed or cancelled one is requeued.
-  bool stopped = is_active(j->state) && !engine_alive(ctx.config.state_dir, j->owner);
+  bool stopped = is_active(j->state) && !owner_alive(ctx, j->owner);
   return follow_job(ctx, [&](Engine& engine, std::string& err) -> int64_t {
     if (stopped) {
       if (!engine.take_over(j->id, err)) {
@@ -496,7 +507,7 @@ int cmd_cancel_orphan(Context& ctx, const CliArgs& args) {
   auto target = parse_target(args.words[0], error);
   if (!target) return -1;
   auto j = target->job ? ctx.store->job(target->job) : ctx.store->latest_for_host(target->host);
-  if (!j || !is_active(j->state) || engine_alive(ctx.config.state_dir, j->owner)) return -1;
+  if (!j || !is_active(j->state) || owner_alive(ctx, j->owner)) return -1;
   ctx.store->request_cancel(j->id, cli_identity());
   ctx.store->job_cancelled(j->id, now_ms(), "cancelled by " + cli_identity());
   audit_cli(*ctx.store, "cancel " + args.words[0], "ok: job " + std::to_string(j->id) + " cancelled");
@@ -508,7 +519,7 @@ int cmd_shared(Context& ctx, const CliArgs& args) {
   asio::io_context io;
   AllDesignSources designs(io, ctx.config, std::nullopt);
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, nullptr);
-  service.set_owner_check([&](const std::string& owner) { return engine_alive(ctx.config.state_dir, owner); });
+  service.set_owner_check([&](const std::string& owner) { return owner_alive(ctx, owner); });
   Requester who{cli_identity(), "cli", tty_place()};
   std::string text = args.command + (args.words.empty() ? "" : " " + join(args.words));
   if (args.pipeline) text += " --pipeline " + *args.pipeline;
@@ -589,7 +600,7 @@ int cmd_serve(Context& ctx) {
   Engine engine(io, *ctx.store, runner, ec);
   AllDesignSources designs(io, ctx.config, ctx.config.designs_dir);
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, &engine);
-  service.set_owner_check([&](const std::string& owner) { return engine_alive(ctx.config.state_dir, owner); });
+  service.set_owner_check([&](const std::string& owner) { return owner_alive(ctx, owner); });
   ConsoleFront console(io, service, Requester{current_user(), "console", "stdin"},
                        [](const std::string& line) { std::cout << line << '\n' << std::flush; });
   engine.add_observer([&](const EngineEvent& e) { console.announce(e); });
@@ -652,7 +663,7 @@ int cmd_serve(Context& ctx) {
   std::string resumed;
   size_t resumed_count = 0;
   for (const auto& j : ctx.store->active_jobs())
-    if (!engine_alive(ctx.config.state_dir, j.owner) && ++resumed_count)
+    if (!owner_alive(ctx, j.owner) && ++resumed_count)
       resumed += (resumed.empty() ? "" : ", ") + j.host + " (job " + std::to_string(j.id) + ", stage " +
                  std::to_string(std::min(j.stage + 1, j.stage_count())) + "/" + std::to_string(j.stage_count()) + ")";
   engine.start();

@@ -1,5 +1,7 @@
 #include "bot/app/config.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -476,6 +478,13 @@ void apply_entry(const std::string& file, const std::string& key, const YAML::No
     }
     else if (key == "acl") apply_acl(file, v, c);
     else if (key == "store") apply_store(file, v, c);
+    else if (key == "node") {
+      if (!v.IsMap()) fail(file, v, "node must be a mapping: {name: runner-2}");
+      check_known(file, v, "node", {"name", "lease"});
+      if (v["name"]) c.node_name = text(file, v["name"], "node.name");
+      if (v["lease"]) c.node_lease = duration(file, v["lease"], "node.lease");
+      if (c.node_lease < Millis(2000)) fail(file, v["lease"], "node.lease must be at least 2s (it is renewed every 500ms)");
+    }
     else if (key == "secret_patterns") {
       c.secret_patterns = strings(file, v, "secret_patterns");
       if (c.secret_patterns.empty()) fail(file, v, "secret_patterns must name at least one pattern");
@@ -548,6 +557,8 @@ EngineConfig Config::engine_config() const {
   e.output_limits.max_bytes = process.stdout_cap;
   e.retry_backoff = retry_backoff;
   e.secret_patterns = SecretPatterns(secret_patterns);
+  e.node_name = node_name;
+  e.lease = node_lease;
   // The bot's own secrets are redacted from workers' output like the clipboards' (a worker
   // could print an inherited token, or a clipboard could echo one).
   auto secret = [&](const std::string& v) {
@@ -585,6 +596,10 @@ Config load_config(const ConfigOverrides& o) {
   c.pipelines_dir = absolute(c.pipelines_dir);
   c.designs_dir = absolute(c.designs_dir);
   for (auto& p : c.workers_path) p = absolute(p);
+  if (c.node_name.empty()) {
+    char host[256] = {};
+    c.node_name = ::gethostname(host, sizeof host - 1) == 0 && host[0] ? host : "jarvis";
+  }
   return c;
 }
 

@@ -62,6 +62,9 @@ struct Config {
   std::vector<std::string> acl_open = Acl::default_open();
 
   StoreConfig store;
+  // Several nodes on one PostgreSQL store: this node's name and its lease.
+  std::string node_name;
+  Millis node_lease{10000};
 
   std::string store_path() const { return state_dir + "/jarvis.db"; }
   EngineConfig engine_config() const;

@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -100,12 +101,25 @@ CREATE TABLE events (
   json TEXT NOT NULL
 );
 )SQL",
+    // 2: the engines' leases (several nodes: an engine is alive while its lease is).
+    R"SQL(
+CREATE TABLE engines (
+  id TEXT PRIMARY KEY,
+  node TEXT NOT NULL,
+  started_ms BIGINT NOT NULL,
+  lease_until_ms BIGINT NOT NULL
+);
+CREATE INDEX jobs_unowned_queue ON jobs(id) WHERE state = 'queued' AND owner = '';
+)SQL",
 };
 static_assert(static_cast<int>(std::size(kMigrations)) == PostgresJobStore::kSchemaVersion);
 
 // The advisory lock keys jarvis uses (pg_advisory_*): arbitrary, fixed, documented.
 constexpr int64_t kMigrationLock = 0x6a61727669730001;  // "jarvis" 1
 constexpr int64_t kEventLock = 0x6a61727669730002;
+constexpr int64_t kClaimLock = 0x6a61727669730003;
+// Lease times come from the server's clock, so nodes' clocks may disagree.
+#define SERVER_NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
 struct UniqueViolation : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -487,19 +501,26 @@ int PostgresJobStore::queued_ahead(int64_t id) {
 }
 
 void PostgresJobStore::mark_running(int64_t id, int64_t now) {
+  Transaction tx(*this);
+  fence(id);
   run("UPDATE jobs SET state = 'running', started_ms = CASE WHEN started_ms = 0 THEN $1 "
-      "ELSE started_ms END WHERE id = $2",  // $1 is a bigint, as started_ms
+      "ELSE started_ms END WHERE id = $2",
       Params().add(now).add(id));
+  tx.commit();
 }
 
 void PostgresJobStore::mark_queued(int64_t id) {
+  Transaction tx(*this);
+  fence(id);
   run("UPDATE jobs SET state = 'queued', worker_pid = 0 WHERE id = $1 AND state = 'running'",
       Params().add(id));
+  tx.commit();
 }
 
 void PostgresJobStore::stage_started(int64_t id, int stage, int attempt, const std::string& task,
                                      int64_t now, int worker_pid) {
   Transaction tx(*this);
+  fence(id);
   run("UPDATE jobs SET stage = $1, attempt = $2, stage_started_ms = $3, retry_at_ms = 0, "
       "worker_pid = $4 WHERE id = $5",
       Params().add(stage).add(attempt).add(now).add(worker_pid).add(id));
@@ -515,13 +536,17 @@ void PostgresJobStore::stage_started(int64_t id, int stage, int attempt, const s
 }
 
 void PostgresJobStore::set_worker_pid(int64_t id, int stage, int attempt, int worker_pid) {
+  Transaction tx(*this);
+  fence(id);
   run("UPDATE jobs SET worker_pid = $1 WHERE id = $2 AND stage = $3 AND attempt = $4",
       Params().add(worker_pid).add(id).add(stage).add(attempt));
+  tx.commit();
 }
 
 void PostgresJobStore::stage_will_retry(int64_t id, int stage, int attempt, int64_t now,
                                         const std::string& reason, int64_t retry_at) {
   Transaction tx(*this);
+  fence(id);
   run("UPDATE stages SET result = 'failed', ended_ms = $1, reason = $2 WHERE job_id = $3 "
       "AND stage = $4 AND attempt = $5",
       Params().add(now).add(reason).add(id).add(stage).add(attempt));
@@ -533,6 +558,7 @@ void PostgresJobStore::stage_will_retry(int64_t id, int stage, int attempt, int6
 void PostgresJobStore::stage_succeeded(int64_t id, int stage, int attempt, int64_t now,
                                        const std::string* changed_clipboard) {
   Transaction tx(*this);
+  fence(id);
   Params p;
   p.add(now);
   if (changed_clipboard) p.bytes(*changed_clipboard);
@@ -554,6 +580,7 @@ void PostgresJobStore::stage_succeeded(int64_t id, int stage, int attempt, int64
 void PostgresJobStore::stage_failed(int64_t id, int stage, int attempt, int64_t now,
                                     const std::string& reason) {
   Transaction tx(*this);
+  fence(id);
   run("UPDATE stages SET result = 'failed', ended_ms = $1, reason = $2 WHERE job_id = $3 "
       "AND stage = $4 AND attempt = $5",
       Params().add(now).add(reason).add(id).add(stage).add(attempt));
@@ -565,6 +592,7 @@ void PostgresJobStore::stage_failed(int64_t id, int stage, int attempt, int64_t 
 
 void PostgresJobStore::job_cancelled(int64_t id, int64_t now, const std::string& reason) {
   Transaction tx(*this);
+  fence(id);
   run("UPDATE stages SET result = 'cancelled', ended_ms = $1 WHERE job_id = $2 AND result = 'running'",
       Params().add(now).add(id));
   run("UPDATE jobs SET state = 'cancelled', reason = $1, ended_ms = $2, worker_pid = 0, "
@@ -830,6 +858,61 @@ PostgresJobStore::ImportResult PostgresJobStore::import_sqlite(const std::string
   }
   tx.commit();
   return r;
+}
+
+// Inside a transaction: locks the job's row and throws Fenced unless this connection's engine
+// still owns it. The lock holds until COMMIT, so no claim slips in between.
+void PostgresJobStore::fence(int64_t job) {
+  if (fence_.empty()) return;
+  Result r = run("SELECT owner FROM jobs WHERE id = $1 FOR UPDATE", Params().add(job));
+  if (r.rows() == 1 && r.text(0, 0) == fence_) return;
+  throw StoreError(StoreError::Kind::Fenced,
+                   "job " + std::to_string(job) + " is no longer run by this node (" +
+                       (r.rows() ? "now " + (r.text(0, 0).empty() ? std::string("unowned") : r.text(0, 0)) : std::string("gone")) +
+                       "): its lease expired and the write was refused");
+}
+
+bool PostgresJobStore::renew_lease(const std::string& engine, const std::string& node, Millis ttl) {
+  Result r = run("WITH old AS (SELECT lease_until_ms FROM engines WHERE id = $1) "
+                 "INSERT INTO engines (id, node, started_ms, lease_until_ms) VALUES ($1, $2, " SERVER_NOW_MS
+                 ", " SERVER_NOW_MS " + $3) ON CONFLICT (id) DO UPDATE SET lease_until_ms = EXCLUDED.lease_until_ms "
+                 "RETURNING COALESCE((SELECT lease_until_ms FROM old), " SERVER_NOW_MS ") >= " SERVER_NOW_MS,
+                 Params().add(engine).add(node).add(static_cast<int64_t>(ttl.count())));
+  // Leases of engines gone for a day are forgotten.
+  if (++renewals_ % 1000 == 1)
+    run("DELETE FROM engines WHERE lease_until_ms < " SERVER_NOW_MS " - 86400000");
+  return r.boolean(0, 0);
+}
+
+void PostgresJobStore::drop_lease(const std::string& engine) {
+  run("DELETE FROM engines WHERE id = $1", Params().add(engine));
+}
+
+std::vector<std::string> PostgresJobStore::live_engines() {
+  Result r = run("SELECT id FROM engines WHERE lease_until_ms > " SERVER_NOW_MS);
+  std::vector<std::string> out;
+  for (int i = 0; i < r.rows(); ++i) out.push_back(r.text(i, 0));
+  return out;
+}
+
+std::vector<int64_t> PostgresJobStore::claim_queued(const std::string& engine, int n, int max_total) {
+  if (n <= 0) return {};
+  Transaction tx(*this);
+  // The cluster-wide bound is counted under one lock; the rows themselves are taken with SKIP
+  // LOCKED, so a claimer never waits on a row another transaction holds (a fenced write).
+  run("SELECT pg_advisory_xact_lock($1)", Params().add(kClaimLock));
+  int64_t owned = run("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND owner <> ''").i64(0, 0);
+  int64_t room = std::min<int64_t>(n, max_total - owned);
+  std::vector<int64_t> ids;
+  if (room > 0) {
+    Result r = run("UPDATE jobs SET owner = $1 WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' "
+                   "AND owner = '' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+                   Params().add(engine).add(room));
+    for (int i = 0; i < r.rows(); ++i) ids.push_back(r.i64(i, 0));
+  }
+  tx.commit();
+  std::sort(ids.begin(), ids.end());
+  return ids;
 }
 
 std::string PostgresJobStore::initial_clipboard(int64_t id) {

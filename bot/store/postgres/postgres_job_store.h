@@ -24,7 +24,7 @@ struct PostgresOptions {
 class PostgresJobStore : public JobStore {
  public:
   // The schema version this binary writes; a database at a newer one is refused.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Connects (libpq URL or key=value string) and brings the schema up to kSchemaVersion.
   // Throws StoreError: Unreachable when the server cannot be reached, Other when the schema is
@@ -68,6 +68,12 @@ class PostgresJobStore : public JobStore {
   int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                        const std::string& json) override;
   std::vector<StoredEvent> events_after(int64_t after_id, int limit) override;
+  bool shared() const override { return true; }
+  bool renew_lease(const std::string& engine, const std::string& node, Millis ttl) override;
+  void drop_lease(const std::string& engine) override;
+  std::vector<std::string> live_engines() override;
+  void fence_writes(const std::string& engine) override { fence_ = engine; }
+  std::vector<int64_t> claim_queued(const std::string& engine, int n, int max_total) override;
 
   // The clipboards saved after each completed stage, in order (for tests and `log`).
   std::vector<std::string> stage_clipboards(int64_t id);
@@ -107,6 +113,9 @@ class PostgresJobStore : public JobStore {
   std::map<std::string, std::string> prepared_;  // sql -> statement name, per connection
   int next_statement_ = 0;
   bool in_transaction_ = false;
+  std::string fence_;
+  int64_t renewals_ = 0;  // the engine whose jobs this connection may write; empty: any
+  void fence(int64_t job);
 };
 
 }  // namespace jarvis
