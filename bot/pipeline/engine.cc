@@ -265,8 +265,8 @@ void Engine::drop_lost_jobs() {
       return;
     }
     if (rec && is_active(rec->state) && rec->owner == id_) continue;  // still ours: recovery resumes it
-    log::warn(id, "job {} is run by {} now: this node's result of stage {} was refused and it lets go",
-              id, rec ? rec->owner : std::string("nobody"), rec ? rec->stage + 1 : 0);
+    log::warn(id, "job {} is run by {} now: this node's write about stage {} was refused and it lets go",
+              id, rec ? rec->owner : std::string("nobody"), jobs_[id]->rec.stage + 1);
     std::erase(queue_, id);
     foreign_.erase(id);
     jobs_.erase(id);
@@ -820,6 +820,7 @@ void Engine::store_failed(const StoreError& error, size_t bytes) {
     // Not a store problem: the job is another node's now. The caller stalls it; the stalled
     // job is dropped from the loop (the adopter announces it from now on).
     log::warn(log::kNoJob, "{}", error.what());
+    fenced_ = true;  // the stall that follows is not a wait for the store
     boost::asio::post(io_, [this] { drop_lost_jobs(); });
     return;
   }
@@ -857,7 +858,8 @@ void Engine::stall(ActiveJob& job) {
   }
   job.retry_timer.cancel();
   job.waiting_retry = false;
-  if (!job.stalled) log::warn(job.rec.id, "waiting for the job store; the job resumes from what it holds");
+  if (!job.stalled && !fenced_) log::warn(job.rec.id, "waiting for the job store; the job resumes from what it holds");
+  fenced_ = false;
   job.stalled = true;
 }
 

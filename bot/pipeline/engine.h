@@ -176,6 +176,7 @@ class Engine {
   };
   std::map<int64_t, Foreign> foreign_;
   bool shared_ = false;
+  bool fenced_ = false;
   std::set<std::string> live_;  // engines whose lease holds, as of the last watch
   std::chrono::steady_clock::time_point adopt_after_{};  // no adoption before (after an outage)
   std::vector<Observer> observers_;
