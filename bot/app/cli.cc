@@ -34,6 +34,8 @@
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/pipeline/worker_path.h"
+#include "bot/cluster/event_relay.h"
+#include "bot/store/postgres/pg_listener.h"
 #include "bot/store/postgres/postgres_job_store.h"
 #include "bot/store/sqlite_job_store.h"
 #include "bot/util/log.h"
@@ -612,6 +614,7 @@ int cmd_serve(Context& ctx) {
   std::unique_ptr<HttpClient> slack_http;  // outlives the adapter that uses it
   std::vector<std::unique_ptr<ChatAdapter>> adapters;
   std::vector<std::unique_ptr<ChatFront>> fronts;  // destroyed first: they use the adapters
+  const bool shared = ctx.store->shared();
   auto add_front = [&](std::unique_ptr<ChatAdapter> adapter, std::vector<std::string> rooms,
                        std::optional<OutboxLimits> pace) {
     ChatFrontConfig front_config = ctx.config.chat;
@@ -620,7 +623,8 @@ int cmd_serve(Context& ctx) {
     fronts.push_back(std::make_unique<ChatFront>(io, *adapter, service, acl, front_config));
     adapters.push_back(std::move(adapter));
     announcer.add_front(*fronts.back());
-    fronts.back()->start();
+    // On a shared store only the node that leads chat connects (below).
+    if (!shared) fronts.back()->start();
   };
   if (const auto& irc = ctx.config.irc) {
     log::info(log::kNoJob, "irc: connecting to {}:{} ({}) as {}", irc->server, irc->port,
@@ -639,10 +643,41 @@ int cmd_serve(Context& ctx) {
     // Slack's own limit is about one message a second per channel; 429s are honoured anyway.
     add_front(std::make_unique<SlackAdapter>(io, *slack_http, *slack), {}, OutboxLimits{4, 8, 1, 3, 3});
   }
-  engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
+  // Several nodes: every node stores its engine's events; the node that leads chat holds the
+  // connections and announces from the event table, whichever node ran the job.
+  EventPublisher publisher(io, *ctx.store);
+  std::unique_ptr<ChatLeadership> leadership;
+  std::unique_ptr<PgListener> listener;
+  int exit_code = 0;
+  if (!shared) {
+    engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
+  } else {
+    engine.add_observer([&](const EngineEvent& e) { publisher.on_event(e); });
+    if (!fronts.empty()) {
+      ChatLeadership::Hooks hooks;
+      hooks.gained = [&] {
+        log::info(log::kNoJob, "node {} leads chat: connecting {} chat front(s)", ctx.config.node_name, fronts.size());
+        for (auto& front : fronts) front->start();
+      };
+      hooks.lost = [&] {
+        // Another node may hold the connections now: this one must not speak. It stops (exit
+        // 1) so that its supervisor restarts it as a follower; its jobs are adopted.
+        exit_code = 1;
+        std::cerr << "jarvis: node " << ctx.config.node_name << " lost the chat leadership; stopping\n";
+        engine.stop();
+        console.stop();
+        for (auto& front : fronts) front->stop();
+        io.stop();
+      };
+      hooks.event = [&](const EngineEvent& e) { announcer.on_event(e); };
+      leadership = std::make_unique<ChatLeadership>(io, *ctx.store, engine.id(), ctx.config.node_lease, hooks);
+      if (auto* pg = dynamic_cast<PostgresJobStore*>(ctx.store.get()))
+        listener = std::make_unique<PgListener>(io, pg->url(), PostgresJobStore::kEventChannel,
+                                                [&] { if (leadership) leadership->poke(); });
+    }
+  }
   // The database was deleted or replaced: the engine has stopped; give the announcement a
   // moment to reach chat, then stop everything and exit non-zero.
-  int exit_code = 0;
   asio::steady_timer lost_timer(io);
   engine.add_observer([&](const EngineEvent& e) {
     if (e.kind != EngineEvent::Kind::StoreLost) return;
@@ -667,6 +702,8 @@ int cmd_serve(Context& ctx) {
       resumed += (resumed.empty() ? "" : ", ") + j.host + " (job " + std::to_string(j.id) + ", stage " +
                  std::to_string(std::min(j.stage + 1, j.stage_count())) + "/" + std::to_string(j.stage_count()) + ")";
   engine.start();
+  if (leadership) leadership->start();
+  if (listener) listener->start();
   if (resumed_count)
     announcer.say_everywhere("jarvis is back after a restart and resumed " + std::to_string(resumed_count) +
                              (resumed_count == 1 ? " job: " : " jobs: ") + resumed);
@@ -682,6 +719,8 @@ int cmd_serve(Context& ctx) {
               sig == SIGINT ? "SIGINT" : "SIGTERM", in_flight);
     console.stop();
     engine.stop();
+    if (leadership) leadership->stop();
+    if (listener) listener->stop();
     // wt-chat2: each front delivers what is queued (for chat.drain_timeout at most), then
     // says goodbye (IRC QUIT with the reason).
     std::string goodbye = "jarvis stopping (" + std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + ")" +

@@ -214,12 +214,17 @@ SubmitResult Engine::submit(const Design& design, const Pipeline& pipeline,
   log::info(created.id, "{} asked to deploy {} ({}) with pipeline {} from {}", requested_by,
             design.hostname, design.ref, pipeline.name, origin);
   if (shared_ && config_.adopt_orphans) {
+    int free = config_.max_running - running_ - static_cast<int>(queue_.size());
+    int claimed = 0;
     try {
-      claim_some();
+      claimed = claim_some();
     } catch (const StoreError& e) {
       store_failed(e, 0);  // in the store, unowned: this node or another claims it later
     }
-    result.queued = !jobs_.count(created.id) || static_cast<int>(queue_.size()) > config_.max_running - running_;
+    // Claimed here, or left for a node with a free slot (oldest first); it waits only when
+    // the cluster-wide bound stopped this node from claiming anything.
+    result.queued = jobs_.count(created.id) ? static_cast<int>(queue_.size()) > config_.max_running - running_
+                                            : free > 0 && claimed == 0;
     return result;
   }
   enqueue(created.id);
@@ -242,14 +247,16 @@ void Engine::keep_lease() {
   live_.insert(id_);
 }
 
-void Engine::claim_some() {
-  if (stopping_ || !store_problem_.empty()) return;
+int Engine::claim_some() {
+  if (stopping_ || !store_problem_.empty()) return 0;
   int free = config_.max_running - running_ - static_cast<int>(queue_.size());
-  if (free <= 0) return;
-  for (int64_t id : store_.claim_queued(id_, free, config_.max_running)) {
+  if (free <= 0) return 0;
+  auto ids = store_.claim_queued(id_, free, config_.max_running);
+  for (int64_t id : ids) {
     log::info(id, "claimed by node {} ({})", config_.node_name, id_);
     enqueue(id);
   }
+  return static_cast<int>(ids.size());
 }
 
 void Engine::drop_lost_jobs() {
@@ -726,7 +733,8 @@ void Engine::watch() {
       }
     }
     if (shared_ && config_.adopt_orphans) claim_some();
-    if (config_.adopt_orphans) follow_foreign(watched);
+    // On a shared store other engines' events come through the event table instead.
+    if (config_.adopt_orphans && !shared_) follow_foreign(watched);
   } catch (const StoreError& e) {
     store_failed(e, 0);
   } catch (const std::exception& e) {

@@ -139,7 +139,7 @@ class Engine {
   void keep_engine_lock();
   // Shared store: renews this engine's lease, then claims queued jobs for the free slots.
   void keep_lease();
-  void claim_some();
+  int claim_some();
   // A write about a job was refused because another node owns it now: forget it here.
   void drop_lost_jobs();
   bool owner_alive(const std::string& owner) const;

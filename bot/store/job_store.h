@@ -210,6 +210,15 @@ class JobStore {
   virtual std::vector<int64_t> claim_queued(const std::string& /*engine*/, int /*n*/, int /*max_total*/) {
     return {};
   }
+  // Leadership of a role ("chat": the chat connections) among nodes, as a lease row: true
+  // while `holder` leads (taken when free or expired, renewed when held). With it goes the
+  // cursor, the last event the leader announced, so the next leader continues after it.
+  virtual bool lead(const std::string& /*role*/, const std::string& /*holder*/, Millis /*ttl*/) { return true; }
+  virtual int64_t leader_cursor(const std::string& /*role*/) { return 0; }
+  // Moves the cursor; false (and unmoved) when `holder` no longer leads.
+  virtual bool save_leader_cursor(const std::string& /*role*/, const std::string& /*holder*/, int64_t /*cursor*/) {
+    return true;
+  }
 };
 
 }  // namespace jarvis

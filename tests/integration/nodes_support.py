@@ -23,7 +23,7 @@ printf '%s\\nstage%s_by: %s\\n' "$c" "$JARVIS_STAGE" "$node"
 
 
 class Cluster:
-    def __init__(self, binary, work, nodes=3, stages=3, max_running=8, lease="3s", delay="0.3"):
+    def __init__(self, binary, work, nodes=3, stages=3, max_running=8, lease="3s", delay="0.3", extra=""):
         self.binary, self.work, self.stages = binary, work, stages
         self.pg = Postgres()
         self.pg.create_database("jarvis")
@@ -48,7 +48,7 @@ class Cluster:
                         f"designs_dir: {work}/designs\nworkers:\n  path: [{work}/workers]\n"
                         f"max_running_jobs: {max_running}\n"
                         f"store: {{kind: postgres, url_file: {url_file}}}\n"
-                        f"node: {{name: runner-{i}, lease: {lease}}}\n")
+                        f"node: {{name: runner-{i}, lease: {lease}}}\n" + extra)
             self.configs.append(config)
 
     def set_delay(self, seconds):
@@ -69,6 +69,13 @@ class Cluster:
     def say(self, i, line):
         self.procs[i].stdin.write(line + "\n")
         self.procs[i].stdin.flush()
+
+    def leader(self):
+        """The node that holds the chat connections (by its log), or None."""
+        for i, p in self.procs.items():
+            if p.poll() is None and "leads chat" in self.errors(i):
+                return i
+        return None
 
     def kill9(self, i):
         self.procs[i].kill()

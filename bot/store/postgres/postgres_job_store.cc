@@ -110,6 +110,13 @@ CREATE TABLE engines (
   lease_until_ms BIGINT NOT NULL
 );
 CREATE INDEX jobs_unowned_queue ON jobs(id) WHERE state = 'queued' AND owner = '';
+-- Leadership of a role (the chat connections) with the cursor of the events it announced.
+CREATE TABLE leaders (
+  role TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  lease_until_ms BIGINT NOT NULL,
+  cursor BIGINT NOT NULL DEFAULT 0
+);
 )SQL",
 };
 static_assert(static_cast<int>(std::size(kMigrations)) == PostgresJobStore::kSchemaVersion);
@@ -722,8 +729,10 @@ int64_t PostgresJobStore::append_event(int64_t at_ms, int64_t job_id, const std:
                                        const std::string& json) {
   // Appends are serialized by a transaction-scoped advisory lock, so ids become visible in
   // order: a reader's cursor never passes an id that commits later.
-  return run("WITH l AS (SELECT pg_advisory_xact_lock($5)) INSERT INTO events (at_ms, job_id, kind, json) "
-             "SELECT $1, $2, $3, $4 FROM l RETURNING id",
+  // NOTIFY is delivered at COMMIT, so a listener is never told of an event it cannot read.
+  return run("WITH l AS (SELECT pg_advisory_xact_lock($5)), ins AS (INSERT INTO events (at_ms, job_id, kind, json) "
+             "SELECT $1, $2, $3, $4 FROM l RETURNING id) "
+             "SELECT id, pg_notify('jarvis_events', id::text) FROM ins",
              Params().add(at_ms).add(job_id).add(kind).add(json).add(kEventLock))
       .i64(0, 0);
 }
@@ -913,6 +922,27 @@ std::vector<int64_t> PostgresJobStore::claim_queued(const std::string& engine, i
   tx.commit();
   std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+bool PostgresJobStore::lead(const std::string& role, const std::string& holder, Millis ttl) {
+  // The first leader ever starts after the events already stored: history is not news.
+  Result r = run("INSERT INTO leaders (role, holder, lease_until_ms, cursor) VALUES ($1, $2, " SERVER_NOW_MS
+                 " + $3, (SELECT COALESCE(max(id), 0) FROM events)) ON CONFLICT (role) DO UPDATE SET "
+                 "holder = EXCLUDED.holder, lease_until_ms = EXCLUDED.lease_until_ms WHERE "
+                 "leaders.holder = EXCLUDED.holder OR leaders.lease_until_ms < " SERVER_NOW_MS " RETURNING holder",
+                 Params().add(role).add(holder).add(static_cast<int64_t>(ttl.count())));
+  return r.rows() == 1;
+}
+
+int64_t PostgresJobStore::leader_cursor(const std::string& role) {
+  Result r = run("SELECT cursor FROM leaders WHERE role = $1", Params().add(role));
+  return r.rows() ? r.i64(0, 0) : 0;
+}
+
+bool PostgresJobStore::save_leader_cursor(const std::string& role, const std::string& holder, int64_t cursor) {
+  return run("UPDATE leaders SET cursor = $1 WHERE role = $2 AND holder = $3 AND cursor <= $1",
+             Params().add(cursor).add(role).add(holder))
+             .affected() > 0;
 }
 
 std::string PostgresJobStore::initial_clipboard(int64_t id) {

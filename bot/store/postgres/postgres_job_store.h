@@ -74,6 +74,12 @@ class PostgresJobStore : public JobStore {
   std::vector<std::string> live_engines() override;
   void fence_writes(const std::string& engine) override { fence_ = engine; }
   std::vector<int64_t> claim_queued(const std::string& engine, int n, int max_total) override;
+  bool lead(const std::string& role, const std::string& holder, Millis ttl) override;
+  int64_t leader_cursor(const std::string& role) override;
+  bool save_leader_cursor(const std::string& role, const std::string& holder, int64_t cursor) override;
+  // The channel append_event notifies (LISTEN jarvis_events; the payload is the event id).
+  static constexpr const char* kEventChannel = "jarvis_events";
+  const std::string& url() const { return url_; }
 
   // The clipboards saved after each completed stage, in order (for tests and `log`).
   std::vector<std::string> stage_clipboards(int64_t id);
