@@ -24,7 +24,10 @@ def as_postgres_user(argv):
 
 
 class Postgres:
-    def __init__(self):
+    def __init__(self, durable=False):
+        """durable: PostgreSQL's own defaults (fsync and synchronous_commit on), for benchmarks;
+        otherwise fsync=off, as tests only need the server's behaviour, not its disk."""
+        self.durable = durable
         self.bin = bin_dir()
         if not self.bin:
             print("SKIP: PostgreSQL is not installed (apt-get install postgresql)")
@@ -54,7 +57,7 @@ class Postgres:
 
     def start(self):
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-                "-c fsync=off -c max_connections=200")
+                + ("" if self.durable else "-c fsync=off ") + "-c max_connections=200")
         self._run([f"{self.bin}/pg_ctl", "-D", f"{self.dir}/data", "-l", f"{self.dir}/server.log",
                    "-o", opts, "-w", "-t", "60", "start"])
         self.running = True
