@@ -541,10 +541,17 @@ std::string postgres_url_password(const std::string& url) {
   }
   auto p = url.find("password=");
   if (p == std::string::npos) return {};
+  p += 9;
+  std::string v;
+  if (p < url.size() && url[p] == '\'') {  // a quoted value: backslash escapes ' and backslash
+    for (++p; p < url.size() && url[p] != '\''; ++p) {
+      if (url[p] == '\\' && p + 1 < url.size()) ++p;
+      v += url[p];
+    }
+    return v;
+  }
   auto end = url.find(' ', p);
-  std::string v = url.substr(p + 9, end == std::string::npos ? std::string::npos : end - p - 9);
-  if (v.size() >= 2 && v.front() == '\'' && v.back() == '\'') v = v.substr(1, v.size() - 2);
-  return v;
+  return url.substr(p, end == std::string::npos ? std::string::npos : end - p);
 }
 
 EngineConfig Config::engine_config() const {
