@@ -737,6 +737,14 @@ int cmd_serve(Context& ctx) {
       log::error(log::kNoJob, "an event handler failed and was skipped: {}", e.what());
     }
   }
+  // The workers are gone: the other nodes may adopt this engine's jobs now, not after the lease.
+  if (shared && exit_code == 0) {
+    try {
+      ctx.store->drop_lease(engine.id());
+    } catch (const StoreError& e) {
+      log::warn(log::kNoJob, "could not give up this engine's lease ({}); its jobs are adopted after it", e.what());
+    }
+  }
   ::close(lock);
   return exit_code;
 }

@@ -107,6 +107,15 @@ void ChatLeadership::start() { tick(); }
 void ChatLeadership::stop() {
   stopped_ = true;
   timer_.cancel();
+  if (!leading_) return;
+  leading_ = false;
+  try {
+    drain();  // what is stored is handed to the fronts, which drain before they quit
+    store_.resign("chat", holder_);
+    log::info(log::kNoJob, "gave up the chat leadership; another node takes the connections over");
+  } catch (const StoreError& e) {
+    log::warn(log::kNoJob, "could not give up the chat leadership ({}); another node takes over after the lease", e.what());
+  }
 }
 
 void ChatLeadership::poke() {

@@ -215,6 +215,8 @@ class JobStore {
   // cursor, the last event the leader announced, so the next leader continues after it.
   virtual bool lead(const std::string& /*role*/, const std::string& /*holder*/, Millis /*ttl*/) { return true; }
   virtual int64_t leader_cursor(const std::string& /*role*/) { return 0; }
+  // Gives the role up at once (a clean stop), so another node need not wait for the lease.
+  virtual void resign(const std::string& /*role*/, const std::string& /*holder*/) {}
   // Moves the cursor; false (and unmoved) when `holder` no longer leads.
   virtual bool save_leader_cursor(const std::string& /*role*/, const std::string& /*holder*/, int64_t /*cursor*/) {
     return true;

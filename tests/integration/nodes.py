@@ -161,5 +161,41 @@ def partition():
         c.cleanup()
 
 
-{"spread": spread, "kill9": kill9, "pg_restart": pg_restart, "partition": partition}[case]()
+def cancel():
+    """cancel from one node kills the worker on the node that runs the job; a clean stop of a
+    node hands its jobs over at once (no lease to wait for)."""
+    c = Cluster(binary, work, stages=3, max_running=8, lease="10s", delay="30")
+    try:
+        c.design("far")
+        c.design("moved")
+        for i in (1, 2, 3):
+            c.start(i)
+        time.sleep(1)
+        c.say(1, "deploy far")
+        wait_for(lambda: ("far", 1) in c.starts(), 20, "far's stage 1 on node 1")
+        pid = int(next(l[4] for l in c.side_lines() if l[1] == "far"))
+        c.say(3, "cancel far")
+        wait_for(lambda: c.count("state = 'cancelled'") == 1, 10, "the job cancelled")
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                 open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z", 10,
+                 "node 1 to kill the worker")
+        check("far: cancelling job 1 at stage 1/3" in c.output(3), f"node 3's answer: {c.output(3)[-500:]}")
+        check("cancelled by root at stage 1/3" in c.errors(1), "node 1, which ran it, cancelled it")
+        # SIGTERM on the runner: its job is adopted well before the 10 s lease.
+        c.set_delay("0.2")
+        c.say(2, "deploy moved")
+        wait_for(lambda: ("moved", 1) in c.starts(), 20, "moved's stage 1")
+        runner = int(c.starts()[("moved", 1)][0].split("-")[1])
+        c.procs[runner].send_signal(signal.SIGTERM)
+        check(c.procs[runner].wait(timeout=20) == 0, "the node stops cleanly")
+        t0 = time.time()
+        wait_for(lambda: c.count("state = 'ready'") == 1, 10, "moved adopted and ready")
+        took = time.time() - t0
+        check(took < 8, f"handed over in {took:.1f}s: the lease was given up, not waited out")
+        print(f"cancel: worker killed on node 1 from node 3; a stopped node's job ready {took:.1f}s later")
+    finally:
+        c.cleanup()
+
+
+{"cancel": cancel, "spread": spread, "kill9": kill9, "pg_restart": pg_restart, "partition": partition}[case]()
 print("ok")

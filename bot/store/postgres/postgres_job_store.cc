@@ -934,6 +934,10 @@ bool PostgresJobStore::lead(const std::string& role, const std::string& holder, 
   return r.rows() == 1;
 }
 
+void PostgresJobStore::resign(const std::string& role, const std::string& holder) {
+  run("UPDATE leaders SET lease_until_ms = 0 WHERE role = $1 AND holder = $2", Params().add(role).add(holder));
+}
+
 int64_t PostgresJobStore::leader_cursor(const std::string& role) {
   Result r = run("SELECT cursor FROM leaders WHERE role = $1", Params().add(role));
   return r.rows() ? r.i64(0, 0) : 0;

@@ -76,6 +76,7 @@ class PostgresJobStore : public JobStore {
   std::vector<int64_t> claim_queued(const std::string& engine, int n, int max_total) override;
   bool lead(const std::string& role, const std::string& holder, Millis ttl) override;
   int64_t leader_cursor(const std::string& role) override;
+  void resign(const std::string& role, const std::string& holder) override;
   bool save_leader_cursor(const std::string& role, const std::string& holder, int64_t cursor) override;
   // The channel append_event notifies (LISTEN jarvis_events; the payload is the event id).
   static constexpr const char* kEventChannel = "jarvis_events";
