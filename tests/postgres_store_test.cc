@@ -239,3 +239,52 @@ TEST_F(PgStore, LeasesExpireOnTheServersClockAndRenewalSaysSo) {
 
 }  // namespace
 }  // namespace jarvis::testing
+
+namespace jarvis::testing {
+namespace {
+
+using K = EngineEvent::Kind;
+int count_events(const std::vector<EngineEvent>& events, K kind, int stage = 0) {
+  int n = 0;
+  for (const auto& e : events) n += e.kind == kind && (!stage || e.stage == stage);
+  return n;
+}
+
+// The engine on a real PostgreSQL that goes away mid-stage: nothing announced that was not
+// stored, deploys refused with the reason, and the job finishes once the server is back.
+TEST_F(PgStore, TheEngineWaitsOutAServerRestartAndRerunsTheStageWhoseResultWasNotStored) {
+  Harness h;
+  PostgresOptions o;
+  o.statement_timeout_ms = 500;
+  h.store = std::make_unique<PostgresJobStore>(url, o);
+  std::string runs = h.tmp.file("runs");
+  for (int i = 1; i <= 3; ++i) {
+    std::string n = std::to_string(i);
+    h.worker("pg:s" + n, "c=$(cat); echo s" + n + " >> " + runs + (i == 2 ? "; sleep 0.6" : "") +
+                             "; printf '%s\\ns" + n + ": done\\n' \"$c\"");
+  }
+  auto p = h.pipeline({Harness::task("pg:s1"), Harness::task("pg:s2"), Harness::task("pg:s3")});
+  h.start();
+  auto s = h.submit("pgjob", p);
+  ASSERT_GT(s.job, 0);
+  ASSERT_TRUE(h.run_until([&] { return read_file(runs) == "s1\ns2\n"; }, std::chrono::seconds(10)));
+  server->stop();  // while stage 2 runs
+  ASSERT_TRUE(h.run_until([&] { return count_events(h.events, K::StoreFailed) == 1; }, std::chrono::seconds(10)));
+  EXPECT_EQ(count_events(h.events, K::StageSucceeded, 2), 0) << "stage 2 announced done but not stored";
+  EXPECT_NE(h.engine->store_problem().find("cannot be reached"), std::string::npos) << h.engine->store_problem();
+  auto refused = h.submit("other", p);
+  EXPECT_EQ(refused.job, 0);
+  EXPECT_EQ(refused.error.rfind("cannot accept deploys: the job store PostgreSQL 127.0.0.1:", 0), 0u) << refused.error;
+  EXPECT_EQ(refused.error.find("pg-test-secret"), std::string::npos) << refused.error;
+  server->start();
+  auto j = h.wait(s.job);
+  ASSERT_EQ(j.state, JobState::Ready) << j.reason;
+  EXPECT_EQ(read_file(runs), "s1\ns2\ns2\ns3\n") << "stage 2 ran again, not skipped";
+  EXPECT_EQ(count_events(h.events, K::StoreRecovered), 1);
+  for (const char* mark : {"s1: done", "s2: done", "s3: done"})
+    EXPECT_NE(j.clipboard.find(mark), std::string::npos) << mark << " missing from " << j.clipboard;
+  EXPECT_EQ(h.stage_clipboards(s.job).size(), 3u);
+}
+
+}  // namespace
+}  // namespace jarvis::testing
