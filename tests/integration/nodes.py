@@ -38,8 +38,13 @@ def spread():
         time.sleep(1)
         for n, h in enumerate(hosts):
             c.say(n % 3 + 1, f"deploy {h}")
+        # The per-host lock holds across nodes: h00 (sent to node 1) asked again on node 2.
+        c.say(2, "deploy h00")
+        wait_for(lambda: "h00: already in flight, not starting another" in c.output(2), 20,
+                 "node 2 refusing a second h00")
         c.wait_ready(60, 180)
         check(c.count("state <> 'ready'") == 0, "every job ready")
+        check(c.count("host = 'h00'") == 1, "one job for h00, however many nodes were asked")
         c.check_every_stage_ran(hosts, at_most=1)
         nodes = {node for node_list in c.starts().values() for node in node_list}
         check(nodes == {"node-1", "node-2", "node-3"}, f"every node ran stages: {nodes}")
