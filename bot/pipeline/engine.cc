@@ -221,10 +221,18 @@ SubmitResult Engine::submit(const Design& design, const Pipeline& pipeline,
     } catch (const StoreError& e) {
       store_failed(e, 0);  // in the store, unowned: this node or another claims it later
     }
-    // Claimed here, or left for a node with a free slot (oldest first); it waits only when
-    // the cluster-wide bound stopped this node from claiming anything.
-    result.queued = jobs_.count(created.id) ? static_cast<int>(queue_.size()) > config_.max_running - running_
-                                            : free > 0 && claimed == 0;
+    // Claimed here, or by another node (oldest first); it waits only when nobody has it
+    // after a claim this node had room for: the cluster-wide bound is reached.
+    if (jobs_.count(created.id)) {
+      result.queued = static_cast<int>(queue_.size()) > config_.max_running - running_;
+    } else if (free > 0 && claimed == 0) {
+      try {
+        auto rec = store_.job(created.id);
+        result.queued = rec && rec->owner.empty();
+      } catch (const StoreError& e) {
+        store_failed(e, 0);
+      }
+    }
     return result;
   }
   enqueue(created.id);
