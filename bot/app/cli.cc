@@ -652,7 +652,11 @@ int cmd_serve(Context& ctx) {
   if (!shared) {
     engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
   } else {
-    engine.add_observer([&](const EngineEvent& e) { publisher.on_event(e); });
+    engine.add_observer([&](const EngineEvent& e) {
+      publisher.on_event(e);
+      // Worker log lines stay out of the event table: only the chat node's own reach chat.
+      if (e.kind == EngineEvent::Kind::StageLog && leadership && leadership->leading()) announcer.on_event(e);
+    });
     if (!fronts.empty()) {
       ChatLeadership::Hooks hooks;
       hooks.gained = [&] {
