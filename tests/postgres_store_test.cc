@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <filesystem>
 #include <functional>
 #include <thread>
 
@@ -257,10 +258,13 @@ TEST_F(PgStore, TheEngineWaitsOutAServerRestartAndRerunsTheStageWhoseResultWasNo
   PostgresOptions o;
   o.statement_timeout_ms = 500;
   h.store = std::make_unique<PostgresJobStore>(url, o);
-  std::string runs = h.tmp.file("runs");
+  std::string runs = h.tmp.file("runs"), hold = h.tmp.file("hold");
+  write_file(hold, "");
   for (int i = 1; i <= 3; ++i) {
     std::string n = std::to_string(i);
-    h.worker("pg:s" + n, "c=$(cat); echo s" + n + " >> " + runs + (i == 2 ? "; sleep 0.6" : "") +
+    // Stage 2's first run waits for the hold file to go: the server is stopped meanwhile.
+    h.worker("pg:s" + n, "c=$(cat); echo s" + n + " >> " + runs +
+                             (i == 2 ? "; while [ -e " + hold + " ]; do sleep 0.05; done" : "") +
                              "; printf '%s\\ns" + n + ": done\\n' \"$c\"");
   }
   auto p = h.pipeline({Harness::task("pg:s1"), Harness::task("pg:s2"), Harness::task("pg:s3")});
@@ -276,6 +280,8 @@ TEST_F(PgStore, TheEngineWaitsOutAServerRestartAndRerunsTheStageWhoseResultWasNo
   EXPECT_EQ(refused.job, 0);
   EXPECT_EQ(refused.error.rfind("cannot accept deploys: the job store PostgreSQL 127.0.0.1:", 0), 0u) << refused.error;
   EXPECT_EQ(refused.error.find("pg-test-secret"), std::string::npos) << refused.error;
+  std::filesystem::remove(hold);  // stage 2 ends while the server is down: its result cannot be stored
+  h.run_until([] { return false; }, std::chrono::milliseconds(300));
   server->start();
   auto j = h.wait(s.job);
   ASSERT_EQ(j.state, JobState::Ready) << j.reason;
