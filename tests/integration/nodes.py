@@ -8,6 +8,7 @@
              refused and the job's outcome is the adopter's.
 The side files the workers write are the evidence of how often each stage ran."""
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -205,4 +206,5 @@ def cancel():
 
 
 {"cancel": cancel, "spread": spread, "kill9": kill9, "pg_restart": pg_restart, "partition": partition}[case]()
+shutil.rmtree(work, ignore_errors=True)  # a failing case exits before this and keeps its files
 print("ok")

@@ -4,6 +4,7 @@ chat node is killed with SIGKILL mid-job and another node is back on IRC within 
 job ends ready and every end line reaches #ops exactly once (the events go through the event
 table with the leader's cursor, whichever node ran the job)."""
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -83,4 +84,5 @@ try:
 finally:
     c.cleanup()
 server.cleanup()
+shutil.rmtree(work, ignore_errors=True)
 print("ok")
