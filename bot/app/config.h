@@ -64,7 +64,7 @@ struct Config {
   StoreConfig store;
   // Several nodes on one PostgreSQL store: this node's name and its lease.
   std::string node_name;
-  Millis node_lease{10000};
+  Millis node_lease{5000};
 
   std::string store_path() const { return state_dir + "/jarvis.db"; }
   EngineConfig engine_config() const;

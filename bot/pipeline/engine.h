@@ -41,7 +41,7 @@ struct EngineConfig {
   // Several nodes on a shared store (PostgreSQL): this node's name, and how long its lease
   // lasts without renewal before other nodes adopt its jobs (renewed every watch_interval).
   std::string node_name;
-  Millis lease{10000};
+  Millis lease{5000};
 };
 
 struct EngineEvent {

@@ -237,11 +237,18 @@ class PostgresJobStore::Transaction {
 
 PostgresJobStore::PostgresJobStore(const std::string& url, PostgresOptions options)
     : url_(url), options_(options) {
-  connect();
-  migrate();
-  Result id = run("SELECT store_id FROM jarvis_meta");
-  if (id.rows() != 1) throw StoreError(StoreError::Kind::Other, "the job store in " + where_ + " has no identity row (jarvis_meta)");
-  store_id_ = id.text(0, 0);
+  try {
+    connect();
+    migrate();
+    Result id = run("SELECT store_id FROM jarvis_meta");
+    if (id.rows() != 1) throw StoreError(StoreError::Kind::Other, "the job store in " + where_ + " has no identity row (jarvis_meta)");
+    store_id_ = id.text(0, 0);
+  } catch (...) {
+    // No destructor runs for a constructor that throws: the connection is closed here.
+    if (conn_) PQfinish(conn_);
+    conn_ = nullptr;
+    throw;
+  }
 }
 
 PostgresJobStore::~PostgresJobStore() {
