@@ -102,6 +102,14 @@ class FaultyStore : public JobStore {
     hit("probe_write");
     real_.probe_write(bytes);
   }
+  int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
+                       const std::string& json) override {
+    hit("append_event");
+    return real_.append_event(at_ms, job_id, kind, json);
+  }
+  std::vector<StoredEvent> events_after(int64_t after_id, int limit) override {
+    return real_.events_after(after_id, limit);
+  }
 
  private:
   void hit(const std::string& op) {

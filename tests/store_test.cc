@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include "bot/store/postgres/postgres_job_store.h"
 #include "bot/store/sqlite_job_store.h"
+#include "tests/pg_support.h"
 #include "tests/test_support.h"
 
 namespace jarvis::testing {
@@ -19,11 +21,37 @@ NewJob new_job(const std::string& host, int stages = 3) {
   return j;
 }
 
-TEST(SqliteStore, AJobSurvivesReopeningTheStore) {
+// The store suite, run against both stores: SQLite in a temp dir and a real PostgreSQL.
+class Store : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "postgres") {
+      std::string why;
+      if (!PgServer::shared(&why)) GTEST_SKIP() << why;
+      url_ = PgServer::shared()->create_database();
+    }
+  }
+  // A new connection to the same store, as another process would open it.
+  std::unique_ptr<JobStore> open() {
+    if (GetParam() == "postgres") return std::make_unique<PostgresJobStore>(url_);
+    return std::make_unique<SqliteJobStore>(dir.file("j.db"));
+  }
+  static std::vector<std::string> stage_clipboards(JobStore& s, int64_t id) {
+    if (auto* pg = dynamic_cast<PostgresJobStore*>(&s)) return pg->stage_clipboards(id);
+    return dynamic_cast<SqliteJobStore&>(s).stage_clipboards(id);
+  }
   TempDir dir;
+  std::string url_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Stores, Store, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(Store, AJobSurvivesReopeningTheStore) {
   int64_t id;
   {
-    SqliteJobStore store(dir.file("j.db"));
+    auto owned = open();
+    JobStore& store = *owned;
     id = store.create_job(new_job("loki"), "e1").id;
     store.mark_running(id, 1000);
     store.stage_started(id, 0, 1, "m:t0", 1000, 4242);
@@ -31,7 +59,8 @@ TEST(SqliteStore, AJobSurvivesReopeningTheStore) {
     store.stage_succeeded(id, 0, 1, 2000, &one);
     store.stage_started(id, 1, 1, "m:t1", 2000, 4343);
   }
-  SqliteJobStore store(dir.file("j.db"));
+  auto owned = open();
+  JobStore& store = *owned;
   auto j = store.job(id);
   ASSERT_TRUE(j);
   EXPECT_EQ(j->state, JobState::Running);
@@ -40,12 +69,12 @@ TEST(SqliteStore, AJobSurvivesReopeningTheStore) {
   EXPECT_EQ(j->worker_pid, 4343);
   EXPECT_EQ(j->tasks.size(), 3u);
   EXPECT_EQ(j->tasks[2].name, "m:t2");
-  EXPECT_EQ(store.stage_clipboards(id), std::vector<std::string>{"after: one\n"});
+  EXPECT_EQ(stage_clipboards(store, id), std::vector<std::string>{"after: one\n"});
 }
 
-TEST(SqliteStore, OneJobInFlightPerHost) {
-  TempDir dir;
-  SqliteJobStore store(dir.file("j.db"));
+TEST_P(Store, OneJobInFlightPerHost) {
+  auto owned = open();
+  JobStore& store = *owned;
   auto first = store.create_job(new_job("loki"), "e1");
   ASSERT_GT(first.id, 0);
   auto second = store.create_job(new_job("loki"), "e2");
@@ -53,15 +82,15 @@ TEST(SqliteStore, OneJobInFlightPerHost) {
   ASSERT_TRUE(second.conflict);
   EXPECT_EQ(second.conflict->id, first.id);
   // A second process sharing the file sees the same lock.
-  SqliteJobStore other(dir.file("j.db"));
-  EXPECT_EQ(other.create_job(new_job("loki"), "e3").id, 0);
+  auto other = open();
+  EXPECT_EQ(other->create_job(new_job("loki"), "e3").id, 0);
   store.stage_failed(first.id, 0, 1, 5, "boom");
-  EXPECT_GT(other.create_job(new_job("loki"), "e3").id, 0) << "a failed job holds no lock";
+  EXPECT_GT(other->create_job(new_job("loki"), "e3").id, 0) << "a failed job holds no lock";
 }
 
-TEST(SqliteStore, RequeueOnlyFailedOrCancelledAndOnlyWhenTheHostIsFree) {
-  TempDir dir;
-  SqliteJobStore store(dir.file("j.db"));
+TEST_P(Store, RequeueOnlyFailedOrCancelledAndOnlyWhenTheHostIsFree) {
+  auto owned = open();
+  JobStore& store = *owned;
   auto id = store.create_job(new_job("loki"), "e1").id;
   EXPECT_FALSE(store.requeue(id, "e1").ok) << "still in flight";
   store.mark_running(id, 5);
@@ -81,18 +110,18 @@ TEST(SqliteStore, RequeueOnlyFailedOrCancelledAndOnlyWhenTheHostIsFree) {
   EXPECT_EQ(j->reason, "");
 }
 
-TEST(SqliteStore, ClaimIsCompareAndSet) {
-  TempDir dir;
-  SqliteJobStore store(dir.file("j.db"));
+TEST_P(Store, ClaimIsCompareAndSet) {
+  auto owned = open();
+  JobStore& store = *owned;
   auto id = store.create_job(new_job("loki"), "dead-engine").id;
   EXPECT_TRUE(store.claim(id, "dead-engine", "e2"));
   EXPECT_FALSE(store.claim(id, "dead-engine", "e3")) << "only one engine adopts an orphan";
   EXPECT_EQ(store.job(id)->owner, "e2");
 }
 
-TEST(SqliteStore, LastStageMakesTheJobReady) {
-  TempDir dir;
-  SqliteJobStore store(dir.file("j.db"));
+TEST_P(Store, LastStageMakesTheJobReady) {
+  auto owned = open();
+  JobStore& store = *owned;
   auto id = store.create_job(new_job("loki", 2), "e1").id;
   store.mark_running(id, 100);
   store.stage_started(id, 0, 1, "m:t0", 100, 0);
@@ -105,13 +134,13 @@ TEST(SqliteStore, LastStageMakesTheJobReady) {
   EXPECT_EQ(j->state, JobState::Ready);
   EXPECT_EQ(j->ended_ms, 300);
   EXPECT_EQ(j->clipboard, "a: 1\n");
-  EXPECT_EQ(store.stage_clipboards(id), (std::vector<std::string>{"a: 1\n", "a: 1\n"}));
+  EXPECT_EQ(stage_clipboards(store, id), (std::vector<std::string>{"a: 1\n", "a: 1\n"}));
   EXPECT_EQ(store.recent_finished(5).at(0).id, id);
 }
 
-TEST(SqliteStore, LogAndAuditKeepOrder) {
-  TempDir dir;
-  SqliteJobStore store(dir.file("j.db"));
+TEST_P(Store, LogAndAuditKeepOrder) {
+  auto owned = open();
+  JobStore& store = *owned;
   auto id = store.create_job(new_job("loki"), "e1").id;
   for (int i = 0; i < 30; ++i) store.append_log(id, 1, "line " + std::to_string(i));
   auto last = store.log(id, 3);
@@ -126,9 +155,9 @@ TEST(SqliteStore, LogAndAuditKeepOrder) {
   EXPECT_GT(trail[1].at_ms, 0);
 }
 
-TEST(SqliteStore, AGroupIsTheLatestJobOfEachOfItsHosts) {
-  TempDir dir;
-  SqliteJobStore store(dir.file("j.db"));
+TEST_P(Store, AGroupIsTheLatestJobOfEachOfItsHosts) {
+  auto owned = open();
+  JobStore& store = *owned;
   auto member = [&](const std::string& host) {
     NewJob j = new_job(host);
     j.group = "web";
@@ -171,9 +200,9 @@ TEST(SqliteStore, AStoreFromBeforeGroupsGetsTheColumn) {
 }
 
 
-TEST(SqliteStore, PruneRemovesOldFinishedJobsLogsAndClipboardsButKeepsWhatRanAndTheAudit) {
-  TempDir dir;
-  SqliteJobStore store(dir.file("j.db"));
+TEST_P(Store, PruneRemovesOldFinishedJobsLogsAndClipboardsButKeepsWhatRanAndTheAudit) {
+  auto owned = open();
+  JobStore& store = *owned;
   int64_t old_job = store.create_job(new_job("old"), "e1").id;
   store.mark_running(old_job, 1000);
   store.stage_started(old_job, 0, 1, "m:t0", 1000, 0);
@@ -197,11 +226,66 @@ TEST(SqliteStore, PruneRemovesOldFinishedJobsLogsAndClipboardsButKeepsWhatRanAnd
   EXPECT_EQ(j->reason, "boom");
   EXPECT_TRUE(j->clipboard.empty());
   EXPECT_TRUE(store.log(old_job, 10).empty());
-  EXPECT_EQ(store.stage_clipboards(old_job), std::vector<std::string>{""});
+  EXPECT_EQ(stage_clipboards(store, old_job), std::vector<std::string>{""});
   EXPECT_FALSE(store.requeue(old_job, "").ok) << "a pruned job has no clipboard to resume with";
   EXPECT_EQ(store.log(recent, 10).size(), 1u) << "recent jobs are kept whole";
   EXPECT_FALSE(store.job(running)->clipboard.empty()) << "jobs in flight are never pruned";
   EXPECT_EQ(store.audit_trail(10).size(), 1u) << "the audit trail stays";
+}
+
+TEST_P(Store, EventsAreReadBackInOrderWithACursor) {
+  auto owned = open();
+  JobStore& store = *owned;
+  auto other = open();
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 5; ++i)
+    ids.push_back((i % 2 ? *other : store).append_event(1000 + i, 7, "stage", "{\"n\":" + std::to_string(i) + "}"));
+  for (size_t i = 1; i < ids.size(); ++i) EXPECT_GT(ids[i], ids[i - 1]);
+  auto first = store.events_after(0, 3);
+  ASSERT_EQ(first.size(), 3u);
+  EXPECT_EQ(first[0].json, "{\"n\":0}");
+  EXPECT_EQ(first[0].job_id, 7);
+  EXPECT_EQ(first[0].kind, "stage");
+  EXPECT_EQ(first[2].at_ms, 1002);
+  auto rest = other->events_after(first.back().id, 100);
+  ASSERT_EQ(rest.size(), 2u) << "the cursor resumes after the last event read, none twice";
+  EXPECT_EQ(rest[1].json, "{\"n\":4}");
+  EXPECT_TRUE(store.events_after(rest.back().id, 100).empty());
+}
+
+TEST_P(Store, AClipboardComesBackByteForByteAndBadLogTextIsStoredReadable) {
+  auto owned = open();
+  JobStore& store = *owned;
+  NewJob j = new_job("bytes");
+  j.clipboard = "odd: \xff\xfe caf\xc3\xa9\n";
+  int64_t id = store.create_job(j, "e1").id;
+  ASSERT_GT(id, 0);
+  store.mark_running(id, 1);
+  store.stage_started(id, 0, 1, "m:t0", 1, 0);
+  std::string after = "next: \x01\x80\n";
+  store.stage_succeeded(id, 0, 1, 2, &after);
+  EXPECT_EQ(open()->job(id)->clipboard, after);
+  store.append_log(id, 1, std::string("bad \xff utf-8 and a NUL \0 here", 28));
+  auto lines = store.log(id, 5);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].line.substr(0, 4), "bad ");
+  EXPECT_NE(lines[0].line.find("utf-8"), std::string::npos) << "the rest of the line is kept";
+}
+
+TEST_P(Store, CancelRequestsAndWatchedJobsAreSeenByEveryConnection) {
+  auto owned = open();
+  JobStore& store = *owned;
+  auto other = open();
+  int64_t id = store.create_job(new_job("watch"), "e1").id;
+  EXPECT_TRUE(other->request_cancel(id, "bob"));
+  auto w = store.jobs_to_watch();
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].owner, "e1");
+  EXPECT_TRUE(w[0].cancel_requested);
+  store.job_cancelled(id, 5, "cancelled by bob");
+  EXPECT_FALSE(other->request_cancel(id, "bob")) << "not in flight any more";
+  EXPECT_TRUE(store.jobs_to_watch().empty());
+  EXPECT_EQ(other->job(id)->state, JobState::Cancelled);
 }
 
 }  // namespace

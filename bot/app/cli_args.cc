@@ -61,6 +61,12 @@ const CommandSpec kCommands[] = {
      "Removes the logs, designs and clipboards of jobs that finished more than --older-than ago\n"
      "(90d, 12h, ...): they are what grows. The job rows (what ran, when, how it ended) and the\n"
      "audit trail stay; a pruned job cannot be retried. Prints what it removed."},
+    {"store", "store migrate --from sqlite:PATH: copy a SQLite store into PostgreSQL",
+     "jarvis store migrate --from sqlite:PATH copies every job (with its id, stages, clipboards and\n"
+     "logs), the audit trail and the events of a SQLite job store into the PostgreSQL store of the\n"
+     "config (store: {kind: postgres, url_file: ...}), which must hold no jobs yet. One transaction:\n"
+     "all of it or nothing. Stop the jarvis serve using the SQLite store first; jobs it had in flight\n"
+     "are adopted at their stage by the first node that starts. See docs/scaling.md."},
     {"help", "this list, or one command in detail", "This list, or one command in detail."},
 };
 
@@ -149,6 +155,8 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
                                  "also connect to each chat server, join every room and announce place, and report");
   subs["audit"]->add_option("HOST", target, "only entries about this host");
   subs["help"]->add_option("COMMAND", topic, "a command");
+  subs["store"]->add_option("ACTION", a.store_action, "migrate")->required()->check(CLI::IsMember({"migrate"}));
+  subs["store"]->add_option("--from", a.from, "the store to copy: sqlite:PATH (a jarvis.db)")->required();
   subs["prune"]->add_option("--older-than", a.older_than, "finished longer ago than this: 90d, 12h, 30m")->required();
   app.require_subcommand(1, 1);
 

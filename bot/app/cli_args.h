@@ -18,6 +18,7 @@ struct CliArgs {
   int lines = 20;                  // log -n
   std::string older_than;          // prune --older-than
   bool online = false;             // check-config --online
+  std::string store_action, from;  // store migrate --from sqlite:PATH
 };
 
 struct ParsedCli {
