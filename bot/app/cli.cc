@@ -164,7 +164,10 @@ class ProgressView {
       case K::JobReady:
       case K::StoreFailed:
       case K::StoreRecovered:
-      case K::StoreLost: print(describe_event(e)); break;
+      case K::StoreLost:
+      case K::ConfirmationNeeded:
+      case K::Confirmed:
+      case K::Notice: print(describe_event(e)); break;
       case K::StageStarted: break;
     }
     finished_ = e.kind == K::JobReady || e.kind == K::JobFailed || e.kind == K::JobCancelled ||
@@ -419,7 +422,7 @@ int cmd_run(Context& ctx, const CliArgs& args) {
     return 1;
   }
   return follow_job(ctx, [&](Engine& engine, std::string& err) -> int64_t {
-    auto r = engine.submit(*design, *p, cli_identity(), "cli:" + tty_place());
+    auto r = engine.submit(*design, *p, cli_identity(), "cli:" + tty_place(), "cli:" + cli_identity());
     if (r.conflict) {
       err = design->hostname + " already has a job in flight: " +
             describe_job(*r.conflict, 0, now_ms());
@@ -495,6 +498,8 @@ int cmd_shared(Context& ctx, const CliArgs& args) {
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, nullptr);
   service.set_owner_check([&](const std::string& owner) { return engine_alive(ctx.config.state_dir, owner); });
   Requester who{cli_identity(), "cli", tty_place()};
+  who.person = "cli:" + cli_identity();
+  service.set_safety(ctx.config.safety);
   std::string text = args.command + (args.words.empty() ? "" : " " + join(args.words));
   if (args.pipeline) text += " --pipeline " + *args.pipeline;
   if (args.command == "log" && args.lines != 20) text += " -n " + std::to_string(args.lines);
@@ -537,7 +542,10 @@ int cmd_serve(Context& ctx) {
   AllDesignSources designs(io, ctx.config, ctx.config.designs_dir);
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, &engine);
   service.set_owner_check([&](const std::string& owner) { return engine_alive(ctx.config.state_dir, owner); });
-  ConsoleFront console(io, service, Requester{current_user(), "console", "stdin"},
+  service.set_safety(ctx.config.safety);
+  Requester console_user{current_user(), "console", "stdin"};
+  console_user.person = "console:" + current_user();
+  ConsoleFront console(io, service, console_user,
                        [](const std::string& line) { std::cout << line << '\n' << std::flush; });
   engine.add_observer([&](const EngineEvent& e) { console.announce(e); });
 

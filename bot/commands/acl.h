@@ -39,10 +39,10 @@ std::vector<AclProblem> acl_rule_problems(const std::vector<AclRule>& rules,
 
 class Acl {
  public:
-  // By default anyone may read (status, jobs, help, log, plan, audit) and nobody may change
-  // anything.
+  // By default anyone may read (status, jobs, help, log, plan, audit, freezes) and nobody may
+  // change anything.
   static std::vector<std::string> default_open() {
-    return {"status", "jobs", "help", "log", "plan", "audit"};
+    return {"status", "jobs", "help", "log", "plan", "audit", "freezes"};
   }
   explicit Acl(std::vector<AclRule> rules = {}, std::vector<std::string> open = default_open());
 
