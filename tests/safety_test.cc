@@ -1,0 +1,265 @@
+// The safety catch: which hosts count as production and why, the confirmation wait (persisted,
+// resumed by another engine, timing out with nothing done), the store's compare-and-set
+// confirm, change freezes, and the commands that drive them.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "bot/commands/command.h"
+#include "bot/commands/command_service.h"
+#include "bot/safety/safety.h"
+#include "tests/test_support.h"
+
+namespace jarvis::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Safety, ProductionIsDecidedByConfigDesignOrInventoryAndSaysWhich) {
+  SafetyConfig cfg;
+  std::string plain = "instance: {hostname: loki, fqdn: loki.websages.com}\n";
+  EXPECT_FALSE(production_fact(plain, "loki", cfg).production);
+  cfg.production_hosts = {"*.websages.com"};
+  auto f = production_fact(plain, "loki", cfg);
+  EXPECT_TRUE(f.production);
+  EXPECT_EQ(f.source, "config safety.production_hosts '*.websages.com'");
+  cfg.production_hosts = {"LOK?"};
+  EXPECT_TRUE(production_fact(plain, "loki", cfg).production) << "patterns ignore case";
+  cfg.production_hosts = {};
+  f = production_fact("instance: {hostname: loki, production: true}\n", "loki", cfg);
+  EXPECT_EQ(f.source, "the design's instance.production");
+  f = production_fact("instance: {hostname: loki}\ninventory: {production: true, source: its cmdb record}\n",
+                      "loki", cfg);
+  EXPECT_EQ(f.source, "inventory:check_production: its cmdb record");
+  EXPECT_FALSE(production_fact("instance: {hostname: loki}\ninventory: {production: false}\n", "loki", cfg).production);
+  EXPECT_TRUE(production_fact("production: true\n", "loki", cfg).production);
+  EXPECT_FALSE(production_fact("not: [valid", "loki", cfg).production) << "unreadable says nothing";
+}
+
+TEST(Safety, ThePromptNamesTheHostItsFactsAndEveryDestructiveStageOfTheRun) {
+  JobRecord j;
+  j.id = 17;
+  j.host = "loki";
+  for (const char* t : {"inventory:check_production", "a:b", "c:d", "linode:power_off", "linode:delete", "x:y"})
+    j.tasks.push_back(Harness::task(t));
+  j.tasks[3].destructive = j.tasks[4].destructive = true;
+  j.stage = 3;
+  j.clipboard = "instance: {hostname: loki, fqdn: loki.websages.com, provider: linode}\n"
+                "inventory: {production: true, node_id: 4711, ip: 192.0.2.10}\n";
+  int through = destructive_run_end(j.tasks, j.stage);
+  EXPECT_EQ(through, 5);
+  EXPECT_EQ(confirmation_prompt(j, through, {true, "its cmdb record"}, 15min),
+            "loki (loki.websages.com, linode 4711, 192.0.2.10) is in production (its cmdb record): stage "
+            "4/6 linode:power_off will power it off, then stage 5 deletes it. Say `confirm 17` within "
+            "15m, or `cancel 17`.");
+  j.clipboard = "instance: {hostname: loki, fqdn: \"loki\\x1b[31m.example\"}\n";
+  EXPECT_EQ(host_facts(j.clipboard).find('\x1b'), std::string::npos) << "no control characters from workers";
+  EXPECT_EQ(round_duration(3s), "3s");
+  EXPECT_EQ(round_duration(2h), "2h");
+}
+
+TEST(Safety, AFreezeOnTheHostComesBeforeItsClustersAndAll) {
+  std::vector<Freeze> f = {{1, "all", "carol", "", 0, 0}, {2, "web", "bob", "", 0, 0}, {3, "web01", "alice", "db", 0, 0}};
+  EXPECT_EQ(freeze_for(f, "web01", "web")->id, 3);
+  EXPECT_EQ(freeze_for(f, "web02", "web")->id, 2);
+  EXPECT_EQ(freeze_for(f, "loki", "")->id, 1);
+  EXPECT_EQ(freeze_for({}, "loki", ""), nullptr);
+  EXPECT_EQ(describe_freeze(f[2], 0), "web01 is frozen by alice until someone unfreezes it (db)");
+}
+
+TEST(Safety, FreezeAndConfirmCommandsParse) {
+  auto c = parse_command("freeze loki for 2h release week").command;
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->verb, Verb::Freeze);
+  EXPECT_EQ(c->argument, "loki");
+  EXPECT_EQ(c->duration_ms, 2 * 3600 * 1000);
+  EXPECT_EQ(c->reason, "release week");
+  c = parse_command("freeze for 30m").command;
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->argument, "all");
+  EXPECT_EQ(c->duration_ms, 30 * 60 * 1000);
+  c = parse_command("freeze").command;
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->argument, "all");
+  EXPECT_EQ(c->duration_ms, 0);
+  EXPECT_NE(parse_command("freeze loki for ever").error.find("for needs a duration"), std::string::npos);
+  EXPECT_NE(parse_command("freeze ../x").error.find("not a host or cluster name"), std::string::npos);
+  EXPECT_NE(parse_command("unfreeze loki web").error.find("unfreeze takes one"), std::string::npos);
+  EXPECT_EQ(parse_command("deploy! loki --pipeline p").command->verb, Verb::ForceDeploy);
+  EXPECT_EQ(parse_command("confirm 17").command->argument, "17");
+  EXPECT_FALSE(parse_command("confirm").command) << "confirm needs a job";
+}
+
+TEST(SafetyStore, ConfirmIsACompareAndSetBeforeTheDeadlineAndRetryForgetsIt) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  NewJob nj;
+  nj.host = "loki";
+  nj.design_ref = nj.pipeline = "p";
+  nj.tasks = {Harness::task("m:a"), Harness::task("m:b")};
+  nj.requested_by = "alice";
+  nj.requester_key = "irc:al@host";
+  nj.clipboard = "instance: {hostname: loki}\n";
+  int64_t id = store.create_job(nj, "e1").id;
+  store.mark_running(id, 1000);
+  EXPECT_FALSE(store.confirm(id, "bob", 1000)) << "not waiting";
+  store.await_confirmation(id, 1, 2, 5000, "the prompt");
+  auto j = store.job(id);
+  EXPECT_TRUE(j->awaiting_confirmation());
+  EXPECT_EQ(j->confirm_prompt, "the prompt");
+  EXPECT_EQ(j->requester_key, "irc:al@host");
+  EXPECT_FALSE(store.confirm(id, "bob", 5000)) << "at the deadline it is too late";
+  EXPECT_TRUE(store.confirm(id, "bob", 4999));
+  EXPECT_FALSE(store.confirm(id, "carol", 4999)) << "confirmed once";
+  j = store.job(id);
+  EXPECT_FALSE(j->awaiting_confirmation());
+  EXPECT_EQ(j->confirmed_until, 2);
+  EXPECT_EQ(j->confirmed_by, "bob");
+  store.stage_failed(id, 1, 1, 6000, "boom");
+  ASSERT_TRUE(store.requeue(id, "e2").ok);
+  j = store.job(id);
+  EXPECT_EQ(j->confirmed_until, 0) << "a retried job is confirmed again";
+  EXPECT_EQ(j->confirmed_by, "");
+}
+
+TEST(SafetyStore, FreezesAreInForceUntilTheyEndOrAreLifted) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  store.add_freeze({0, "loki", "alice", "release", 1000, 5000});
+  store.add_freeze({0, "all", "bob", "", 1000, 0});
+  EXPECT_EQ(store.freezes_in_force(999).size(), 0u);
+  EXPECT_EQ(store.freezes_in_force(2000).size(), 2u);
+  EXPECT_EQ(store.freezes_in_force(5000).size(), 1u) << "loki's ended";
+  EXPECT_EQ(store.lift_freezes("loki", "carol", 6000), 0) << "nothing of loki's in force";
+  EXPECT_EQ(store.lift_freezes("all", "carol", 6000), 1);
+  EXPECT_EQ(store.freezes_in_force(6001).size(), 0u);
+}
+
+TEST(SafetyStore, AStoreFromBeforeTheSafetyCatchGetsItsColumns) {
+  TempDir dir;
+  {
+    SqliteJobStore store(dir.file("j.db"));
+    NewJob nj;
+    nj.host = "loki";
+    nj.design_ref = nj.pipeline = "p";
+    nj.tasks = {Harness::task("m:a")};
+    nj.clipboard = "instance: {hostname: loki}\n";
+    store.create_job(nj, "e1");
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir.file("j.db").c_str(), &db), SQLITE_OK);
+  for (const char* c : {"requester_key", "confirm_until_ms", "confirm_through", "confirmed_until",
+                        "confirmed_by", "confirm_prompt"})
+    ASSERT_EQ(sqlite3_exec(db, ("ALTER TABLE jobs DROP COLUMN " + std::string(c)).c_str(), nullptr, nullptr,
+                           nullptr), SQLITE_OK) << c;
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE freezes", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  SqliteJobStore store(dir.file("j.db"));
+  auto j = store.latest_for_host("loki");
+  ASSERT_TRUE(j);
+  EXPECT_FALSE(j->awaiting_confirmation());
+  store.await_confirmation(j->id, 0, 1, now_ms() + 60000, "p");
+  EXPECT_TRUE(store.confirm(j->id, "bob", now_ms()));
+  EXPECT_GT(store.add_freeze({0, "all", "bob", "", 0, 0}), 0);
+}
+
+struct Waiting : Harness {
+  Waiting() {
+    marker = tmp.file("destroyed");
+    worker("safe:look", "cat");
+    worker("danger:delete", "cat; touch " + marker);
+    config.safety.confirm_timeout = 20s;
+  }
+  Pipeline destructive() {
+    auto d = Harness::task("danger:delete");
+    d.destructive = true;
+    return pipeline({Harness::task("safe:look"), d, Harness::task("safe:look")});
+  }
+  bool asked() {
+    return std::any_of(events.begin(), events.end(),
+                       [](const EngineEvent& e) { return e.kind == EngineEvent::Kind::ConfirmationNeeded; });
+  }
+  std::string marker;
+};
+
+TEST(SafetyEngine, ADestructiveStageOnAProductionHostWaitsUntilAnotherProcessConfirms) {
+  Waiting h;
+  h.start();
+  auto s = h.submit("prod", h.destructive(), "  production: true\n");
+  ASSERT_TRUE(h.run_until([&] { return h.asked(); }));
+  h.run_until([] { return false; }, 700ms);
+  EXPECT_TRUE(read_file(h.marker).empty() && !std::filesystem::exists(h.marker)) << "it ran unconfirmed";
+  auto j = h.store->job(s.job);
+  EXPECT_TRUE(j->awaiting_confirmation());
+  EXPECT_EQ(j->stage, 1);
+  EXPECT_NE(describe_job(*j, 0, now_ms()).find("waiting for a confirmation before stage 2/3 danger:delete"),
+            std::string::npos);
+  // What `jarvis confirm` does from a shell: a write the engine notices.
+  SqliteJobStore other(h.tmp.file("jarvis.db"));
+  ASSERT_TRUE(other.confirm(s.job, "bob", now_ms()));
+  auto done = h.wait(s.job);
+  EXPECT_EQ(done.state, JobState::Ready) << done.reason;
+  EXPECT_TRUE(std::filesystem::exists(h.marker));
+  bool announced = std::any_of(h.events.begin(), h.events.end(), [](const EngineEvent& e) {
+    return e.kind == EngineEvent::Kind::Confirmed && e.text == "bob";
+  });
+  EXPECT_TRUE(announced);
+}
+
+TEST(SafetyEngine, ANonProductionHostRunsItsDestructiveStagesWithoutWaiting) {
+  Waiting h;
+  h.start();
+  auto s = h.submit("sandbox1", h.destructive());
+  EXPECT_EQ(h.wait(s.job).state, JobState::Ready);
+  EXPECT_FALSE(h.asked());
+  EXPECT_TRUE(std::filesystem::exists(h.marker));
+}
+
+TEST(SafetyEngine, NoConfirmationInTimeFailsWithNothingDoneAndARetryAsksAgain) {
+  Waiting h;
+  h.config.safety.confirm_timeout = 1s;
+  h.config.safety.production_hosts = {"prod*"};
+  h.start();
+  auto s = h.submit("prod2", h.destructive());
+  auto j = h.wait(s.job, 10s);
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_EQ(j.reason, "not confirmed within 1s; nothing was done");
+  EXPECT_EQ(j.stage, 1);
+  EXPECT_FALSE(std::filesystem::exists(h.marker));
+  auto audit = h.store->audit_trail(10);
+  ASSERT_GE(audit.size(), 2u);
+  EXPECT_NE(audit.back().command.find("confirmation timed out for prod2"), std::string::npos);
+  h.events.clear();
+  ASSERT_TRUE(h.engine->retry(s.job).ok);
+  ASSERT_TRUE(h.run_until([&] { return h.asked(); }));
+  std::string error;
+  EXPECT_TRUE(h.engine->confirm(s.job, "carol", error)) << error;
+  EXPECT_EQ(h.wait(s.job).state, JobState::Ready);
+}
+
+TEST(SafetyEngine, AnotherEngineResumesTheWaitWithTheSameDeadline) {
+  Waiting h;
+  h.start();
+  auto s = h.submit("prod3", h.destructive(), "  production: true\n");
+  ASSERT_TRUE(h.run_until([&] { return h.asked(); }));
+  int64_t deadline = h.store->job(s.job)->confirm_until_ms;
+  // The engine goes away (its lock with it), as a killed serve's does.
+  h.engine->stop();
+  h.engine.reset();
+  h.events.clear();
+  h.start();
+  ASSERT_TRUE(h.run_until([&] { return h.asked(); })) << "the new engine waits again";
+  auto j = h.store->job(s.job);
+  EXPECT_EQ(j->confirm_until_ms, deadline);
+  EXPECT_NE(j->owner, "");
+  EXPECT_FALSE(std::filesystem::exists(h.marker));
+  std::string error;
+  ASSERT_TRUE(h.engine->confirm(s.job, "bob", error)) << error;
+  EXPECT_EQ(h.wait(s.job).state, JobState::Ready);
+  EXPECT_TRUE(std::filesystem::exists(h.marker));
+}
+
+}  // namespace
+}  // namespace jarvis::testing
