@@ -261,5 +261,44 @@ TEST(SafetyEngine, AnotherEngineResumesTheWaitWithTheSameDeadline) {
   EXPECT_TRUE(std::filesystem::exists(h.marker));
 }
 
+TEST(Verify, VerifyTasksRunAfterTheDeployStagesAndCannotBeDestructive) {
+  TempDir dir;
+  write_file(dir.file("v.yaml"), "name: v\nverify: [verify:http]\ntasks: [a:b, c:d]\n");
+  std::vector<std::string> errors;
+  auto p = PipelineSet::load_file(dir.file("v.yaml"), {}, errors);
+  ASSERT_TRUE(p) << (errors.empty() ? "" : errors[0]);
+  ASSERT_EQ(p->tasks.size(), 3u);
+  EXPECT_EQ(p->tasks[2].name, "verify:http");
+  EXPECT_TRUE(p->tasks[2].verify);
+  EXPECT_FALSE(p->tasks[0].verify);
+  write_file(dir.file("w.yaml"), "name: w\ntasks: [a:b]\nverify:\n  - {task: x:y, destructive: true}\n");
+  errors.clear();
+  EXPECT_FALSE(PipelineSet::load_file(dir.file("w.yaml"), {}, errors));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("w.yaml:4: a verify task cannot be destructive"), std::string::npos) << errors[0];
+}
+
+TEST(Verify, AFailedCheckIsDeployedButNotVerifiedAndRetryRunsOnlyTheChecks) {
+  Harness h;
+  std::string ran = h.tmp.file("ran");
+  std::string ok = h.tmp.file("ok");
+  h.worker("dep:loy", "cat >/dev/null; echo deploy >> " + ran);
+  h.worker("chk:it", "cat >/dev/null; echo check >> " + ran + "; [ -e " + ok + " ] || { echo 'port 80 closed' >&2; exit 1; }");
+  h.start();
+  auto v = Harness::task("chk:it");
+  v.verify = true;
+  auto s = h.submit("v1", h.pipeline({Harness::task("dep:loy"), v}));
+  auto j = h.wait(s.job);
+  ASSERT_EQ(j.state, JobState::Failed);
+  EXPECT_EQ(j.reason, "deployed but not verified: port 80 closed");
+  EXPECT_NE(describe_job(j, 0, now_ms()).find("v1: deployed but not verified at stage 2/2 chk:it: port 80 closed"),
+            std::string::npos);
+  EXPECT_TRUE(h.store->job(s.job)->tasks[1].verify) << "the flag survives the store";
+  write_file(ok, "");
+  ASSERT_TRUE(h.engine->retry(s.job).ok);
+  EXPECT_EQ(h.wait(s.job).state, JobState::Ready);
+  EXPECT_EQ(read_file(ran), "deploy\ncheck\ncheck\n");
+}
+
 }  // namespace
 }  // namespace jarvis::testing

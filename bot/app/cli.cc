@@ -187,8 +187,11 @@ class ProgressView {
   // wording says "Say retry loki").
   static std::string shell_ending(const EngineEvent& e) {
     std::string stage = std::to_string(e.stage) + "/" + std::to_string(e.stage_count) + " " + e.task;
-    std::string what = e.kind == EngineEvent::Kind::JobFailed ? "failed at stage " + stage + ": " + e.text
-                                                               : "cancelled at stage " + stage + " by " + e.text;
+    bool unverified = e.text.rfind(kNotVerified, 0) == 0;
+    std::string what = e.kind != EngineEvent::Kind::JobFailed ? "cancelled at stage " + stage + " by " + e.text
+                       : unverified ? "deployed but not verified at stage " + stage + ": " +
+                                          e.text.substr(std::string_view(kNotVerified).size())
+                                    : "failed at stage " + stage + ": " + e.text;
     return e.host + ": " + what + " (job " + std::to_string(e.job) + "). Resume it with: jarvis retry " + e.host;
   }
   static std::string pad(const EngineEvent& e) {

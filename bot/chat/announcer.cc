@@ -119,6 +119,11 @@ std::string Announcer::end_line(const EngineEvent& e, const std::string& mention
              std::to_string(e.stage_count) + " stages in " + format_duration(e.elapsed) + " (" + job + ")";
     }
     case K::JobFailed:
+      if (e.text.rfind(kNotVerified, 0) == 0)
+        return who + e.host + " is deployed but not verified at stage " + stage + ": " +
+               short_text(e.text.substr(std::string_view(kNotVerified).size())) + " (" + job +
+               "). Say \"retry " + e.host + "\" to re-run the verification, or \"log " + e.host +
+               "\" for the check's output.";
       return who + e.host + " failed at stage " + stage + ": " + short_text(e.text) + " (" + job +
              "). Say \"retry " + e.host + "\" to resume, or \"log " + e.host + "\" for the worker's output.";
     case K::JobCancelled:

@@ -102,6 +102,11 @@ std::string describe_job(const JobRecord& j, int queued_ahead, int64_t now, bool
              " stages in " + format_duration(Millis(j.ended_ms - j.started_ms)) + ", " +
              clock_utc(j.ended_ms, now) + ")";
     case JobState::Failed:
+      if (j.reason.rfind(kNotVerified, 0) == 0)
+        return h + "deployed but not verified at stage " + stage_label(j) + ": " +
+               one_line(j.reason.substr(std::string_view(kNotVerified).size())) + " (job " +
+               std::to_string(j.id) + ", " + clock_utc(j.ended_ms, now) + "). Say \"retry " + j.host +
+               "\" to re-run the verification.";
       return h + "failed at stage " + stage_label(j) + ": " + one_line(j.reason) + " (job " +
              std::to_string(j.id) + ", " + clock_utc(j.ended_ms, now) + "). Say \"retry " + j.host +
              "\" to resume.";
@@ -137,6 +142,10 @@ std::string describe_event(const EngineEvent& e) {
       return h + "ready (" + job + ", " + std::to_string(e.stage_count) + " stages in " +
              format_duration(e.elapsed) + ")";
     case K::JobFailed:
+      if (e.text.rfind(kNotVerified, 0) == 0)
+        return h + "deployed but not verified at stage " + stage + ": " +
+               one_line(e.text.substr(std::string_view(kNotVerified).size())) + " (" + job +
+               "). Say \"retry " + e.host + "\" to re-run the verification.";
       return h + "failed at stage " + stage + ": " + one_line(e.text) + " (" + job +
              "). Say \"retry " + e.host + "\" to resume.";
     case K::JobCancelled:
@@ -382,6 +391,7 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
                            t.name + " (timeout " + format_duration(t.timeout);
         if (t.retries) line += ", " + std::to_string(t.retries) + " retries";
         line += ")";
+        if (t.verify) line += " VERIFY (after the deploy; a failure is \"deployed but not verified\")";
         for (const auto& note : plan_safety(*design, *p, i)) line += " " + note;
         if (std::find(missing.begin(), missing.end(), t.name) != missing.end())
           line += " MISSING: no worker on the workers path";

@@ -479,6 +479,12 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
       });
       return;
     }
+    // A failed check after a complete deploy is not a failed deploy: say which it is.
+    // Exit 1 is a check that failed; its own words say how ("... answered 503, expected 200").
+    if (task.verify) {
+      if (reason.rfind("exit code 1: ", 0) == 0) reason.erase(0, 13);
+      reason = std::string(kNotVerified) + reason;
+    }
     store_.stage_failed(id, rec.stage, rec.attempt, now, reason);
   } catch (const StoreError& e) {
     store_failed(e, reason.size());

@@ -23,6 +23,10 @@
 
 namespace jarvis {
 
+// How the reason of a job whose deploy stages all succeeded but whose verification failed
+// starts: "deployed but not verified: verify:http: https://... answered 503, expected 200".
+inline constexpr const char* kNotVerified = "deployed but not verified: ";
+
 struct EngineConfig {
   std::vector<std::string> workers_path;
   std::string state_dir;

@@ -125,6 +125,7 @@ std::optional<Pipeline> PipelineSet::load_file(const std::string& path,
 
   Pipeline p;
   p.file = path;
+  std::vector<TaskSpec> verify;
   std::string stem = std::filesystem::path(path).stem().string();
   for (auto it = doc.begin(); it != doc.end(); ++it) {
     std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
@@ -153,10 +154,21 @@ std::optional<Pipeline> PipelineSet::load_file(const std::string& path,
       if (!v.IsSequence() || v.size() == 0) { report.at(v, "tasks must be a non-empty list"); continue; }
       for (const auto& t : v)
         if (auto spec = parse_task(t, defaults, report)) p.tasks.push_back(std::move(*spec));
+    } else if (key == "verify") {
+      if (!v.IsSequence() || v.size() == 0) { report.at(v, "verify must be a non-empty list of tasks"); continue; }
+      for (const auto& t : v) {
+        auto spec = parse_task(t, defaults, report);
+        if (!spec) continue;
+        if (spec->destructive) report.at(t, "a verify task cannot be destructive: it checks, it changes nothing");
+        spec->verify = true;
+        verify.push_back(std::move(*spec));
+      }
     } else {
-      report.at(it->first, "unknown key '" + key + "' (expected name, description, match, tasks)");
+      report.at(it->first, "unknown key '" + key + "' (expected name, description, match, tasks, verify)");
     }
   }
+  // Verification runs after every deploy stage, wherever the key is in the file.
+  for (auto& t : verify) p.tasks.push_back(std::move(t));
   if (!doc["name"]) report.at(doc, "missing 'name'");
   if (!doc["tasks"]) report.at(doc, "missing 'tasks'");
   if (report.failed) return std::nullopt;

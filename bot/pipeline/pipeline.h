@@ -16,6 +16,9 @@ struct TaskSpec {
   Millis timeout{0};
   int retries = 0;  // extra attempts after a failure
   bool destructive = false;
+  // From the pipeline's `verify:` list: runs after the deploy stages; its failure ends the job
+  // as "deployed but not verified: <reason>", and `retry` resumes there (no deploy stage runs again).
+  bool verify = false;
 
   std::string module() const { return name.substr(0, name.find(':')); }
   std::string task() const { return name.substr(name.find(':') + 1); }
