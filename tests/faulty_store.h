@@ -87,6 +87,11 @@ class FaultyStore : public JobStore {
     return real_.lift_freezes(scope, by, now);
   }
   std::vector<Freeze> freezes_in_force(int64_t now) override { return real_.freezes_in_force(now); }
+  std::vector<WalkState> walk_states() override { return real_.walk_states(); }
+  void record_walk(const WalkState& s) override {
+    hit("record_walk");
+    real_.record_walk(s);
+  }
   void append_log(int64_t id, int stage, const std::string& line) override {
     hit("append_log");
     real_.append_log(id, stage, line);

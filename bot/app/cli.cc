@@ -32,6 +32,8 @@
 #include "bot/design/url_design_source.h"
 #include "bot/net/http_client.h"
 #include "bot/pipeline/engine.h"
+#include "bot/walks/walker.h"
+#include "bot/util/text.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/pipeline/worker_path.h"
 #include "bot/store/sqlite_job_store.h"
@@ -614,6 +616,23 @@ int cmd_serve(Context& ctx) {
       resumed += (resumed.empty() ? "" : ", ") + j.host + " (job " + std::to_string(j.id) + ", stage " +
                  std::to_string(std::min(j.stage + 1, j.stage_count())) + "/" + std::to_string(j.stage_count()) + ")";
   engine.start();
+  // Walks: the hosts of designs_dir (a cluster's file names its members through the store).
+  Walker walker(io, *ctx.store, runner, ctx.pipelines, engine, [&ctx] {
+    std::vector<std::string> hosts;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(ctx.config.designs_dir, ec)) {
+      auto ext = e.path().extension().string();
+      if (!e.is_regular_file() || (ext != ".yaml" && ext != ".yml")) continue;
+      std::string stem = lower(e.path().stem().string());
+      if (!is_valid_hostname(stem)) continue;
+      hosts.push_back(stem);
+      for (const auto& member : ctx.store->latest_in_group(stem)) hosts.push_back(member.host);
+    }
+    std::sort(hosts.begin(), hosts.end());
+    hosts.erase(std::unique(hosts.begin(), hosts.end()), hosts.end());
+    return hosts;
+  });
+  walker.start();
   if (resumed_count)
     announcer.say_everywhere("jarvis is back after a restart and resumed " + std::to_string(resumed_count) +
                              (resumed_count == 1 ? " job: " : " jobs: ") + resumed);
@@ -628,6 +647,7 @@ int cmd_serve(Context& ctx) {
     log::info(log::kNoJob, "{}: stopping; {} jobs in flight resume on the next start",
               sig == SIGINT ? "SIGINT" : "SIGTERM", in_flight);
     console.stop();
+    walker.stop();
     engine.stop();
     // wt-chat2: each front delivers what is queued (for chat.drain_timeout at most), then
     // says goodbye (IRC QUIT with the reason).

@@ -26,6 +26,7 @@ constexpr VerbInfo kVerbs[] = {
     {Verb::Audit, "audit", false},   {Verb::ForceDeploy, "deploy!", true},
     {Verb::Confirm, "confirm", true}, {Verb::Freeze, "freeze", false},
     {Verb::Unfreeze, "unfreeze", false}, {Verb::Freezes, "freezes", false},
+    {Verb::Walks, "walks", false},
 };
 
 // "freeze [HOST|CLUSTER|all] [for DURATION] [REASON...]"; "unfreeze [HOST|CLUSTER|all]".

@@ -11,7 +11,7 @@ namespace jarvis {
 enum class Verb {
   Deploy, Status, Jobs, Log, Cancel, Retry, Plan, Help, Audit,
   ForceDeploy,  // "deploy!": a deploy through a change freeze (its own ACL right)
-  Confirm, Freeze, Unfreeze, Freezes,
+  Confirm, Freeze, Unfreeze, Freezes, Walks,
 };
 
 std::string_view verb_name(Verb v);

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "bot/pipeline/worker_path.h"
+#include "bot/walks/walker.h"
 #include "bot/util/duration.h"
 #include "bot/util/log.h"
 #include "bot/util/text.h"
@@ -204,6 +205,7 @@ void CommandService::run(const Command& c, const Requester& who, Done done) {
       case Verb::Freeze: r = freeze(c, who); break;
       case Verb::Unfreeze: r = unfreeze(c, who); break;
       case Verb::Freezes: r = freezes(); break;
+      case Verb::Walks: r = Reply{walk_lines(pipelines_, store_.walk_states(), now_ms())}; break;
       default: break;
     }
   } catch (const StoreError& e) {
@@ -680,6 +682,7 @@ Reply CommandService::help(const Command& c, const Requester& who) {
       {Verb::Freeze, "freeze [host|cluster|all] [for DURATION] [reason]", "refuse deploys there until it ends or is lifted"},
       {Verb::Unfreeze, "unfreeze [host|cluster|all]", "lift the freezes of that scope"},
       {Verb::Freezes, "freezes", "the change freezes in force: who, why, until when"},
+      {Verb::Walks, "walks", "the scheduled pipelines: each host's last result and the next run"},
       {Verb::ForceDeploy, "deploy! <design>", "deploy through a change freeze (admins; audited and announced)"},
   };
   Reply r;

@@ -36,8 +36,17 @@ struct Pipeline {
   // a dotted key ("sandbox.zone") is a path from the design's root. Case-insensitive.
   std::vector<std::pair<std::string, std::string>> match;
   std::vector<TaskSpec> tasks;
+  // A walk (a scheduled pipeline): `schedule: {every: 5m}` and `targets:` (all ready hosts,
+  // `{cluster: web}` or `{match: {field: value}}`). Walks are never chosen for a deploy.
+  Millis every{0};
+  std::string target_cluster;
+  std::vector<std::pair<std::string, std::string>> target_match;
+  bool is_walk() const { return every.count() > 0; }
 
   bool matches(const YAML::Node& design) const;
+  // What `match` does, for a walk's `targets: {match: ...}`.
+  static bool fields_match(const std::vector<std::pair<std::string, std::string>>& fields,
+                           const YAML::Node& design);
 };
 
 struct PipelineDefaults {

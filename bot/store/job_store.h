@@ -77,6 +77,15 @@ struct Freeze {
   int64_t until_ms = 0;  // 0: until someone unfreezes it
 };
 
+// The last result of a walk (a scheduled pipeline) on one host.
+struct WalkState {
+  std::string walk, host;
+  bool ok = true;
+  std::string reason;     // why it failed, when it did
+  int64_t last_run_ms = 0;
+  int64_t since_ms = 0;   // when the result last changed
+};
+
 struct LogLine {
   int64_t at_ms = 0;
   int stage = 0;  // 1-based; 0 for lines about the job as a whole
@@ -161,6 +170,10 @@ class JobStore {
   virtual int64_t add_freeze(const Freeze& freeze) = 0;
   virtual int lift_freezes(const std::string& scope, const std::string& by, int64_t now) = 0;
   virtual std::vector<Freeze> freezes_in_force(int64_t now) = 0;
+
+  // Walks: every walk's last result per host; record one (replacing the host's last).
+  virtual std::vector<WalkState> walk_states() = 0;
+  virtual void record_walk(const WalkState& state) = 0;
 
   virtual void append_log(int64_t id, int stage, const std::string& line) = 0;
   virtual std::vector<LogLine> log(int64_t id, int limit) = 0;  // the last `limit` lines

@@ -114,6 +114,16 @@ CREATE TABLE IF NOT EXISTS freezes (
   lifted_by TEXT NOT NULL DEFAULT '',
   lifted_ms INTEGER NOT NULL DEFAULT 0
 );
+-- Walks (scheduled pipelines): the last result of each walk on each host.
+CREATE TABLE IF NOT EXISTS walk_results (
+  walk TEXT NOT NULL,
+  host TEXT NOT NULL,
+  ok INTEGER NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  last_run_ms INTEGER NOT NULL,
+  since_ms INTEGER NOT NULL,
+  PRIMARY KEY (walk, host)
+);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   at_ms INTEGER NOT NULL,
@@ -651,6 +661,21 @@ int SqliteJobStore::lift_freezes(const std::string& scope, const std::string& by
           "AND (until_ms = 0 OR until_ms > ?2)")
       .bind(1, by).bind(2, now).bind(3, scope).run();
   return sqlite3_changes(db_);
+}
+
+std::vector<WalkState> SqliteJobStore::walk_states() {
+  auto& s = prepare("SELECT walk, host, ok, reason, last_run_ms, since_ms FROM walk_results ORDER BY walk, host");
+  std::vector<WalkState> out;
+  while (s.step()) out.push_back({s.text(0), s.text(1), s.i64(2) != 0, s.text(3), s.i64(4), s.i64(5)});
+  s.reset();
+  return out;
+}
+
+void SqliteJobStore::record_walk(const WalkState& w) {
+  prepare("INSERT OR REPLACE INTO walk_results (walk, host, ok, reason, last_run_ms, since_ms) "
+          "VALUES (?, ?, ?, ?, ?, ?)")
+      .bind(1, w.walk).bind(2, w.host).bind(3, int64_t{w.ok}).bind(4, w.reason)
+      .bind(5, w.last_run_ms).bind(6, w.since_ms).run();
 }
 
 std::vector<Freeze> SqliteJobStore::freezes_in_force(int64_t now) {

@@ -54,6 +54,8 @@ class SqliteJobStore : public JobStore {
   int64_t add_freeze(const Freeze& freeze) override;
   int lift_freezes(const std::string& scope, const std::string& by, int64_t now) override;
   std::vector<Freeze> freezes_in_force(int64_t now) override;
+  std::vector<WalkState> walk_states() override;
+  void record_walk(const WalkState& state) override;
   void append_log(int64_t id, int stage, const std::string& line) override;
   std::vector<LogLine> log(int64_t id, int limit) override;
   void redact_log(int64_t id, int stage, const std::vector<std::string>& values) override;
