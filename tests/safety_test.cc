@@ -10,6 +10,7 @@
 #include "bot/commands/command.h"
 #include "bot/commands/command_service.h"
 #include "bot/safety/safety.h"
+#include "bot/walks/walker.h"
 #include "tests/test_support.h"
 
 namespace jarvis::testing {
@@ -298,6 +299,34 @@ TEST(Verify, AFailedCheckIsDeployedButNotVerifiedAndRetryRunsOnlyTheChecks) {
   ASSERT_TRUE(h.engine->retry(s.job).ok);
   EXPECT_EQ(h.wait(s.job).state, JobState::Ready);
   EXPECT_EQ(read_file(ran), "deploy\ncheck\ncheck\n");
+}
+
+TEST(Walks, AScheduledPipelineIsAWalkAndNeverChosenForADeploy) {
+  TempDir dir;
+  write_file(dir.file("health.yaml"), "name: health\nmatch: {provider: test}\nschedule: {every: 5m}\n"
+                                      "targets: {cluster: web}\ntasks: [verify:tcp]\n");
+  write_file(dir.file("bad.yaml"), "name: bad\nschedule: {cron: '*/5 * * * *'}\ntasks: [a:b]\n");
+  write_file(dir.file("loose.yaml"), "name: loose\ntargets: all\ntasks: [a:b]\n");
+  std::vector<std::string> errors;
+  auto set = PipelineSet::load_dir(dir.path(), {}, errors);
+  ASSERT_EQ(set.all().size(), 1u);
+  const Pipeline& p = set.all()[0];
+  EXPECT_TRUE(p.is_walk());
+  EXPECT_EQ(p.every, std::chrono::minutes(5));
+  EXPECT_EQ(p.target_cluster, "web");
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_NE(errors[0].find("schedule.cron is not supported yet"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[1].find("targets is for walks"), std::string::npos) << errors[1];
+  std::string error;
+  YAML::Node design = YAML::Load("instance: {hostname: x, provider: test}");
+  EXPECT_EQ(set.select(design, std::nullopt, error), nullptr) << "a walk matched a deploy";
+  EXPECT_EQ(set.select(design, std::string("health"), error), nullptr);
+  EXPECT_NE(error.find("is a walk"), std::string::npos) << error;
+  auto lines = walk_lines(set, {{"health", "web1", true, "", 1000, 1000}, {"health", "web2", false, "port 80 closed", 1000, 500}},
+                          2000);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "walk health (every 5m00s, cluster web): 1 failing, last run 00:00:01 UTC, next run at "
+                      "00:05:01 UTC; web1 ok; web2 FAILING since 00:00:00 UTC: port 80 closed");
 }
 
 }  // namespace
