@@ -129,14 +129,19 @@ void Walker::next_host(Walk& w) {
     schedule(w, Millis(std::max<int64_t>(0, next - now_ms())));
     return;
   }
-  std::tie(w.host, w.clipboard) = w.pending.front();
-  w.pending.pop_front();
-  // Deployed since the round began: not walked this time.
-  try {
-    auto latest = store_.latest_for_host(w.host);
-    if (!latest || latest->state != JobState::Ready) return next_host(w);
-  } catch (const StoreError&) {
-    return next_host(w);
+  // Deployed since the round began: not walked this time (a loop, not recursion: a long list
+  // of hosts being deployed must not grow the stack).
+  while (true) {
+    std::tie(w.host, w.clipboard) = w.pending.front();
+    w.pending.pop_front();
+    bool ready = false;
+    try {
+      auto latest = store_.latest_for_host(w.host);
+      ready = latest && latest->state == JobState::Ready;
+    } catch (const StoreError&) {
+    }
+    if (ready) break;
+    if (w.pending.empty()) return next_host(w);
   }
   w.task = 0;
   w.interrupted = false;
