@@ -9,6 +9,7 @@
 
 #include "bot/commands/command.h"
 #include "bot/commands/command_service.h"
+#include "bot/design/file_design_source.h"
 #include "bot/safety/safety.h"
 #include "bot/walks/walker.h"
 #include "tests/test_support.h"
@@ -299,6 +300,54 @@ TEST(Verify, AFailedCheckIsDeployedButNotVerifiedAndRetryRunsOnlyTheChecks) {
   ASSERT_TRUE(h.engine->retry(s.job).ok);
   EXPECT_EQ(h.wait(s.job).state, JobState::Ready);
   EXPECT_EQ(read_file(ran), "deploy\ncheck\ncheck\n");
+}
+
+TEST(SafetyCommands, PlanSaysWhereItStopsAndWhyAndFreezesRefuseHostsAndClusters) {
+  Harness h;
+  h.worker("svc:x", "cat >/dev/null");
+  write_file(h.tmp.file("designs/db1.yaml"), "instance:\n  hostname: db1\n  provider: svc\n");
+  write_file(h.tmp.file("designs/web.yaml"), "cluster: web\ninstance: {provider: svc}\n"
+                                            "instances: [{hostname: web01}, {hostname: web02}]\n");
+  write_file(h.tmp.file("pipelines/svc.yaml"), "name: svc\nmatch: {provider: svc}\n"
+                                               "tasks: [svc:x, {task: svc:x, destructive: true}]\n");
+  std::vector<std::string> errors;
+  auto pipelines = PipelineSet::load_dir(h.tmp.file("pipelines"), PipelineDefaults{}, errors);
+  h.config.safety.production_hosts = {"db*"};
+  h.start();
+  FileDesignSource designs(h.io, h.tmp.file("designs"));
+  CommandService svc(*h.store, pipelines, designs, h.config.workers_path, h.engine.get());
+  svc.set_safety(h.config.safety);
+  Requester bob{"bob", "irc", "#ops"};
+  auto say = [&](const std::string& text) {
+    std::optional<Reply> reply;
+    svc.handle(text, bob, [&](Reply r) { reply = std::move(r); });
+    h.run_until([&] { return reply.has_value(); });
+    return *reply;
+  };
+  auto plan = say("plan db1");
+  ASSERT_EQ(plan.lines.size(), 3u);
+  EXPECT_EQ(plan.lines[2], "2/2 svc:x (timeout 10m00s) DESTRUCTIVE: STOPS for a confirmation (in production: "
+                           "config safety.production_hosts 'db*')");
+  EXPECT_EQ(say("freeze web for 1h sale").lines.at(0).rfind("freeze 1: web is frozen by bob until ", 0), 0u);
+  auto refused = say("deploy web");
+  EXPECT_FALSE(refused.ok);
+  EXPECT_EQ(refused.lines.at(0), "cluster web: not starting any of its 2 hosts:");
+  EXPECT_NE(refused.lines.at(1).find("web01: web is frozen by bob until "), std::string::npos) << refused.lines.at(1);
+  EXPECT_NE(refused.lines.at(1).find("(sale)"), std::string::npos);
+  EXPECT_EQ(say("freezes").lines.size(), 1u);
+  EXPECT_TRUE(say("freeze all").ok);
+  plan = say("plan db1");
+  EXPECT_EQ(plan.lines.back().rfind("db1: FROZEN: everything is frozen by bob until someone unfreezes it", 0), 0u)
+      << plan.lines.back();
+  EXPECT_FALSE(say("deploy db1").ok);
+  EXPECT_FALSE(say("unfreeze db1").ok) << "db1 has no freeze of its own";
+  EXPECT_EQ(say("unfreeze").lines.at(0), "everything is unfrozen by bob (1 freeze lifted)");
+  auto forced = say("deploy! web");
+  EXPECT_TRUE(forced.ok) << forced.lines.at(0);
+  bool announced = std::any_of(h.events.begin(), h.events.end(), [](const EngineEvent& e) {
+    return e.kind == EngineEvent::Kind::Notice && e.text.find("bob forced a deploy through the freeze") != std::string::npos;
+  });
+  EXPECT_TRUE(announced);
 }
 
 TEST(Walks, AScheduledPipelineIsAWalkAndNeverChosenForADeploy) {
