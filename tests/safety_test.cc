@@ -350,11 +350,34 @@ TEST(SafetyCommands, PlanSaysWhereItStopsAndWhyAndFreezesRefuseHostsAndClusters)
   EXPECT_TRUE(announced);
 }
 
+TEST(Walks, CronLinesNameTheNextMinuteInUtc) {
+  std::string error;
+  auto every5 = parse_cron("*/5 * * * *", error);
+  ASSERT_TRUE(every5) << error;
+  // 2026-12-01 (a Tuesday) 12:03:30 UTC
+  int64_t t = 1796126610000;
+  EXPECT_EQ(next_cron(*every5, t), 1796126700000) << "12:05";
+  EXPECT_EQ(next_cron(*every5, 1796126700000), 1796127000000) << "strictly after: 12:10";
+  auto monday9 = parse_cron("30 9 * * 1", error);
+  ASSERT_TRUE(monday9) << error;
+  EXPECT_EQ(next_cron(*monday9, t), 1796635800000) << "Monday 2026-12-07 09:30";
+  auto sunday = parse_cron("0 0 * * 7", error);
+  ASSERT_TRUE(sunday) << error;
+  EXPECT_EQ(next_cron(*sunday, t), 1796515200000) << "7 is Sunday: 2026-12-06 00:00";
+  auto never = parse_cron("0 0 30 2 *", error);
+  ASSERT_TRUE(never);
+  EXPECT_EQ(next_cron(*never, t), 0);
+  EXPECT_FALSE(parse_cron("61 * * * *", error));
+  EXPECT_EQ(error, "minute must be from 0 to 59");
+  EXPECT_FALSE(parse_cron("* * * * mon", error));
+  EXPECT_FALSE(parse_cron("*/0 * * * *", error));
+}
+
 TEST(Walks, AScheduledPipelineIsAWalkAndNeverChosenForADeploy) {
   TempDir dir;
   write_file(dir.file("health.yaml"), "name: health\nmatch: {provider: test}\nschedule: {every: 5m}\n"
                                       "targets: {cluster: web}\ntasks: [verify:tcp]\n");
-  write_file(dir.file("bad.yaml"), "name: bad\nschedule: {cron: '*/5 * * * *'}\ntasks: [a:b]\n");
+  write_file(dir.file("bad.yaml"), "name: bad\nschedule: {cron: '*/5 * * *'}\ntasks: [a:b]\n");
   write_file(dir.file("loose.yaml"), "name: loose\ntargets: all\ntasks: [a:b]\n");
   std::vector<std::string> errors;
   auto set = PipelineSet::load_dir(dir.path(), {}, errors);
@@ -364,7 +387,7 @@ TEST(Walks, AScheduledPipelineIsAWalkAndNeverChosenForADeploy) {
   EXPECT_EQ(p.every, std::chrono::minutes(5));
   EXPECT_EQ(p.target_cluster, "web");
   ASSERT_EQ(errors.size(), 2u);
-  EXPECT_NE(errors[0].find("schedule.cron is not supported yet"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("schedule.cron: a cron line has five fields"), std::string::npos) << errors[0];
   EXPECT_NE(errors[1].find("targets is for walks"), std::string::npos) << errors[1];
   std::string error;
   YAML::Node design = YAML::Load("instance: {hostname: x, provider: test}");

@@ -90,6 +90,15 @@ bool is_valid_task_name(std::string_view name) {
 
 bool Pipeline::matches(const YAML::Node& design) const { return fields_match(match, design); }
 
+int64_t Pipeline::next_walk(int64_t last_ms, int64_t now) const {
+  if (cron) return next_cron(*cron, last_ms ? last_ms : now);
+  return last_ms ? last_ms + every.count() : now;
+}
+
+std::string Pipeline::schedule_text() const {
+  return cron ? "cron " + cron->text : "every " + format_duration(every);
+}
+
 bool Pipeline::fields_match(const std::vector<std::pair<std::string, std::string>>& match,
                             const YAML::Node& design) {
   for (const auto& [key, want] : match) {
@@ -159,9 +168,16 @@ std::optional<Pipeline> PipelineSet::load_file(const std::string& path,
         if (auto spec = parse_task(t, defaults, report)) p.tasks.push_back(std::move(*spec));
     } else if (key == "schedule") {
       auto every = v.IsMap() && v["every"] && v["every"].IsScalar() ? parse_duration(v["every"].Scalar()) : std::nullopt;
-      if (v.IsMap() && v["cron"]) report.at(v["cron"], "schedule.cron is not supported yet: use every: DURATION");
-      else if (!every || every->count() < 1000) report.at(v, "schedule must be {every: DURATION}, at least 1s");
-      else p.every = *every;
+      if (v.IsMap() && v["cron"]) {
+        std::string why;
+        if (!v["cron"].IsScalar()) report.at(v["cron"], "schedule.cron must be a cron line like \"*/5 * * * *\"");
+        else if (auto spec = parse_cron(v["cron"].Scalar(), why)) p.cron = std::move(spec);
+        else report.at(v["cron"], "schedule.cron: " + why);
+      } else if (!every || every->count() < 1000) {
+        report.at(v, "schedule must be {every: DURATION} (at least 1s) or {cron: \"*/5 * * * *\"}");
+      } else {
+        p.every = *every;
+      }
     } else if (key == "targets") {
       if (v.IsScalar() && v.Scalar() == "all") continue;
       if (v.IsMap() && v["cluster"] && v["cluster"].IsScalar()) {

@@ -7,6 +7,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "bot/pipeline/cron.h"
 #include "bot/util/duration.h"
 
 namespace jarvis {
@@ -39,9 +40,14 @@ struct Pipeline {
   // A walk (a scheduled pipeline): `schedule: {every: 5m}` and `targets:` (all ready hosts,
   // `{cluster: web}` or `{match: {field: value}}`). Walks are never chosen for a deploy.
   Millis every{0};
+  std::optional<CronSpec> cron;  // `schedule: {cron: "*/5 * * * *"}` instead of every
   std::string target_cluster;
   std::vector<std::pair<std::string, std::string>> target_match;
-  bool is_walk() const { return every.count() > 0; }
+  bool is_walk() const { return every.count() > 0 || cron.has_value(); }
+  // When a walk that last ran at `last_ms` (0: never) runs next: every interval, or the cron
+  // line's next minute; a time in the past means now (once, however many were missed).
+  int64_t next_walk(int64_t last_ms, int64_t now) const;
+  std::string schedule_text() const;  // "every 5m00s", "cron */5 * * * *"
 
   bool matches(const YAML::Node& design) const;
   // What `match` does, for a walk's `targets: {match: ...}`.

@@ -69,10 +69,15 @@ void Walker::start() {
         last_run = std::max(last_run, s.last_run_ms);
       }
     // Due since the last round: one run now, however many intervals were missed.
-    int64_t due = last_run ? last_run + p.every.count() : 0;
-    Millis delay(std::max<int64_t>(0, due - now_ms()));
-    log::info(log::kNoJob, "walk {}: every {}, next run in {}", p.name, format_duration(p.every),
-              format_duration(delay));
+    int64_t now = now_ms();
+    int64_t due = p.next_walk(last_run, now);
+    if (due == 0) {
+      log::warn(log::kNoJob, "walk {}: its {} names no time in the next four years; it never runs", p.name,
+                p.schedule_text());
+      continue;
+    }
+    Millis delay(std::max<int64_t>(0, due - now));
+    log::info(log::kNoJob, "walk {}: {}, next run in {}", p.name, p.schedule_text(), format_duration(delay));
     schedule(*w, delay);
     walks_.push_back(std::move(w));
   }
@@ -125,7 +130,8 @@ void Walker::round(Walk& w) {
 void Walker::next_host(Walk& w) {
   if (stopping_) return;
   if (w.pending.empty()) {
-    int64_t next = w.round_start + w.p->every.count();
+    int64_t next = w.p->next_walk(w.round_start, now_ms());
+    if (next == 0) return;
     schedule(w, Millis(std::max<int64_t>(0, next - now_ms())));
     return;
   }
@@ -242,10 +248,12 @@ std::vector<std::string> walk_lines(const PipelineSet& pipelines, const std::vec
       if (!s.ok) ++failing;
       hosts += "; " + s.host + (s.ok ? " ok" : " FAILING since " + hhmm(s.since_ms) + ": " + s.reason);
     }
-    std::string next = last == 0 ? "next run when jarvis serve starts it"
-                       : last + p.every.count() <= now ? "next run due now"
-                                                       : "next run at " + hhmm(last + p.every.count());
-    out.push_back("walk " + p.name + " (every " + format_duration(p.every) + ", " + targets + "): " +
+    int64_t due = p.next_walk(last, now);
+    std::string next = last == 0 && !p.cron ? "next run when jarvis serve starts it"
+                       : due == 0           ? "never runs (its cron line names no time)"
+                       : due <= now         ? "next run due now"
+                                            : "next run at " + hhmm(due);
+    out.push_back("walk " + p.name + " (" + p.schedule_text() + ", " + targets + "): " +
                   (last == 0 ? "not run yet" : std::to_string(failing) + " failing, last run " + hhmm(last)) +
                   ", " + next + hosts);
   }
