@@ -17,6 +17,7 @@ struct CliArgs {
   std::optional<std::string> pipeline;
   int lines = 20;                  // log -n
   std::string older_than;          // prune --older-than
+  bool online = false;             // check-config --online
 };
 
 struct ParsedCli {

@@ -253,11 +253,11 @@ ALL_LEVELS = "  announce_level: all\n  announce_level_direct: all\n"
 
 
 def bot_config(work, server, name="jarvis", tls=True, ca_file=None, irc_extra="", chat_extra="",
-               extra="", levels=ALL_LEVELS, workers=()):
+               extra="", levels=ALL_LEVELS, who='"irc:alice!*@*"', workers=()):
     """A jarvis config for the test server: TLS with the test certificate, #ops, fast
-    keepalive, announcements in #ops, and an ACL that lets alice deploy, cancel and retry
-    (`extra` follows the ACL's rules: more "    - who: ..." rules, then top-level keys).
-    `workers`: more worker directories besides <work>/workers."""
+    keepalive, announcements in #ops, and an ACL that lets alice (or `who`) deploy, cancel
+    and retry (`extra` follows the ACL's rules: more "    - who: ..." rules, then top-level
+    keys). `workers`: more worker directories besides <work>/workers."""
     path = f"{work}/{name}.yaml"
     with open(path, "w") as f:
         f.write(config_head(work, name, workers) + f"""irc:
@@ -273,7 +273,7 @@ def bot_config(work, server, name="jarvis", tls=True, ca_file=None, irc_extra=""
   announce: ["irc:#ops"]
 {levels}{chat_extra}acl:
   rules:
-    - who: ["irc:alice!*@*"]
+    - who: [{who}]
       commands: [deploy, cancel, retry]
       where: ["irc:#ops", "direct"]
 {extra}""")
