@@ -69,6 +69,29 @@ class FaultyStore : public JobStore {
     hit("job_cancelled");
     real_.job_cancelled(id, now, reason);
   }
+  void await_confirmation(int64_t id, int stage, int through, int64_t until,
+                          const std::string& prompt) override {
+    hit("await_confirmation");
+    real_.await_confirmation(id, stage, through, until, prompt);
+  }
+  bool confirm(int64_t id, const std::string& by, int64_t now) override {
+    hit("confirm");
+    return real_.confirm(id, by, now);
+  }
+  int64_t add_freeze(const Freeze& f) override {
+    hit("add_freeze");
+    return real_.add_freeze(f);
+  }
+  int lift_freezes(const std::string& scope, const std::string& by, int64_t now) override {
+    hit("lift_freezes");
+    return real_.lift_freezes(scope, by, now);
+  }
+  std::vector<Freeze> freezes_in_force(int64_t now) override { return real_.freezes_in_force(now); }
+  std::vector<WalkState> walk_states() override { return real_.walk_states(); }
+  void record_walk(const WalkState& s) override {
+    hit("record_walk");
+    real_.record_walk(s);
+  }
   void append_log(int64_t id, int stage, const std::string& line) override {
     hit("append_log");
     real_.append_log(id, stage, line);

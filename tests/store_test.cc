@@ -177,6 +177,67 @@ TEST_P(Store, AGroupIsTheLatestJobOfEachOfItsHosts) {
   EXPECT_TRUE(store.latest_in_group("db1").empty());
 }
 
+TEST_P(Store, ConfirmIsACompareAndSetBeforeTheDeadlineAndRetryForgetsIt) {
+  auto opened = open();
+  JobStore& store = *opened;
+  NewJob nj;
+  nj.host = "loki";
+  nj.design_ref = nj.pipeline = "p";
+  nj.tasks = {Harness::task("m:a"), Harness::task("m:b")};
+  nj.requested_by = "alice";
+  nj.requester_key = "irc:al@host";
+  nj.clipboard = "instance: {hostname: loki}\n";
+  int64_t id = store.create_job(nj, "e1").id;
+  store.mark_running(id, 1000);
+  EXPECT_FALSE(store.confirm(id, "bob", 1000)) << "not waiting";
+  store.await_confirmation(id, 1, 2, 5000, "the prompt");
+  auto j = store.job(id);
+  EXPECT_TRUE(j->awaiting_confirmation());
+  EXPECT_EQ(j->confirm_prompt, "the prompt");
+  EXPECT_EQ(j->requester_key, "irc:al@host");
+  EXPECT_FALSE(store.confirm(id, "bob", 5000)) << "at the deadline it is too late";
+  EXPECT_TRUE(store.confirm(id, "bob", 4999));
+  EXPECT_FALSE(store.confirm(id, "carol", 4999)) << "confirmed once";
+  j = store.job(id);
+  EXPECT_FALSE(j->awaiting_confirmation());
+  EXPECT_EQ(j->confirmed_until, 2);
+  EXPECT_EQ(j->confirmed_by, "bob");
+  store.stage_failed(id, 1, 1, 6000, "boom");
+  ASSERT_TRUE(store.requeue(id, "e2").ok);
+  j = store.job(id);
+  EXPECT_EQ(j->confirmed_until, 0) << "a retried job is confirmed again";
+  EXPECT_EQ(j->confirmed_by, "");
+}
+
+TEST_P(Store, FreezesAreInForceUntilTheyEndOrAreLifted) {
+  auto opened = open();
+  JobStore& store = *opened;
+  store.add_freeze({0, "loki", "alice", "release", 1000, 5000});
+  store.add_freeze({0, "all", "bob", "", 1000, 0});
+  EXPECT_EQ(store.freezes_in_force(999).size(), 0u);
+  EXPECT_EQ(store.freezes_in_force(2000).size(), 2u);
+  EXPECT_EQ(store.freezes_in_force(5000).size(), 1u) << "loki's ended";
+  EXPECT_EQ(store.lift_freezes("loki", "carol", 6000), 0) << "nothing of loki's in force";
+  EXPECT_EQ(store.lift_freezes("all", "carol", 6000), 1);
+  EXPECT_EQ(store.freezes_in_force(6001).size(), 0u);
+}
+
+// Walks keep one last result per walk and host, replaced by the next run.
+TEST_P(Store, AWalksLastResultPerHostIsReplacedByTheNext) {
+  auto store = open();
+  store->record_walk({"http", "web1", true, "", 1000, 1000});
+  store->record_walk({"http", "web2", false, "HTTP 500", 1000, 1000});
+  store->record_walk({"http", "web1", false, "timed out", 2000, 2000});
+  auto again = open();  // as another process sees it
+  auto states = again->walk_states();
+  ASSERT_EQ(states.size(), 2u);
+  EXPECT_EQ(states[0].host, "web1");
+  EXPECT_FALSE(states[0].ok);
+  EXPECT_EQ(states[0].reason, "timed out");
+  EXPECT_EQ(states[0].last_run_ms, 2000);
+  EXPECT_EQ(states[1].reason, "HTTP 500");
+}
+
 TEST(SqliteStore, AStoreFromBeforeGroupsGetsTheColumn) {
   TempDir dir;
   {

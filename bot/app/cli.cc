@@ -33,6 +33,8 @@
 #include "bot/design/url_design_source.h"
 #include "bot/net/http_client.h"
 #include "bot/pipeline/engine.h"
+#include "bot/walks/walker.h"
+#include "bot/util/text.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/pipeline/worker_path.h"
 #include "bot/cluster/event_relay.h"
@@ -168,7 +170,10 @@ class ProgressView {
       case K::JobReady:
       case K::StoreFailed:
       case K::StoreRecovered:
-      case K::StoreLost: print(describe_event(e)); break;
+      case K::StoreLost:
+      case K::ConfirmationNeeded:
+      case K::Confirmed:
+      case K::Notice: print(describe_event(e)); break;
       case K::StageStarted: break;
     }
     finished_ = e.kind == K::JobReady || e.kind == K::JobFailed || e.kind == K::JobCancelled ||
@@ -188,8 +193,11 @@ class ProgressView {
   // wording says "Say retry loki").
   static std::string shell_ending(const EngineEvent& e) {
     std::string stage = std::to_string(e.stage) + "/" + std::to_string(e.stage_count) + " " + e.task;
-    std::string what = e.kind == EngineEvent::Kind::JobFailed ? "failed at stage " + stage + ": " + e.text
-                                                               : "cancelled at stage " + stage + " by " + e.text;
+    bool unverified = e.text.rfind(kNotVerified, 0) == 0;
+    std::string what = e.kind != EngineEvent::Kind::JobFailed ? "cancelled at stage " + stage + " by " + e.text
+                       : unverified ? "deployed but not verified at stage " + stage + ": " +
+                                          e.text.substr(std::string_view(kNotVerified).size())
+                                    : "failed at stage " + stage + ": " + e.text;
     return e.host + ": " + what + " (job " + std::to_string(e.job) + "). Resume it with: jarvis retry " + e.host;
   }
   static std::string pad(const EngineEvent& e) {
@@ -440,7 +448,7 @@ int cmd_run(Context& ctx, const CliArgs& args) {
     return 1;
   }
   return follow_job(ctx, [&](Engine& engine, std::string& err) -> int64_t {
-    auto r = engine.submit(*design, *p, cli_identity(), "cli:" + tty_place());
+    auto r = engine.submit(*design, *p, cli_identity(), "cli:" + tty_place(), "cli:" + cli_identity());
     if (r.conflict) {
       err = design->hostname + " already has a job in flight: " +
             describe_job(*r.conflict, 0, now_ms());
@@ -529,6 +537,8 @@ int cmd_shared(Context& ctx, const CliArgs& args) {
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, nullptr);
   service.set_owner_check([&](const std::string& owner) { return owner_alive(ctx, owner); });
   Requester who{cli_identity(), "cli", tty_place()};
+  who.person = "cli:" + cli_identity();
+  service.set_safety(ctx.config.safety);
   std::string text = args.command + (args.words.empty() ? "" : " " + join(args.words));
   if (args.pipeline) text += " --pipeline " + *args.pipeline;
   if (args.command == "log" && args.lines != 20) text += " -n " + std::to_string(args.lines);
@@ -609,7 +619,10 @@ int cmd_serve(Context& ctx) {
   AllDesignSources designs(io, ctx.config, ctx.config.designs_dir);
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, &engine);
   service.set_owner_check([&](const std::string& owner) { return owner_alive(ctx, owner); });
-  ConsoleFront console(io, service, Requester{current_user(), "console", "stdin"},
+  service.set_safety(ctx.config.safety);
+  Requester console_user{current_user(), "console", "stdin"};
+  console_user.person = "console:" + current_user();
+  ConsoleFront console(io, service, console_user,
                        [](const std::string& line) { std::cout << line << '\n' << std::flush; });
   engine.add_observer([&](const EngineEvent& e) { console.announce(e); });
 
@@ -714,6 +727,23 @@ int cmd_serve(Context& ctx) {
   engine.start();
   if (leadership) leadership->start();
   if (listener) listener->start();
+  // Walks: the hosts of designs_dir (a cluster's file names its members through the store).
+  Walker walker(io, *ctx.store, runner, ctx.pipelines, engine, [&ctx] {
+    std::vector<std::string> hosts;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(ctx.config.designs_dir, ec)) {
+      auto ext = e.path().extension().string();
+      if (!e.is_regular_file() || (ext != ".yaml" && ext != ".yml")) continue;
+      std::string stem = lower(e.path().stem().string());
+      if (!is_valid_hostname(stem)) continue;
+      hosts.push_back(stem);
+      for (const auto& member : ctx.store->latest_in_group(stem)) hosts.push_back(member.host);
+    }
+    std::sort(hosts.begin(), hosts.end());
+    hosts.erase(std::unique(hosts.begin(), hosts.end()), hosts.end());
+    return hosts;
+  });
+  walker.start();
   if (resumed_count)
     announcer.say_everywhere("jarvis is back after a restart and resumed " + std::to_string(resumed_count) +
                              (resumed_count == 1 ? " job: " : " jobs: ") + resumed);
@@ -728,6 +758,7 @@ int cmd_serve(Context& ctx) {
     log::info(log::kNoJob, "{}: stopping; {} jobs in flight resume on the next start",
               sig == SIGINT ? "SIGINT" : "SIGTERM", in_flight);
     console.stop();
+    walker.stop();
     engine.stop();
     if (leadership) leadership->stop();
     if (listener) listener->stop();

@@ -46,6 +46,16 @@ const CommandSpec kCommands[] = {
      "destructive stages; nothing runs."},
     {"audit", "who asked for what, when and from where",
      "The last entries of the audit trail (who, from where, what, the outcome); with HOST, those about it."},
+    {"confirm", "let a waiting destructive stage run on a production host",
+     "Confirms job JOB (or HOST's job), which waits before a destructive stage on a production host:\n"
+     "the stage starts in the jarvis that runs the job. With safety.two_person (the default) the\n"
+     "person who asked for the job cannot confirm it. Audited."},
+    {"freeze", "refuse deploys of a host, a cluster or everything for a while",
+     "freeze [HOST|CLUSTER|all] [for DURATION] [REASON...]: deploys there are refused, naming who froze\n"
+     "it, why and until when, until it ends or \"unfreeze\" lifts it; \"deploy! HOST\" (the deploy!\n"
+     "right) forces one through, audited and announced."},
+    {"unfreeze", "lift the freezes of a host, a cluster or all", "Lifts the freezes of SCOPE (a host, a cluster, or all, the default)."},
+    {"freezes", "the change freezes in force", "Every freeze in force: its scope, who, why, since and until when."},
     {"designs", "the designs in designs_dir and the pipeline each gets",
      "Every design in designs_dir: its host (or cluster), the pipeline a deploy would choose, and\n"
      "problems that would stop it."},
@@ -150,6 +160,10 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
   subs["status"]->add_option("TARGET", target, "a host, a cluster, or a job number");
   for (const char* name : {"log", "cancel", "retry"})
     subs[name]->add_option("TARGET", target, "a host or a job number")->required();
+  subs["confirm"]->add_option("TARGET", target, "a job number or a host")->required();
+  std::vector<std::string> freeze_words;
+  subs["freeze"]->add_option("WORDS", freeze_words, "[HOST|CLUSTER|all] [for DURATION] [REASON...]");
+  subs["unfreeze"]->add_option("SCOPE", target, "a host, a cluster, or all (the default)");
   subs["log"]->add_option("-n,--lines", a.lines, "how many lines (default 20)")->check(CLI::Range(1, 100000));
   subs["check-config"]->add_flag("--online", a.online,
                                  "also connect to each chat server, join every room and announce place, and report");
@@ -212,6 +226,7 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
   }
   if (!design.empty()) a.words.push_back(design);
   if (!target.empty()) a.words.push_back(target);
+  for (auto& w : freeze_words) a.words.push_back(std::move(w));
   return {a, 0};
 }
 

@@ -470,6 +470,22 @@ void apply_ldap(const std::string& file, const YAML::Node& n, Config& c) {
   c.ldap = std::move(l);
 }
 
+void apply_safety(const std::string& file, const YAML::Node& n, Config& c) {
+  if (!n.IsMap()) fail(file, n, "safety must be a mapping");
+  check_known(file, n, "safety", {"confirm_timeout", "two_person", "production_hosts"});
+  if (n["confirm_timeout"]) {
+    c.safety.confirm_timeout = duration(file, n["confirm_timeout"], "safety.confirm_timeout");
+    if (c.safety.confirm_timeout.count() < 1000 || c.safety.confirm_timeout > std::chrono::hours(24))
+      fail(file, n["confirm_timeout"], "safety.confirm_timeout must be from 1s to 24h");
+  }
+  if (n["two_person"]) c.safety.two_person = boolean(file, n["two_person"], "safety.two_person");
+  if (n["production_hosts"]) {
+    c.safety.production_hosts = strings(file, n["production_hosts"], "safety.production_hosts");
+    for (const auto& p : c.safety.production_hosts)
+      if (p.empty() || p.size() > 253) fail(file, n["production_hosts"], "safety.production_hosts: a pattern must be 1 to 253 characters");
+  }
+}
+
 using Rel = std::function<std::string(const std::string&)>;
 
 // One top-level entry of the config file.
@@ -526,6 +542,7 @@ void apply_entry(const std::string& file, const std::string& key, const YAML::No
       if (v["lease"]) c.node_lease = duration(file, v["lease"], "node.lease");
       if (c.node_lease < Millis(2000)) fail(file, v["lease"], "node.lease must be at least 2s (it is renewed every 500ms)");
     }
+    else if (key == "safety") apply_safety(file, v, c);
     else if (key == "secret_patterns") {
       c.secret_patterns = strings(file, v, "secret_patterns");
       if (c.secret_patterns.empty()) fail(file, v, "secret_patterns must name at least one pattern");
@@ -607,6 +624,7 @@ EngineConfig Config::engine_config() const {
   e.secret_patterns = SecretPatterns(secret_patterns);
   e.node_name = node_name;
   e.lease = node_lease;
+  e.safety = safety;
   // The bot's own secrets are redacted from workers' output like the clipboards' (a worker
   // could print an inherited token, or a clipboard could echo one).
   auto secret = [&](const std::string& v) {

@@ -47,6 +47,7 @@ struct Config {
   ProcessLimits process;
   Millis retry_backoff{2000};
   std::vector<std::string> secret_patterns = SecretPatterns::defaults();
+  SafetyConfig safety;  // confirmation of destructive stages on production hosts
 
   // Chat (jarvis serve).
   std::optional<IrcConfig> irc;

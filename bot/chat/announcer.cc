@@ -119,6 +119,11 @@ std::string Announcer::end_line(const EngineEvent& e, const std::string& mention
              std::to_string(e.stage_count) + " stages in " + format_duration(e.elapsed) + " (" + job + ")";
     }
     case K::JobFailed:
+      if (e.text.rfind(kNotVerified, 0) == 0)
+        return who + e.host + " is deployed but not verified at stage " + stage + ": " +
+               short_text(e.text.substr(std::string_view(kNotVerified).size())) + " (" + job +
+               "). Say \"retry " + e.host + "\" to re-run the verification, or \"log " + e.host +
+               "\" for the check's output.";
       return who + e.host + " failed at stage " + stage + ": " + short_text(e.text) + " (" + job +
              "). Say \"retry " + e.host + "\" to resume, or \"log " + e.host + "\" for the worker's output.";
     case K::JobCancelled:
@@ -148,6 +153,9 @@ void Announcer::on_event(const EngineEvent& e) {
   if (e.kind == K::StageLog) return;
   bool final = e.kind == K::JobReady || e.kind == K::JobFailed || e.kind == K::JobCancelled;
   bool store = e.kind == K::StoreFailed || e.kind == K::StoreRecovered || e.kind == K::StoreLost;
+  // What people must act on or know about (a confirmation asked for or given, a forced deploy,
+  // a freeze) is said at every level, as a line of its own (never edited into progress).
+  bool notice = e.kind == K::ConfirmationNeeded || e.kind == K::Confirmed || e.kind == K::Notice;
   std::string plain = describe_event(e);
   if (plain.empty()) return;
   bool was_queued = queued_.count(e.job) > 0;
@@ -167,7 +175,7 @@ void Announcer::on_event(const EngineEvent& e) {
     if (target.empty()) continue;
     AnnounceLevel level = level_for(place);
     bool at_origin = place == e.origin;
-    bool send = store || final || level == AnnounceLevel::All;
+    bool send = store || final || notice || level == AnnounceLevel::All;
     if (!send && level == AnnounceLevel::Stages)
       send = e.kind == K::StageSucceeded || e.kind == K::StageRetrying;
     if (!send && level == AnnounceLevel::Quiet && e.kind == K::JobStarted)
@@ -176,7 +184,7 @@ void Announcer::on_event(const EngineEvent& e) {
       send = !at_origin || was_queued || e.stage > 1;
     if (!send) continue;
     OutLine line;
-    line.key = e.job ? "job " + std::to_string(e.job) : "";
+    line.key = e.job && !notice ? "job " + std::to_string(e.job) : "";
     if (final) {
       // The requester is named where they can be highlighted: on their own protocol, in a
       // room (a direct message is to them already).
@@ -191,7 +199,7 @@ void Announcer::on_event(const EngineEvent& e) {
       }
     } else {
       line.text = plain;
-      line.kind = store ? OutLine::Kind::Notice : OutLine::Kind::Progress;
+      line.kind = store || notice ? OutLine::Kind::Notice : OutLine::Kind::Progress;
     }
     front->second->say(target, std::move(line));
   }

@@ -146,6 +146,7 @@ void ChatFront::handle(const ChatMessage& m) {
   who.protocol = protocol_;
   who.place = m.direct() ? "@" + m.sender.direct_target() : m.room;
   who.id = m.sender.label();
+  who.person = person_key(m.sender);
   who.may = [this, m](Verb v) { return acl_.allows(m.sender, m.room, v); };
 
   // The rate limit comes first: a refused command costs the same as any other, so nobody

@@ -53,7 +53,8 @@ bool Acl::allows(const Identity& who, const std::string& room, Verb verb) const 
 bool is_command_name(const std::string& c) {
   if (c == "*") return true;
   for (auto v : {Verb::Deploy, Verb::Status, Verb::Jobs, Verb::Log, Verb::Cancel, Verb::Retry,
-                 Verb::Plan, Verb::Help, Verb::Audit})
+                 Verb::Plan, Verb::Help, Verb::Audit, Verb::ForceDeploy, Verb::Confirm, Verb::Freeze,
+                 Verb::Unfreeze, Verb::Freezes, Verb::Walks})
     if (verb_name(v) == c) return true;
   return false;
 }

@@ -41,10 +41,10 @@ std::vector<AclProblem> acl_rule_problems(const std::vector<AclRule>& rules,
 
 class Acl {
  public:
-  // By default anyone may read (status, jobs, help, log, plan, audit) and nobody may change
-  // anything.
+  // By default anyone may read (status, jobs, help, log, plan, audit, freezes, walks) and nobody may
+  // change anything.
   static std::vector<std::string> default_open() {
-    return {"status", "jobs", "help", "log", "plan", "audit"};
+    return {"status", "jobs", "help", "log", "plan", "audit", "freezes", "walks"};
   }
   explicit Acl(std::vector<AclRule> rules = {}, std::vector<std::string> open = default_open());
 

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "bot/design/design.h"
+#include "bot/util/duration.h"
 #include "bot/util/text.h"
 #include "bot/util/utf8.h"
 
@@ -22,8 +23,42 @@ constexpr VerbInfo kVerbs[] = {
     {Verb::Jobs, "jobs", false},     {Verb::Log, "log", true},
     {Verb::Cancel, "cancel", true},  {Verb::Retry, "retry", true},
     {Verb::Plan, "plan", true},      {Verb::Help, "help", false},
-    {Verb::Audit, "audit", false},
+    {Verb::Audit, "audit", false},   {Verb::ForceDeploy, "deploy!", true},
+    {Verb::Confirm, "confirm", true}, {Verb::Freeze, "freeze", false},
+    {Verb::Unfreeze, "unfreeze", false}, {Verb::Freezes, "freezes", false},
+    {Verb::Walks, "walks", false},
 };
+
+// "freeze [HOST|CLUSTER|all] [for DURATION] [REASON...]"; "unfreeze [HOST|CLUSTER|all]".
+bool parse_freeze(Command& cmd, const std::vector<std::string>& words, std::string& error) {
+  size_t i = 1;
+  cmd.argument = "all";
+  if (i < words.size() && lower(words[i]) != "for") cmd.argument = lower(words[i++]);
+  if (cmd.argument != "all" && !is_valid_hostname(cmd.argument)) {
+    error = std::string(verb_name(cmd.verb)) + ": '" + std::string(utf8_prefix(words[1], 80)) +
+            "' is not a host or cluster name (or all)";
+    return false;
+  }
+  if (cmd.verb == Verb::Unfreeze) {
+    if (i < words.size()) {
+      error = "unfreeze takes one host, cluster or all";
+      return false;
+    }
+    return true;
+  }
+  if (i < words.size() && lower(words[i]) == "for") {
+    auto d = i + 1 < words.size() ? parse_duration(words[i + 1]) : std::nullopt;
+    if (!d || d->count() <= 0 || *d > std::chrono::hours(24 * 90)) {
+      error = "freeze: for needs a duration up to 90d, like 30m, 4h or 2d";
+      return false;
+    }
+    cmd.duration_ms = d->count();
+    i += 2;
+  }
+  for (; i < words.size(); ++i) cmd.reason += (cmd.reason.empty() ? "" : " ") + words[i];
+  if (cmd.reason.size() > 200) cmd.reason = std::string(utf8_prefix(cmd.reason, 200));
+  return true;
+}
 
 }  // namespace
 
@@ -67,10 +102,15 @@ ParsedCommand parse_command(std::string_view text) {
   Command cmd;
   cmd.verb = info->verb;
   cmd.text = std::string(text);
+  if (cmd.verb == Verb::Freeze || cmd.verb == Verb::Unfreeze) {
+    if (!parse_freeze(cmd, words, out.error)) return out;
+    out.command = std::move(cmd);
+    return out;
+  }
   std::vector<std::string> args;
   for (size_t i = 1; i < words.size(); ++i) {
     const std::string& w = words[i];
-    bool takes_pipeline = cmd.verb == Verb::Deploy || cmd.verb == Verb::Plan;
+    bool takes_pipeline = cmd.verb == Verb::Deploy || cmd.verb == Verb::Plan || cmd.verb == Verb::ForceDeploy;
     if (takes_pipeline && (w == "--pipeline" || w == "with")) {
       if (i + 1 >= words.size()) {
         out.error = std::string(info->name) + ": " + w + " needs a pipeline name";

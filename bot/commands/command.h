@@ -1,5 +1,6 @@
 #pragma once
 // One parser for every front: the CLI, the console, and the chat protocols.
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -7,7 +8,11 @@
 
 namespace jarvis {
 
-enum class Verb { Deploy, Status, Jobs, Log, Cancel, Retry, Plan, Help, Audit };
+enum class Verb {
+  Deploy, Status, Jobs, Log, Cancel, Retry, Plan, Help, Audit,
+  ForceDeploy,  // "deploy!": a deploy through a change freeze (its own ACL right)
+  Confirm, Freeze, Unfreeze, Freezes, Walks,
+};
 
 std::string_view verb_name(Verb v);
 
@@ -16,6 +21,8 @@ struct Command {
   std::string argument;                 // design, host, job id or help topic; may be empty
   std::optional<std::string> pipeline;  // deploy/plan: --pipeline NAME
   int lines = 0;                        // log: -n N (0: the default)
+  int64_t duration_ms = 0;              // freeze: for DURATION (0: until unfrozen)
+  std::string reason;                   // freeze: the words after the scope and duration
   std::string text;                     // as typed, for the audit trail
 };
 

@@ -5,8 +5,10 @@
 #include <map>
 
 #include "bot/pipeline/worker_path.h"
+#include "bot/walks/walker.h"
 #include "bot/util/duration.h"
 #include "bot/util/log.h"
+#include "bot/util/text.h"
 #include "bot/util/url_redact.h"
 #include "bot/util/utf8.h"
 
@@ -46,7 +48,8 @@ std::string clock_utc(int64_t at_ms, int64_t now) {
   std::tm tm{};
   ::gmtime_r(&secs, &tm);
   char buf[32];
-  bool today = now - at_ms < 24 * 3600 * 1000LL && at_ms <= now + 60000;
+  // Within a day either way (a confirmation's deadline, a freeze's end are ahead).
+  bool today = now - at_ms < 24 * 3600 * 1000LL && at_ms - now < 24 * 3600 * 1000LL;
   std::strftime(buf, sizeof buf, today ? "%H:%M UTC" : "%Y-%m-%d %H:%M UTC", &tm);
   return buf;
 }
@@ -69,6 +72,14 @@ std::string describe_job(const JobRecord& j, int queued_ahead, int64_t now, bool
       return h + where + " (" + ahead + "; " + job_ref(j) + ")";
     }
     case JobState::Running: {
+      if (j.awaiting_confirmation() && !j.cancel_requested) {
+        std::string left = j.confirm_until_ms > now ? format_duration(Millis(j.confirm_until_ms - now)) + " left"
+                                                    : "its time is up";
+        return h + "waiting for a confirmation before stage " + stage_label(j) + " until " +
+               clock_utc(j.confirm_until_ms, now) + " (" + left + "; " + job_ref(j) +
+               "); nothing of it has run. Say \"confirm " + std::to_string(j.id) + "\" or \"cancel " +
+               std::to_string(j.id) + "\".";
+      }
       if (j.cancel_requested)
         return h + "cancelling at stage " + stage_label(j) + " (asked by " + j.cancelled_by +
                "; " + job_ref(j) + ")";
@@ -92,6 +103,11 @@ std::string describe_job(const JobRecord& j, int queued_ahead, int64_t now, bool
              " stages in " + format_duration(Millis(j.ended_ms - j.started_ms)) + ", " +
              clock_utc(j.ended_ms, now) + ")";
     case JobState::Failed:
+      if (j.reason.rfind(kNotVerified, 0) == 0)
+        return h + "deployed but not verified at stage " + stage_label(j) + ": " +
+               one_line(j.reason.substr(std::string_view(kNotVerified).size())) + " (job " +
+               std::to_string(j.id) + ", " + clock_utc(j.ended_ms, now) + "). Say \"retry " + j.host +
+               "\" to re-run the verification.";
       return h + "failed at stage " + stage_label(j) + ": " + one_line(j.reason) + " (job " +
              std::to_string(j.id) + ", " + clock_utc(j.ended_ms, now) + "). Say \"retry " + j.host +
              "\" to resume.";
@@ -127,6 +143,10 @@ std::string describe_event(const EngineEvent& e) {
       return h + "ready (" + job + ", " + std::to_string(e.stage_count) + " stages in " +
              format_duration(e.elapsed) + ")";
     case K::JobFailed:
+      if (e.text.rfind(kNotVerified, 0) == 0)
+        return h + "deployed but not verified at stage " + stage + ": " +
+               one_line(e.text.substr(std::string_view(kNotVerified).size())) + " (" + job +
+               "). Say \"retry " + e.host + "\" to re-run the verification.";
       return h + "failed at stage " + stage + ": " + one_line(e.text) + " (" + job +
              "). Say \"retry " + e.host + "\" to resume.";
     case K::JobCancelled:
@@ -136,6 +156,10 @@ std::string describe_event(const EngineEvent& e) {
       return "jarvis cannot write its job store: " + e.text +
              ". No stage starts and deploys are refused until it can; it retries by itself.";
     case K::StoreRecovered: return "jarvis: " + e.text + ".";
+    case K::ConfirmationNeeded: return e.text;
+    case K::Confirmed:
+      return h + "confirmed by " + e.text + "; stage " + stage + " starts now (" + job + ")";
+    case K::Notice: return e.text;
     case K::StoreLost:
       return "jarvis stops: " + e.text +
              ". Jobs written since are not in it; restore the file or start jarvis serve again.";
@@ -163,7 +187,7 @@ void CommandService::handle(const std::string& text, const Requester& who, Done 
 }
 
 void CommandService::run(const Command& c, const Requester& who, Done done) {
-  if (c.verb == Verb::Deploy || c.verb == Verb::Plan) {
+  if (c.verb == Verb::Deploy || c.verb == Verb::Plan || c.verb == Verb::ForceDeploy) {
     deploy_or_plan(c, who, std::move(done));
     return;
   }
@@ -177,6 +201,11 @@ void CommandService::run(const Command& c, const Requester& who, Done done) {
       case Verb::Retry: r = retry(c); break;
       case Verb::Help: r = help(c, who); break;
       case Verb::Audit: r = audit_trail(c, who); break;
+      case Verb::Confirm: r = confirm(c, who); break;
+      case Verb::Freeze: r = freeze(c, who); break;
+      case Verb::Unfreeze: r = unfreeze(c, who); break;
+      case Verb::Freezes: r = freezes(); break;
+      case Verb::Walks: r = Reply{walk_lines(pipelines_, store_.walk_states(), now_ms())}; break;
       default: break;
     }
   } catch (const StoreError& e) {
@@ -317,7 +346,7 @@ Reply CommandService::retry(const Command& c) {
 }
 
 void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done done) {
-  if (c.verb == Verb::Deploy && !engine_) {
+  if (c.verb != Verb::Plan && !engine_) {
     Reply r{{"deploy needs a running engine: use \"jarvis run DESIGN\" or ask jarvis serve"}, false};
     audit(who, c, r);
     done(std::move(r));
@@ -350,6 +379,10 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
       r = {{design->hostname + ": cannot " + std::string(verb_name(c.verb)) + ": " +
             without_values(error, designs_.remote(c.argument))},
            false};
+    } else if (auto frozen = c.verb == Verb::Deploy ? freeze_on(design->hostname, "") : std::nullopt) {
+      r = {{design->hostname + ": not deploying: " + describe_freeze(*frozen, now_ms()) +
+            ". Nothing was started; an admin can force it with \"deploy! " + design->hostname + "\"."},
+           false};
     } else if (c.verb == Verb::Plan) {
       auto missing = missing_workers(workers_path_, *p);
       r.lines.push_back(design->hostname + ": plan " + p->name + " (" +
@@ -361,17 +394,29 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
                            t.name + " (timeout " + format_duration(t.timeout);
         if (t.retries) line += ", " + std::to_string(t.retries) + " retries";
         line += ")";
-        if (t.destructive) line += " DESTRUCTIVE";
+        if (t.verify) line += " VERIFY (after the deploy; a failure is \"deployed but not verified\")";
+        for (const auto& note : plan_safety(*design, *p, i)) line += " " + note;
         if (std::find(missing.begin(), missing.end(), t.name) != missing.end())
           line += " MISSING: no worker on the workers path";
         r.lines.push_back(line);
       }
+      if (auto frozen = freeze_on(design->hostname, ""))
+        r.lines.push_back(design->hostname + ": FROZEN: " + describe_freeze(*frozen, now_ms()) +
+                          "; a deploy now is refused (an admin can force it with \"deploy! " +
+                          design->hostname + "\")");
       if (auto current = store_.latest_for_host(design->hostname); current && is_active(current->state))
         r.lines.push_back(design->hostname + ": note: job " + std::to_string(current->id) +
                           " is in flight; a deploy now would be refused");
       r.ok = missing.empty();
     } else {
-      auto s = engine_->submit(*design, *p, who.who, who.protocol + ":" + who.place);
+      std::optional<Freeze> forced = freeze_on(design->hostname, "");
+      auto s = engine_->submit(*design, *p, who.who, who.protocol + ":" + who.place, who.person);
+      if (s.job && forced) {
+        std::string line = design->hostname + ": " + who.who + " forced a deploy through the freeze (" +
+                           describe_freeze(*forced, now_ms()) + "), job " + std::to_string(s.job);
+        log::warn(s.job, "{}", line);
+        engine_->announce(line, who.protocol + ":" + who.place, s.job, design->hostname);
+      }
       if (s.conflict) {
         int64_t now = now_ms();
         r = {{design->hostname + ": already in flight, not starting another: " +
@@ -388,7 +433,8 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
                                      : "deploying";
         r.lines.push_back(design->hostname + ": " + state + " with " + p->name + ", " +
                           std::to_string(p->tasks.size()) + " stages (job " +
-                          std::to_string(s.job) + ")");
+                          std::to_string(s.job) + ")" +
+                          (forced ? "; forced through the freeze by " + forced->by + ", audited" : ""));
         r.group = who.who + (s.queued ? ": queued, waiting for a slot:" : ": deploying");
         r.item = design->hostname;
         r.job = s.job;
@@ -438,6 +484,9 @@ Reply CommandService::deploy_cluster(const Command& c, const Requester& who, con
       refused.lines.push_back(m.hostname + ": pipeline " + p->name + " has no worker for " + missing.front());
     else if (auto current = store_.latest_for_host(m.hostname); current && is_active(current->state))
       refused.lines.push_back(m.hostname + ": already in flight: " + describe_job(*current, 0, now));
+    else if (auto frozen = c.verb == Verb::Deploy ? freeze_on(m.hostname, cluster.cluster) : std::nullopt)
+      refused.lines.push_back(m.hostname + ": " + describe_freeze(*frozen, now) +
+                              " (an admin can force it with \"deploy! " + cluster.cluster + "\")");
     chosen.push_back(p);
   }
   if (!refused.lines.empty()) {
@@ -450,7 +499,12 @@ Reply CommandService::deploy_cluster(const Command& c, const Requester& who, con
   std::vector<std::string> named;
   for (size_t i = 0; i < cluster.members.size(); ++i) {
     const Design& m = cluster.members[i];
-    auto s = engine_->submit(m, *chosen[i], who.who, who.protocol + ":" + who.place);
+    std::optional<Freeze> forced = freeze_on(m.hostname, cluster.cluster);
+    auto s = engine_->submit(m, *chosen[i], who.who, who.protocol + ":" + who.place, who.person);
+    if (s.job && forced)
+      engine_->announce(m.hostname + ": " + who.who + " forced a deploy through the freeze (" +
+                            describe_freeze(*forced, now) + "), job " + std::to_string(s.job),
+                        who.protocol + ":" + who.place, s.job, m.hostname);
     if (!s.job) {
       // Lost a race with another process for this host: say so, the others go on.
       r.ok = false;
@@ -504,6 +558,108 @@ Reply CommandService::audit_trail(const Command& c, const Requester& who) {
   return r;
 }
 
+std::optional<Freeze> CommandService::freeze_on(const std::string& host, const std::string& cluster) {
+  auto in_force = store_.freezes_in_force(now_ms());
+  if (const Freeze* f = freeze_for(in_force, host, cluster)) return *f;
+  return std::nullopt;
+}
+
+// What `plan` says about a stage besides its timeout: destructive, and whether a deploy now
+// would stop for a confirmation there, and on what fact.
+std::vector<std::string> CommandService::plan_safety(const Design& design, const Pipeline& p, size_t stage) {
+  const TaskSpec& t = p.tasks[stage];
+  if (!t.destructive) return {};
+  // Only the first of a run of destructive stages waits: one confirmation covers the run.
+  if (stage > 0 && p.tasks[stage - 1].destructive) return {"DESTRUCTIVE (covered by the confirmation before it)"};
+  auto fact = production_fact(design.root, design.hostname, safety_);
+  if (fact.production)
+    return {"DESTRUCTIVE: STOPS for a confirmation (in production: " + fact.source + ")"};
+  for (size_t i = 0; i < stage; ++i)
+    if (p.tasks[i].name == "inventory:check_production")
+      return {"DESTRUCTIVE: stops for a confirmation if stage " + std::to_string(i + 1) +
+              " inventory:check_production finds " + design.hostname + " in production"};
+  return {"DESTRUCTIVE: runs without a confirmation (nothing says " + design.hostname + " is in production)"};
+}
+
+Reply CommandService::confirm(const Command& c, const Requester& who) {
+  std::string error;
+  auto j = find_job(c.argument, error);
+  if (!j) return {{error}, false};
+  int64_t now = now_ms();
+  std::string id = std::to_string(j->id);
+  if (!j->awaiting_confirmation())
+    return {{j->host + ": job " + id + " is not waiting for a confirmation: " +
+             describe_job(*j, 0, now, stopped(*j))},
+            false};
+  if (j->confirm_until_ms <= now)
+    return {{j->host + ": job " + id + " waited for a confirmation until " + clock_utc(j->confirm_until_ms, now) +
+             "; it is too late, and it fails with nothing done. Say \"retry " + j->host + "\" to ask again."},
+            false};
+  bool same = lower(who.who) == lower(j->requested_by) ||
+              (!who.person.empty() && who.person == j->requester_key);
+  if (safety_.two_person && same)
+    return {{who.who + ": you asked for job " + id + " yourself; someone else with the confirm right "
+             "must confirm it (safety.two_person). Nothing was done."},
+            false};
+  std::string task = j->tasks[static_cast<size_t>(std::min(j->stage, j->stage_count() - 1))].name;
+  bool ok = false;
+  if (engine_) {
+    ok = engine_->confirm(j->id, who.who, error);
+  } else {
+    ok = store_.confirm(j->id, who.who, now);
+    if (!ok) error = "job " + id + " is not waiting for a confirmation any more";
+  }
+  if (!ok) return {{j->host + ": not confirmed: " + error}, false};
+  std::string line = j->host + ": confirmed by " + who.who + ": stage " + std::to_string(j->stage + 1) + "/" +
+                     std::to_string(j->stage_count()) + " " + task + " starts now (job " + id + ")";
+  if (!engine_) line += stopped(*j) ? "; start jarvis serve to run it" : "; the jarvis running it goes on";
+  return {{line}};
+}
+
+Reply CommandService::freeze(const Command& c, const Requester& who) {
+  int64_t now = now_ms();
+  Freeze f;
+  f.scope = c.argument.empty() ? "all" : c.argument;
+  f.by = who.who;
+  f.reason = c.reason;
+  f.from_ms = now;
+  f.until_ms = c.duration_ms ? now + c.duration_ms : 0;
+  f.id = store_.add_freeze(f);
+  std::string line = "freeze " + std::to_string(f.id) + ": " + describe_freeze(f, now) + ". Deploys of " +
+                     (f.scope == "all" ? std::string("any host") : f.scope) +
+                     " are refused; an admin can force one with \"deploy! HOST\"; \"unfreeze " + f.scope +
+                     "\" lifts it.";
+  if (engine_) engine_->announce(line, who.protocol + ":" + who.place);
+  return {{line}};
+}
+
+Reply CommandService::unfreeze(const Command& c, const Requester& who) {
+  std::string scope = c.argument.empty() ? "all" : c.argument;
+  int n = store_.lift_freezes(scope, who.who, now_ms());
+  if (n == 0) {
+    std::string others;
+    for (const auto& f : store_.freezes_in_force(now_ms())) others += (others.empty() ? "" : ", ") + f.scope;
+    return {{"nothing to unfreeze: " + scope + " has no freeze of its own in force" +
+             (others.empty() ? "" : " (in force: " + others + ")")},
+            false};
+  }
+  std::string line = (scope == "all" ? std::string("everything") : scope) + " is unfrozen by " + who.who +
+                     " (" + std::to_string(n) + (n == 1 ? " freeze" : " freezes") + " lifted)";
+  if (auto left = freeze_on(scope, ""); left && scope != "all") line += "; still frozen: " + describe_freeze(*left, now_ms());
+  if (engine_) engine_->announce(line, who.protocol + ":" + who.place);
+  return {{line}};
+}
+
+Reply CommandService::freezes() {
+  Reply r;
+  int64_t now = now_ms();
+  for (const auto& f : store_.freezes_in_force(now))
+    r.lines.push_back("freeze " + std::to_string(f.id) + ": " + describe_freeze(f, now) + ", since " +
+                      clock_utc(f.from_ms, now));
+  if (r.lines.empty()) r.lines.push_back("no freezes in force");
+  return r;
+}
+
 void CommandService::audit_refusal(const Requester& who, const std::string& text,
                                    const std::string& why) {
   Command c;
@@ -523,6 +679,12 @@ Reply CommandService::help(const Command& c, const Requester& who) {
       {Verb::Plan, "plan <design> [--pipeline NAME]", "dry run: the pipeline and stages a deploy would run"},
       {Verb::Help, "help [command]", "this list, or one command in detail"},
       {Verb::Audit, "audit [host]", "who asked for what, when and from where (the last 10)"},
+      {Verb::Confirm, "confirm <job|host>", "let a destructive stage run on a production host (someone other than the requester)"},
+      {Verb::Freeze, "freeze [host|cluster|all] [for DURATION] [reason]", "refuse deploys there until it ends or is lifted"},
+      {Verb::Unfreeze, "unfreeze [host|cluster|all]", "lift the freezes of that scope"},
+      {Verb::Freezes, "freezes", "the change freezes in force: who, why, until when"},
+      {Verb::Walks, "walks", "the scheduled pipelines: each host's last result and the next run"},
+      {Verb::ForceDeploy, "deploy! <design>", "deploy through a change freeze (admins; audited and announced)"},
   };
   Reply r;
   if (!c.argument.empty()) {

@@ -9,6 +9,7 @@
 #include "bot/design/design.h"
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/pipeline.h"
+#include "bot/safety/safety.h"
 #include "bot/store/job_store.h"
 
 namespace jarvis {
@@ -21,6 +22,7 @@ struct Requester {
   std::string protocol;  // "cli", "console", "irc"
   std::string place;     // "tty", "#ops", "@alice" for a direct message
   std::string id;        // the full identity for the audit trail ("irc:alice!al@host")
+  std::string person;    // what a nick change keeps ("irc:al@host", an account): two-person checks
   std::function<bool(Verb)> may;  // what `help` lists; everything when empty
 };
 
@@ -61,6 +63,9 @@ class CommandService {
   // How to tell whether the engine named as a job's owner still lives (engine_alive on the
   // state dir); without it every job in flight is taken to be running.
   void set_owner_check(std::function<bool(const std::string& owner)> alive) { owner_alive_ = std::move(alive); }
+  // Who may confirm (two_person) and what counts as production for `plan` and the CLI;
+  // serve and the CLI pass the config's safety: section.
+  void set_safety(SafetyConfig safety) { safety_ = std::move(safety); }
   // Records a command a front refused before running it (ACL, rate limit).
   void audit_refusal(const Requester& who, const std::string& text, const std::string& why);
 
@@ -72,6 +77,13 @@ class CommandService {
   Reply cancel(const Command& c, const Requester& who);
   Reply retry(const Command& c);
   Reply help(const Command& c, const Requester& who);
+  Reply confirm(const Command& c, const Requester& who);
+  Reply freeze(const Command& c, const Requester& who);
+  Reply unfreeze(const Command& c, const Requester& who);
+  Reply freezes();
+  // The freeze a deploy of `host` (of `cluster`) runs into, if any.
+  std::optional<Freeze> freeze_on(const std::string& host, const std::string& cluster);
+  std::vector<std::string> plan_safety(const Design& design, const Pipeline& p, size_t stage);
   Reply audit_trail(const Command& c, const Requester& who);
   void deploy_or_plan(const Command& c, const Requester& who, Done done);
   Reply plan_cluster(const Command& c, const Design& cluster);
@@ -86,6 +98,7 @@ class CommandService {
   std::vector<std::string> workers_path_;
   Engine* engine_;
   std::function<bool(const std::string&)> owner_alive_;
+  SafetyConfig safety_;
 };
 
 }  // namespace jarvis

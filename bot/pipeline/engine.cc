@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -36,12 +37,22 @@ struct Engine::ActiveJob {
   std::shared_ptr<RunningWorker> worker;  // set while a worker runs
   boost::asio::steady_timer retry_timer;  // waiting to retry a failed attempt
   bool waiting_retry = false;
+  bool waiting_confirm = false;  // before a destructive stage; retry_timer holds the deadline
   bool stalled = false;  // a write it needed failed; reloaded from the store on recovery
   std::chrono::steady_clock::time_point stage_start;
   Redactor redactor;  // secret values seen on this job's clipboards, never forgotten
 };
 
 namespace {
+
+std::string clock_text(int64_t at_ms) {
+  time_t secs = static_cast<time_t>(at_ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%H:%M:%S UTC", &tm);
+  return buf;
+}
 
 std::string random_suffix() {
   std::random_device rd;
@@ -182,7 +193,8 @@ void Engine::stop() {
 }
 
 SubmitResult Engine::submit(const Design& design, const Pipeline& pipeline,
-                            const std::string& requested_by, const std::string& origin) {
+                            const std::string& requested_by, const std::string& origin,
+                            const std::string& requester_key) {
   SubmitResult result;
   auto missing = missing_workers(config_.workers_path, pipeline);
   if (!missing.empty()) {
@@ -195,7 +207,7 @@ SubmitResult Engine::submit(const Design& design, const Pipeline& pipeline,
     return result;
   }
   NewJob job{design.hostname, design.ref, pipeline.name, pipeline.tasks, requested_by, origin,
-             design.text, design.cluster};
+             design.text, design.cluster, requester_key};
   CreateResult created;
   try {
     // On a shared store a serve's job is nobody's yet: whichever node has a slot claims it.
@@ -415,6 +427,11 @@ void Engine::start_worker(ActiveJob& job) {
   if (job.cancelling) return finish(rec.id, JobState::Cancelled, job.cancelled_by);
   if (!store_problem_.empty()) return stall(job);
   const TaskSpec& task = rec.tasks[static_cast<size_t>(rec.stage)];
+  // The safety catch: nothing destructive starts on a production host unconfirmed.
+  if (task.destructive && rec.stage >= rec.confirmed_until) {
+    auto fact = production_fact(rec.clipboard, rec.host, config_.safety);
+    if (fact.production) return await_confirmation(job, fact);
+  }
   int64_t id = rec.id;
   int stage_number = rec.stage + 1;
   int64_t started_ms = now_ms();
@@ -556,6 +573,12 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
       });
       return;
     }
+    // A failed check after a complete deploy is not a failed deploy: say which it is.
+    // Exit 1 is a check that failed; its own words say how ("... answered 503, expected 200").
+    if (task.verify) {
+      if (reason.rfind("exit code 1: ", 0) == 0) reason.erase(0, 13);
+      reason = std::string(kNotVerified) + reason;
+    }
     store_.stage_failed(id, rec.stage, rec.attempt, now, reason);
   } catch (const StoreError& e) {
     store_failed(e, reason.size());
@@ -601,6 +624,127 @@ void Engine::finish(int64_t id, JobState state, const std::string& text) {
   pump();
 }
 
+void Engine::audit_engine(const JobRecord& rec, const std::string& what, const std::string& outcome) {
+  AuditEntry e;
+  e.at_ms = now_ms();
+  e.who = "jarvis (" + id_ + ")";
+  e.protocol = "engine";
+  e.place = rec.origin;
+  e.command = what + " " + rec.host + " (job " + std::to_string(rec.id) + ", stage " +
+              std::to_string(rec.stage + 1) + "/" + std::to_string(rec.stage_count()) + ")";
+  e.outcome = outcome;
+  try {
+    store_.audit(e);
+  } catch (const StoreError& error) {
+    log::error(rec.id, "cannot write the audit trail: {}", error.what());
+  }
+}
+
+void Engine::await_confirmation(ActiveJob& job, const ProductionFact& fact) {
+  auto& rec = job.rec;
+  int64_t id = rec.id;
+  int64_t now = now_ms();
+  bool resumed = rec.confirm_until_ms > 0;  // it waited before a restart: the same deadline
+  if (!resumed) {
+    int through = destructive_run_end(rec.tasks, rec.stage);
+    std::string prompt = confirmation_prompt(rec, through, fact, config_.safety.confirm_timeout);
+    int64_t until = now + config_.safety.confirm_timeout.count();
+    try {
+      store_.await_confirmation(id, rec.stage, through, until, prompt);
+    } catch (const StoreError& e) {
+      store_failed(e, prompt.size());
+      return stall(job);
+    }
+    rec.confirm_until_ms = until;
+    rec.confirm_prompt = prompt;
+    log::warn(id, "waiting for a confirmation until {}: {}", clock_text(until), prompt);
+    audit_engine(rec, "confirmation requested for", "waiting until " + clock_text(until) + ": " + fact.source);
+  } else {
+    log::info(id, "still waiting for a confirmation (until {})", clock_text(rec.confirm_until_ms));
+  }
+  job.waiting_confirm = true;
+  auto ev = event_for(job, Kind::ConfirmationNeeded);
+  ev.text = rec.confirm_prompt;
+  ev.delay = Millis(std::max<int64_t>(0, rec.confirm_until_ms - now));
+  emit(std::move(ev));
+  job.retry_timer.expires_after(Millis(std::max<int64_t>(0, rec.confirm_until_ms - now)));
+  job.retry_timer.async_wait([this, id](const boost::system::error_code& ec) {
+    if (!ec) confirmation_due(id);
+  });
+}
+
+// The deadline passed: confirmed meanwhile (from another process), or the job fails here.
+void Engine::confirmation_due(int64_t id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || stopping_ || it->second->stalled || !it->second->waiting_confirm) return;
+  ActiveJob& job = *it->second;
+  std::optional<JobRecord> rec;
+  try {
+    rec = store_.job(id);
+  } catch (const StoreError& e) {
+    store_failed(e, 0);
+    return stall(job);
+  }
+  if (rec && rec->confirmed_until > job.rec.stage) return confirmed(job, *rec);
+  if (rec && rec->cancel_requested) return;  // the watch cancels it
+  std::string reason = "not confirmed within " + round_duration(config_.safety.confirm_timeout) +
+                       "; nothing was done";
+  job.waiting_confirm = false;
+  try {
+    store_.stage_failed(id, job.rec.stage, job.rec.attempt, now_ms(), reason);
+  } catch (const StoreError& e) {
+    store_failed(e, reason.size());
+    return stall(job);
+  }
+  audit_engine(job.rec, "confirmation timed out for", "failed: " + reason);
+  finish(id, JobState::Failed, reason);
+}
+
+void Engine::confirmed(ActiveJob& job, const JobRecord& rec) {
+  job.waiting_confirm = false;
+  job.retry_timer.cancel();
+  job.rec.confirmed_until = rec.confirmed_until;
+  job.rec.confirmed_by = rec.confirmed_by;
+  job.rec.confirm_until_ms = 0;
+  log::info(job.rec.id, "confirmed by {}; stage {}/{} starts", rec.confirmed_by, job.rec.stage + 1,
+            job.rec.stage_count());
+  auto ev = event_for(job, Kind::Confirmed);
+  ev.text = rec.confirmed_by;
+  emit(std::move(ev));
+  run_stage(job);
+}
+
+bool Engine::confirm(int64_t id, const std::string& by, std::string& error) {
+  bool ok = false;
+  try {
+    ok = store_.confirm(id, by, now_ms());
+  } catch (const StoreError& e) {
+    store_failed(e, 0);
+    error = "cannot confirm now: " + std::string(e.what());
+    return false;
+  }
+  if (!ok) {
+    error = "job " + std::to_string(id) + " is not waiting for a confirmation (its time may have run out)";
+    return false;
+  }
+  auto it = jobs_.find(id);
+  if (it != jobs_.end() && it->second->waiting_confirm) {
+    if (auto rec = store_.job(id)) confirmed(*it->second, *rec);
+  }
+  return true;
+}
+
+void Engine::announce(const std::string& text, const std::string& origin, int64_t job,
+                      const std::string& host) {
+  EngineEvent ev;
+  ev.kind = Kind::Notice;
+  ev.text = text;
+  ev.origin = origin;
+  ev.job = job;
+  ev.host = host;
+  emit(std::move(ev));
+}
+
 bool Engine::cancel(int64_t id, const std::string& by) {
   try {
     if (!store_.request_cancel(id, by)) return false;
@@ -617,8 +761,10 @@ bool Engine::cancel(int64_t id, const std::string& by) {
   if (job.worker) {
     job.worker->cancel();  // stage_done finishes the job once the worker is gone
   } else {
-    // Queued, or waiting to retry: nothing runs, so finish now (on the loop, not inline).
+    // Queued, waiting to retry or for a confirmation: nothing runs, so finish now (on the
+    // loop, not inline).
     job.retry_timer.cancel();
+    job.waiting_confirm = false;
     boost::asio::post(io_, [this, id, by] {
       auto it = jobs_.find(id);
       if (it != jobs_.end() && !it->second->worker) finish(id, JobState::Cancelled, by);
@@ -725,6 +871,10 @@ void Engine::watch() {
         if (w.cancel_requested && it != jobs_.end() && !it->second->cancelling) {
           auto rec = store_.job(w.id);
           cancel(w.id, rec ? rec->cancelled_by : "someone");
+        } else if (it != jobs_.end() && it->second->waiting_confirm && !it->second->stalled) {
+          // A `jarvis confirm` from a shell is a write to the store: continue when it is there.
+          if (auto rec = store_.job(w.id); rec && rec->confirmed_until > it->second->rec.stage)
+            confirmed(*it->second, *rec);
         }
       } else if (shared_ && w.owner.empty()) {
         continue;  // unowned and queued: claimed below, within the bounds
@@ -794,7 +944,9 @@ void Engine::adopt_claimed(int64_t id, const std::string& previous_owner) {
     store_.mark_queued(id);
     std::string note = "resumed by " + id_ + " at stage " + std::to_string(rec->stage + 1) + "/" +
                        std::to_string(rec->stage_count()) +
-                       " with the clipboard saved before it (the stage runs again)";
+                       (rec->awaiting_confirmation()
+                            ? ", still waiting for a confirmation (nothing of the stage ran)"
+                            : " with the clipboard saved before it (the stage runs again)");
     store_.append_log(id, rec->stage + 1, note);
     log::info(id, "{}", note);
   }
@@ -874,6 +1026,7 @@ void Engine::stall(ActiveJob& job) {
   }
   job.retry_timer.cancel();
   job.waiting_retry = false;
+  job.waiting_confirm = false;  // reloaded from the store: start_worker waits again if it must
   if (!job.stalled && !fenced_) log::warn(job.rec.id, "waiting for the job store; the job resumes from what it holds");
   fenced_ = false;
   job.stalled = true;

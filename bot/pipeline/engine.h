@@ -17,11 +17,16 @@
 #include "bot/design/design.h"
 #include "bot/pipeline/pipeline.h"
 #include "bot/pipeline/worker_runner.h"
+#include "bot/safety/safety.h"
 #include "bot/store/job_store.h"
 #include "bot/util/secrets.h"
 #include "bot/util/yaml_doc.h"
 
 namespace jarvis {
+
+// How the reason of a job whose deploy stages all succeeded but whose verification failed
+// starts: "deployed but not verified: verify:http: https://... answered 503, expected 200".
+inline constexpr const char* kNotVerified = "deployed but not verified: ";
 
 struct EngineConfig {
   std::vector<std::string> workers_path;
@@ -42,6 +47,8 @@ struct EngineConfig {
   // lasts without renewal before other nodes adopt its jobs (renewed every watch_interval).
   std::string node_name;
   Millis lease{5000};
+  // Destructive stages on production hosts wait for a confirmation (safety: in the config).
+  SafetyConfig safety;
 };
 
 struct EngineEvent {
@@ -58,6 +65,9 @@ struct EngineEvent {
     StoreFailed,    // the job store cannot be written (text = why); no stage starts meanwhile
     StoreRecovered, // writes succeed again; stalled jobs resume (text = summary)
     StoreLost,      // the database file was deleted or replaced: the engine stops (text = why)
+    ConfirmationNeeded,  // a destructive stage on a production host waits (text = the prompt)
+    Confirmed,           // the wait is over; the stage starts now (text = who confirmed)
+    Notice,              // something every place should hear (text = the line): a forced deploy
   };
   Kind kind = Kind::JobQueued;
   int64_t job = 0;
@@ -96,12 +106,21 @@ class Engine {
   void add_observer(Observer observer) { observers_.push_back(std::move(observer)); }
 
   // Checks the pipeline's workers, takes the host's lock in the store and starts or queues.
+  // `requester_key`: who asked, as a nick change keeps them (for two-person confirmation).
   SubmitResult submit(const Design& design, const Pipeline& pipeline,
-                      const std::string& requested_by, const std::string& origin);
+                      const std::string& requested_by, const std::string& origin,
+                      const std::string& requester_key = "");
   // Cancels a job in flight wherever it runs (another engine notices through the store).
   bool cancel(int64_t job, const std::string& by);
   // Puts a failed or cancelled job back in line at the stage where it stopped.
   RequeueResult retry(int64_t job);
+  // Confirms a job waiting before a destructive stage (the caller checked who may); false with
+  // the reason when it is not waiting or its time ran out. Another engine's job is confirmed
+  // in the store and continues when that engine next looks.
+  bool confirm(int64_t job, const std::string& by, std::string& error);
+  // Announces a line everywhere announcements go (a forced deploy, a freeze).
+  void announce(const std::string& text, const std::string& origin, int64_t job = 0,
+                const std::string& host = "");
   // Adopts a job in flight whose engine is gone (a `jarvis retry` with no serve running);
   // false with the reason when its engine is alive or another took it first.
   bool take_over(int64_t job, std::string& error);
@@ -124,6 +143,11 @@ class Engine {
   void spawn_next();
   void start_worker(ActiveJob& job);
   void stage_done(int64_t id, WorkerOutcome outcome);
+  // A destructive stage on a production host: wait (persisted) for a confirmation.
+  void await_confirmation(ActiveJob& job, const ProductionFact& fact);
+  void confirmation_due(int64_t id);
+  void confirmed(ActiveJob& job, const JobRecord& rec);
+  void audit_engine(const JobRecord& rec, const std::string& what, const std::string& outcome);
   void finish(int64_t id, JobState state, const std::string& text);
   void watch();
   void adopt(int64_t id, const std::string& previous_owner);

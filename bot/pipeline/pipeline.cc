@@ -88,7 +88,19 @@ bool is_valid_task_name(std::string_view name) {
   return is_name_part(name.substr(0, colon)) && is_name_part(name.substr(colon + 1));
 }
 
-bool Pipeline::matches(const YAML::Node& design) const {
+bool Pipeline::matches(const YAML::Node& design) const { return fields_match(match, design); }
+
+int64_t Pipeline::next_walk(int64_t last_ms, int64_t now) const {
+  if (cron) return next_cron(*cron, last_ms ? last_ms : now);
+  return last_ms ? last_ms + every.count() : now;
+}
+
+std::string Pipeline::schedule_text() const {
+  return cron ? "cron " + cron->text : "every " + format_duration(every);
+}
+
+bool Pipeline::fields_match(const std::vector<std::pair<std::string, std::string>>& match,
+                            const YAML::Node& design) {
   for (const auto& [key, want] : match) {
     std::string path = key.find('.') == std::string::npos ? "instance." + key : key;
     auto have = scalar_at(design, path);
@@ -125,6 +137,7 @@ std::optional<Pipeline> PipelineSet::load_file(const std::string& path,
 
   Pipeline p;
   p.file = path;
+  std::vector<TaskSpec> verify;
   std::string stem = std::filesystem::path(path).stem().string();
   for (auto it = doc.begin(); it != doc.end(); ++it) {
     std::string key = it->first.IsScalar() ? it->first.Scalar() : "";
@@ -153,10 +166,45 @@ std::optional<Pipeline> PipelineSet::load_file(const std::string& path,
       if (!v.IsSequence() || v.size() == 0) { report.at(v, "tasks must be a non-empty list"); continue; }
       for (const auto& t : v)
         if (auto spec = parse_task(t, defaults, report)) p.tasks.push_back(std::move(*spec));
+    } else if (key == "schedule") {
+      auto every = v.IsMap() && v["every"] && v["every"].IsScalar() ? parse_duration(v["every"].Scalar()) : std::nullopt;
+      if (v.IsMap() && v["cron"]) {
+        std::string why;
+        if (!v["cron"].IsScalar()) report.at(v["cron"], "schedule.cron must be a cron line like \"*/5 * * * *\"");
+        else if (auto spec = parse_cron(v["cron"].Scalar(), why)) p.cron = std::move(spec);
+        else report.at(v["cron"], "schedule.cron: " + why);
+      } else if (!every || every->count() < 1000) {
+        report.at(v, "schedule must be {every: DURATION} (at least 1s) or {cron: \"*/5 * * * *\"}");
+      } else {
+        p.every = *every;
+      }
+    } else if (key == "targets") {
+      if (v.IsScalar() && v.Scalar() == "all") continue;
+      if (v.IsMap() && v["cluster"] && v["cluster"].IsScalar()) {
+        p.target_cluster = v["cluster"].Scalar();
+      } else if (v.IsMap() && v["match"] && v["match"].IsMap()) {
+        for (auto m = v["match"].begin(); m != v["match"].end(); ++m)
+          if (m->first.IsScalar() && m->second.IsScalar()) p.target_match.emplace_back(m->first.Scalar(), m->second.Scalar());
+          else report.at(m->first, "targets.match entries must be field: value");
+      } else {
+        report.at(v, "targets must be all, {cluster: NAME} or {match: {field: value}}");
+      }
+    } else if (key == "verify") {
+      if (!v.IsSequence() || v.size() == 0) { report.at(v, "verify must be a non-empty list of tasks"); continue; }
+      for (const auto& t : v) {
+        auto spec = parse_task(t, defaults, report);
+        if (!spec) continue;
+        if (spec->destructive) report.at(t, "a verify task cannot be destructive: it checks, it changes nothing");
+        spec->verify = true;
+        verify.push_back(std::move(*spec));
+      }
     } else {
-      report.at(it->first, "unknown key '" + key + "' (expected name, description, match, tasks)");
+      report.at(it->first, "unknown key '" + key + "' (expected name, description, match, tasks, verify, schedule, targets)");
     }
   }
+  // Verification runs after every deploy stage, wherever the key is in the file.
+  for (auto& t : verify) p.tasks.push_back(std::move(t));
+  if (doc["targets"] && !doc["schedule"]) report.at(doc["targets"], "targets is for walks: add schedule: {every: DURATION}");
   if (!doc["name"]) report.at(doc, "missing 'name'");
   if (!doc["tasks"]) report.at(doc, "missing 'tasks'");
   if (report.failed) return std::nullopt;
@@ -200,6 +248,10 @@ const Pipeline* PipelineSet::select(const YAML::Node& design,
                                     const std::optional<std::string>& name,
                                     std::string& error) const {
   if (name) {
+    if (const Pipeline* p = find(*name); p && p->is_walk()) {
+      error = "pipeline '" + *name + "' is a walk (it runs on its own schedule), not a deploy";
+      return nullptr;
+    }
     if (const Pipeline* p = find(*name)) return p;
     error = "there is no pipeline named '" + *name + "'";
     return nullptr;
@@ -209,7 +261,7 @@ const Pipeline* PipelineSet::select(const YAML::Node& design,
   const Pipeline* best = nullptr;
   std::vector<std::string> tied;
   for (const auto& p : pipelines_) {
-    if (p.match.empty() || !p.matches(design)) continue;
+    if (p.is_walk() || p.match.empty() || !p.matches(design)) continue;
     if (!best || p.match.size() > best->match.size()) {
       best = &p;
       tied = {p.name};

@@ -7,6 +7,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "bot/pipeline/cron.h"
 #include "bot/util/duration.h"
 
 namespace jarvis {
@@ -16,6 +17,9 @@ struct TaskSpec {
   Millis timeout{0};
   int retries = 0;  // extra attempts after a failure
   bool destructive = false;
+  // From the pipeline's `verify:` list: runs after the deploy stages; its failure ends the job
+  // as "deployed but not verified: <reason>", and `retry` resumes there (no deploy stage runs again).
+  bool verify = false;
 
   std::string module() const { return name.substr(0, name.find(':')); }
   std::string task() const { return name.substr(name.find(':') + 1); }
@@ -33,8 +37,22 @@ struct Pipeline {
   // a dotted key ("sandbox.zone") is a path from the design's root. Case-insensitive.
   std::vector<std::pair<std::string, std::string>> match;
   std::vector<TaskSpec> tasks;
+  // A walk (a scheduled pipeline): `schedule: {every: 5m}` and `targets:` (all ready hosts,
+  // `{cluster: web}` or `{match: {field: value}}`). Walks are never chosen for a deploy.
+  Millis every{0};
+  std::optional<CronSpec> cron;  // `schedule: {cron: "*/5 * * * *"}` instead of every
+  std::string target_cluster;
+  std::vector<std::pair<std::string, std::string>> target_match;
+  bool is_walk() const { return every.count() > 0 || cron.has_value(); }
+  // When a walk that last ran at `last_ms` (0: never) runs next: every interval, or the cron
+  // line's next minute; a time in the past means now (once, however many were missed).
+  int64_t next_walk(int64_t last_ms, int64_t now) const;
+  std::string schedule_text() const;  // "every 5m00s", "cron */5 * * * *"
 
   bool matches(const YAML::Node& design) const;
+  // What `match` does, for a walk's `targets: {match: ...}`.
+  static bool fields_match(const std::vector<std::pair<std::string, std::string>>& fields,
+                           const YAML::Node& design);
 };
 
 struct PipelineDefaults {

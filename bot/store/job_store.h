@@ -37,7 +37,14 @@ struct JobRecord {
   std::string clipboard;  // the clipboard before `stage`
   int worker_pid = 0;     // process group of the running worker, for cleanup after a crash
   std::string group;      // the cluster this job deploys a host of ("" for a single host)
+  std::string requester_key;  // the requester as a nick change keeps them ("irc:al@host")
+  // A destructive stage on a production host waits for a confirmation (bot/safety/):
+  int64_t confirm_until_ms = 0;  // > 0 while the job waits before `stage` until then
+  int confirmed_until = 0;       // stages before this one (0-based) have been confirmed
+  std::string confirmed_by;
+  std::string confirm_prompt;    // what the bot said it was about to do
 
+  bool awaiting_confirmation() const { return confirm_until_ms > 0 && is_active(state); }
   int stage_count() const { return static_cast<int>(tasks.size()); }
 };
 
@@ -47,6 +54,7 @@ struct NewJob {
   std::string requested_by, origin;
   std::string clipboard;
   std::string group;  // cluster name, when the design listed several instances
+  std::string requester_key = {};  // as JobRecord::requester_key
 };
 
 struct CreateResult {
@@ -58,6 +66,24 @@ struct RequeueResult {
   bool ok = false;
   std::string error;                  // why not, for the user
   std::optional<JobRecord> conflict;  // another job of the host in flight
+};
+
+// A change freeze: no deploy into `scope` (a host, a cluster, or "all") while it is in force.
+struct Freeze {
+  int64_t id = 0;
+  std::string scope;
+  std::string by, reason;
+  int64_t from_ms = 0;
+  int64_t until_ms = 0;  // 0: until someone unfreezes it
+};
+
+// The last result of a walk (a scheduled pipeline) on one host.
+struct WalkState {
+  std::string walk, host;
+  bool ok = true;
+  std::string reason;     // why it failed, when it did
+  int64_t last_run_ms = 0;
+  int64_t since_ms = 0;   // when the result last changed
 };
 
 struct LogLine {
@@ -144,6 +170,24 @@ class JobStore {
   virtual void stage_failed(int64_t id, int stage, int attempt, int64_t now,
                             const std::string& reason) = 0;
   virtual void job_cancelled(int64_t id, int64_t now, const std::string& reason) = 0;
+
+  // Confirmation of destructive stages. The job (running) waits before `stage` until
+  // `until_ms`; a confirmation covers the stages up to (not including) `through`.
+  virtual void await_confirmation(int64_t id, int stage, int through, int64_t until_ms,
+                                  const std::string& prompt) = 0;
+  // Compare-and-set: true when the job was waiting and its deadline is after `now`. Failing,
+  // cancelling or requeueing a job clears what it waited for and what was confirmed.
+  virtual bool confirm(int64_t id, const std::string& by, int64_t now) = 0;
+
+  // Change freezes: add one (its id), lift those of `scope` in force (how many), list those
+  // in force at `now`.
+  virtual int64_t add_freeze(const Freeze& freeze) = 0;
+  virtual int lift_freezes(const std::string& scope, const std::string& by, int64_t now) = 0;
+  virtual std::vector<Freeze> freezes_in_force(int64_t now) = 0;
+
+  // Walks: every walk's last result per host; record one (replacing the host's last).
+  virtual std::vector<WalkState> walk_states() = 0;
+  virtual void record_walk(const WalkState& state) = 0;
 
   virtual void append_log(int64_t id, int stage, const std::string& line) = 0;
   virtual std::vector<LogLine> log(int64_t id, int limit) = 0;  // the last `limit` lines

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   worker_pid INTEGER NOT NULL DEFAULT 0,
   stage_count INTEGER NOT NULL,
   group_name TEXT NOT NULL DEFAULT ''
+  -- requester_key and the confirm_* columns are added by migrate(), for old stores too
 );
 -- The documents live apart from the job row: the row changes at every stage and must stay
 -- small, while the clipboard changes only when a worker prints a new one.
@@ -102,6 +104,27 @@ CREATE TABLE IF NOT EXISTS log (
 CREATE INDEX IF NOT EXISTS log_by_job ON log(job_id, id);
 -- Rows written and removed by probe_write, to learn whether a write of some size would fit.
 CREATE TABLE IF NOT EXISTS write_probe (data BLOB);
+-- Change freezes (freeze/unfreeze): in force from from_ms until until_ms (0: until lifted).
+CREATE TABLE IF NOT EXISTS freezes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope TEXT NOT NULL,
+  by TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  from_ms INTEGER NOT NULL,
+  until_ms INTEGER NOT NULL DEFAULT 0,
+  lifted_by TEXT NOT NULL DEFAULT '',
+  lifted_ms INTEGER NOT NULL DEFAULT 0
+);
+-- Walks (scheduled pipelines): the last result of each walk on each host.
+CREATE TABLE IF NOT EXISTS walk_results (
+  walk TEXT NOT NULL,
+  host TEXT NOT NULL,
+  ok INTEGER NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  last_run_ms INTEGER NOT NULL,
+  since_ms INTEGER NOT NULL,
+  PRIMARY KEY (walk, host)
+);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   at_ms INTEGER NOT NULL,
@@ -234,6 +257,11 @@ JobRecord read_job(const Stmt& s) {
   j.cancelled_by = s.text(18);
   j.worker_pid = static_cast<int>(s.i64(19));
   j.group = s.text(20);
+  j.requester_key = s.text(21);
+  j.confirm_until_ms = s.i64(22);
+  j.confirmed_until = static_cast<int>(s.i64(23));
+  j.confirmed_by = s.text(24);
+  j.confirm_prompt = s.text(25);
   return j;
 }
 
@@ -375,12 +403,21 @@ void SqliteJobStore::checkpoint_loop(std::string path) {
 // Stores made by an older jarvis get the columns added since; CREATE TABLE IF NOT EXISTS
 // leaves an existing table as it was.
 void SqliteJobStore::migrate() {
-  bool has_group = false;
+  std::set<std::string> have;
   auto& s = prepare("SELECT name FROM pragma_table_info('jobs')");
-  while (s.step())
-    if (s.text(0) == "group_name") has_group = true;
+  while (s.step()) have.insert(s.text(0));
   s.reset();
-  if (!has_group) exec("ALTER TABLE jobs ADD COLUMN group_name TEXT NOT NULL DEFAULT ''");
+  static const std::pair<const char*, const char*> kAdded[] = {
+      {"group_name", "ALTER TABLE jobs ADD COLUMN group_name TEXT NOT NULL DEFAULT ''"},
+      {"requester_key", "ALTER TABLE jobs ADD COLUMN requester_key TEXT NOT NULL DEFAULT ''"},
+      {"confirm_until_ms", "ALTER TABLE jobs ADD COLUMN confirm_until_ms INTEGER NOT NULL DEFAULT 0"},
+      {"confirm_through", "ALTER TABLE jobs ADD COLUMN confirm_through INTEGER NOT NULL DEFAULT 0"},
+      {"confirmed_until", "ALTER TABLE jobs ADD COLUMN confirmed_until INTEGER NOT NULL DEFAULT 0"},
+      {"confirmed_by", "ALTER TABLE jobs ADD COLUMN confirmed_by TEXT NOT NULL DEFAULT ''"},
+      {"confirm_prompt", "ALTER TABLE jobs ADD COLUMN confirm_prompt TEXT NOT NULL DEFAULT ''"},
+  };
+  for (const auto& [column, sql] : kAdded)
+    if (!have.count(column)) exec(sql);
   exec("CREATE INDEX IF NOT EXISTS jobs_by_group ON jobs(group_name, host) WHERE group_name != ''");
 }
 
@@ -407,18 +444,20 @@ std::vector<JobRecord> SqliteJobStore::query_jobs(const char* sql, std::optional
 #define JOB_SELECT                                                                            \
   "SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, requested_by, origin, " \
   "created_ms, started_ms, ended_ms, stage_started_ms, retry_at_ms, reason, owner, "           \
-  "cancel_requested, cancelled_by, worker_pid, group_name FROM jobs "
+  "cancel_requested, cancelled_by, worker_pid, group_name, requester_key, confirm_until_ms, " \
+  "confirmed_until, confirmed_by, confirm_prompt FROM jobs "
 
 CreateResult SqliteJobStore::create_job(const NewJob& job, const std::string& owner) {
   CreateResult result;
   try {
     Transaction tx(*this);
     prepare("INSERT INTO jobs (host, design_ref, pipeline, tasks, state, requested_by, origin, "
-            "created_ms, owner, stage_count, group_name) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)")
+            "created_ms, owner, stage_count, group_name, requester_key) "
+            "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)")
         .bind(1, job.host).bind(2, job.design_ref).bind(3, job.pipeline)
         .bind(4, encode_tasks(job.tasks)).bind(5, job.requested_by).bind(6, job.origin)
         .bind(7, now_ms()).bind(8, owner).bind(9, static_cast<int64_t>(job.tasks.size()))
-        .bind(10, job.group)
+        .bind(10, job.group).bind(11, job.requester_key)
         .run();
     result.id = sqlite3_last_insert_rowid(db_);
     prepare("INSERT INTO job_documents (job_id, design, clipboard) VALUES (?, ?, ?)")
@@ -472,7 +511,8 @@ std::vector<JobRecord> SqliteJobStore::recent_finished(int limit) {
   return query_jobs("SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, "
                     "requested_by, origin, created_ms, started_ms, ended_ms, stage_started_ms, "
                     "retry_at_ms, reason, owner, cancel_requested, cancelled_by, worker_pid, "
-                    "group_name FROM jobs INDEXED BY jobs_finished_by_end "
+                    "group_name, requester_key, confirm_until_ms, confirmed_until, confirmed_by, "
+                    "confirm_prompt FROM jobs INDEXED BY jobs_finished_by_end "
                     "WHERE state IN ('ready', 'failed', 'cancelled') ORDER BY ended_ms DESC, id "
                     "DESC LIMIT ?",
                     limit);
@@ -559,7 +599,7 @@ void SqliteJobStore::stage_failed(int64_t id, int stage, int attempt, int64_t no
           "AND stage = ?4 AND attempt = ?5")
       .bind(1, now).bind(2, reason).bind(3, id).bind(4, stage).bind(5, attempt).run();
   prepare("UPDATE jobs SET state = 'failed', reason = ?1, ended_ms = ?2, worker_pid = 0, "
-          "retry_at_ms = 0, cancel_requested = 0 WHERE id = ?3")
+          "retry_at_ms = 0, cancel_requested = 0, confirm_until_ms = 0 WHERE id = ?3")
       .bind(1, reason).bind(2, now).bind(3, id).run();
   tx.commit();
 }
@@ -570,9 +610,62 @@ void SqliteJobStore::job_cancelled(int64_t id, int64_t now, const std::string& r
           "'running'")
       .bind(1, now).bind(2, id).run();
   prepare("UPDATE jobs SET state = 'cancelled', reason = ?1, ended_ms = ?2, worker_pid = 0, "
-          "retry_at_ms = 0 WHERE id = ?3")
+          "retry_at_ms = 0, confirm_until_ms = 0 WHERE id = ?3")
       .bind(1, reason).bind(2, now).bind(3, id).run();
   tx.commit();
+}
+
+void SqliteJobStore::await_confirmation(int64_t id, int stage, int through, int64_t until_ms,
+                                        const std::string& prompt) {
+  prepare("UPDATE jobs SET stage = ?1, confirm_through = ?2, confirm_until_ms = ?3, "
+          "confirm_prompt = ?4, worker_pid = 0 WHERE id = ?5 AND state IN ('queued', 'running')")
+      .bind(1, stage).bind(2, through).bind(3, until_ms).bind(4, prompt).bind(5, id).run();
+}
+
+bool SqliteJobStore::confirm(int64_t id, const std::string& by, int64_t now) {
+  prepare("UPDATE jobs SET confirmed_until = confirm_through, confirmed_by = ?1, "
+          "confirm_until_ms = 0 WHERE id = ?2 AND confirm_until_ms > ?3 AND cancel_requested = 0 "
+          "AND state IN ('queued', 'running')")
+      .bind(1, by).bind(2, id).bind(3, now).run();
+  return sqlite3_changes(db_) > 0;
+}
+
+int64_t SqliteJobStore::add_freeze(const Freeze& f) {
+  prepare("INSERT INTO freezes (scope, by, reason, from_ms, until_ms) VALUES (?, ?, ?, ?, ?)")
+      .bind(1, f.scope).bind(2, f.by).bind(3, f.reason).bind(4, f.from_ms).bind(5, f.until_ms).run();
+  return sqlite3_last_insert_rowid(db_);
+}
+
+int SqliteJobStore::lift_freezes(const std::string& scope, const std::string& by, int64_t now) {
+  prepare("UPDATE freezes SET lifted_by = ?1, lifted_ms = ?2 WHERE scope = ?3 AND lifted_ms = 0 "
+          "AND (until_ms = 0 OR until_ms > ?2)")
+      .bind(1, by).bind(2, now).bind(3, scope).run();
+  return sqlite3_changes(db_);
+}
+
+std::vector<WalkState> SqliteJobStore::walk_states() {
+  auto& s = prepare("SELECT walk, host, ok, reason, last_run_ms, since_ms FROM walk_results ORDER BY walk, host");
+  std::vector<WalkState> out;
+  while (s.step()) out.push_back({s.text(0), s.text(1), s.i64(2) != 0, s.text(3), s.i64(4), s.i64(5)});
+  s.reset();
+  return out;
+}
+
+void SqliteJobStore::record_walk(const WalkState& w) {
+  prepare("INSERT OR REPLACE INTO walk_results (walk, host, ok, reason, last_run_ms, since_ms) "
+          "VALUES (?, ?, ?, ?, ?, ?)")
+      .bind(1, w.walk).bind(2, w.host).bind(3, int64_t{w.ok}).bind(4, w.reason)
+      .bind(5, w.last_run_ms).bind(6, w.since_ms).run();
+}
+
+std::vector<Freeze> SqliteJobStore::freezes_in_force(int64_t now) {
+  auto& s = prepare("SELECT id, scope, by, reason, from_ms, until_ms FROM freezes WHERE lifted_ms = 0 "
+                    "AND from_ms <= ?1 AND (until_ms = 0 OR until_ms > ?1) ORDER BY id");
+  s.bind(1, now);
+  std::vector<Freeze> out;
+  while (s.step()) out.push_back({s.i64(0), s.text(1), s.text(2), s.text(3), s.i64(4), s.i64(5)});
+  s.reset();
+  return out;
 }
 
 void SqliteJobStore::append_log(int64_t id, int stage, const std::string& line) {
@@ -653,7 +746,8 @@ RequeueResult SqliteJobStore::requeue(int64_t id, const std::string& new_owner) 
   }
   try {
     prepare("UPDATE jobs SET state = 'queued', owner = ?1, reason = '', ended_ms = 0, attempt = 0, "
-            "retry_at_ms = 0, cancel_requested = 0, cancelled_by = '', worker_pid = 0 "
+            "retry_at_ms = 0, cancel_requested = 0, cancelled_by = '', worker_pid = 0, "
+            "confirm_until_ms = 0, confirmed_until = 0, confirmed_by = '' "
             "WHERE id = ?2 AND state IN ('failed', 'cancelled')")
         .bind(1, new_owner).bind(2, id).run();
   } catch (const Statement::UniqueViolation&) {

@@ -48,6 +48,14 @@ class SqliteJobStore : public JobStore {
   void stage_failed(int64_t id, int stage, int attempt, int64_t now,
                     const std::string& reason) override;
   void job_cancelled(int64_t id, int64_t now, const std::string& reason) override;
+  void await_confirmation(int64_t id, int stage, int through, int64_t until_ms,
+                          const std::string& prompt) override;
+  bool confirm(int64_t id, const std::string& by, int64_t now) override;
+  int64_t add_freeze(const Freeze& freeze) override;
+  int lift_freezes(const std::string& scope, const std::string& by, int64_t now) override;
+  std::vector<Freeze> freezes_in_force(int64_t now) override;
+  std::vector<WalkState> walk_states() override;
+  void record_walk(const WalkState& state) override;
   void append_log(int64_t id, int stage, const std::string& line) override;
   std::vector<LogLine> log(int64_t id, int limit) override;
   void redact_log(int64_t id, int stage, const std::vector<std::string>& values) override;

@@ -8,7 +8,7 @@ std::string encode_tasks(const std::vector<TaskSpec>& tasks) {
   std::ostringstream out;
   for (const auto& t : tasks)
     out << t.name << '\t' << t.timeout.count() << '\t' << t.retries << '\t'
-        << (t.destructive ? 1 : 0) << '\n';
+        << (t.destructive ? 1 : 0) << '\t' << (t.verify ? 1 : 0) << '\n';
   return out.str();
 }
 
@@ -20,11 +20,13 @@ std::vector<TaskSpec> decode_tasks(const std::string& text) {
     std::istringstream fields(line);
     TaskSpec t;
     int64_t timeout = 0;
-    int destructive = 0;
+    int destructive = 0, verify = 0;
     std::getline(fields, t.name, '\t');
     fields >> timeout >> t.retries >> destructive;
+    fields >> verify;  // absent in jobs stored before verification: 0
     t.timeout = Millis(timeout);
     t.destructive = destructive != 0;
+    t.verify = verify != 0;
     tasks.push_back(std::move(t));
   }
   return tasks;

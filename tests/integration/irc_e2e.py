@@ -4,6 +4,7 @@ attempts; a wrong certificate is refused."""
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from jarvis_test import check, wait_for  # noqa: E402
@@ -52,12 +53,17 @@ alice.expect("#ops", lambda t: t.startswith('alice: I sent you the answer to "he
 alice.expect("alice", lambda t: t.startswith("deploy <design>"), what="help with deploy for alice, by DM")
 mallory.say("#ops", "!help")
 line = mallory.expect("mallory", lambda t: t.startswith("status <host|job>"), what="help for mallory")
+# The whole of both answers is out (help's last line is walks) before the deploy's progress
+# competes with them for the connection's pace.
+alice.expect("alice", lambda t: t.startswith("walks:"), what="the end of alice's help")
+mallory.expect("mallory", lambda t: t.startswith("walks:"), what="the end of mallory's help")
 mallory.say("#ops", "jarvis: help deploy")  # asking about it is fine; running it is not
 
 # The ACL: mallory is refused, clearly, and it is audited.
 mallory.say("#ops", "jarvis: deploy loki")
 mallory.expect("#ops", lambda t: t == "mallory: you may not deploy here; ask an admin to add you to the ACL",
                what="a refusal")
+time.sleep(3)  # the connection's pace (burst 3, 1 line/s) fills again after the help answers
 
 # A deploy from alice: the reply, then progress announcements in #ops, then ready.
 alice.say("#ops", "jarvis, deploy loki")

@@ -253,13 +253,14 @@ ALL_LEVELS = "  announce_level: all\n  announce_level_direct: all\n"
 
 
 def bot_config(work, server, name="jarvis", tls=True, ca_file=None, irc_extra="", chat_extra="",
-               extra="", levels=ALL_LEVELS, who='"irc:alice!*@*"'):
+               extra="", levels=ALL_LEVELS, who='"irc:alice!*@*"', workers=()):
     """A jarvis config for the test server: TLS with the test certificate, #ops, fast
     keepalive, announcements in #ops, and an ACL that lets alice (or `who`) deploy, cancel
-    and retry."""
+    and retry (`extra` follows the ACL's rules: more "    - who: ..." rules, then top-level
+    keys). `workers`: more worker directories besides <work>/workers."""
     path = f"{work}/{name}.yaml"
     with open(path, "w") as f:
-        f.write(config_head(work, name) + f"""irc:
+        f.write(config_head(work, name, workers) + f"""irc:
   server: 127.0.0.1
   port: {server.tls_port if tls else server.port}
   tls: {"true" if tls else "false"}

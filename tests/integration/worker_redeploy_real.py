@@ -110,6 +110,11 @@ sandbox:
             lines.append(line.rstrip("\n"))
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    # loki is in production (its CMDB entry): stage 4 waits for someone else to confirm.
+    prompt = wait_for(lambda: next((l for l in lines if "is in production" in l), None), 120, "the confirmation prompt")
+    check("stage 4/19 sandbox:power_off will power it off, then stage 5 deletes it. Say `confirm 1`" in prompt, prompt)
+    confirmed = subprocess.run([binary, "confirm", "1", "--config", config], capture_output=True, text=True)
+    check(confirmed.returncode == 0, confirmed.stdout + confirmed.stderr)
     wait_for(lambda: any("loki: ready" in l or "loki: failed" in l for l in lines), 240, "the job to end")
     done.set()
     watcher.join()

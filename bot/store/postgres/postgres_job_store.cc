@@ -118,6 +118,35 @@ CREATE TABLE leaders (
   cursor BIGINT NOT NULL DEFAULT 0
 );
 )SQL",
+    // 3: the safety catch (bot/safety/): confirmations before destructive stages on
+    // production hosts, change freezes, and the walks' last results.
+    R"SQL(
+ALTER TABLE jobs ADD COLUMN requester_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN confirm_until_ms BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN confirm_through INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN confirmed_until INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN confirmed_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN confirm_prompt TEXT NOT NULL DEFAULT '';
+CREATE TABLE freezes (
+  id BIGSERIAL PRIMARY KEY,
+  scope TEXT NOT NULL,
+  by_whom TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  from_ms BIGINT NOT NULL,
+  until_ms BIGINT NOT NULL DEFAULT 0,
+  lifted_by TEXT NOT NULL DEFAULT '',
+  lifted_ms BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE walk_results (
+  walk TEXT NOT NULL,
+  host TEXT NOT NULL,
+  ok BOOLEAN NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  last_run_ms BIGINT NOT NULL,
+  since_ms BIGINT NOT NULL,
+  PRIMARY KEY (walk, host)
+);
+)SQL",
 };
 static_assert(static_cast<int>(std::size(kMigrations)) == PostgresJobStore::kSchemaVersion);
 
@@ -413,7 +442,8 @@ void PostgresJobStore::probe_write(size_t bytes) {
 #define JOB_SELECT                                                                            \
   "SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, requested_by, origin, " \
   "created_ms, started_ms, ended_ms, stage_started_ms, retry_at_ms, reason, owner, "           \
-  "cancel_requested, cancelled_by, worker_pid, group_name FROM jobs "
+  "cancel_requested, cancelled_by, worker_pid, group_name, requester_key, confirm_until_ms, "   \
+  "confirmed_until, confirmed_by, confirm_prompt FROM jobs "
 
 namespace {
 JobRecord read_job(const PostgresJobStore::Result& r, int row) {
@@ -439,6 +469,11 @@ JobRecord read_job(const PostgresJobStore::Result& r, int row) {
   j.cancelled_by = r.text(row, 18);
   j.worker_pid = static_cast<int>(r.i64(row, 19));
   j.group = r.text(row, 20);
+  j.requester_key = r.text(row, 21);
+  j.confirm_until_ms = r.i64(row, 22);
+  j.confirmed_until = static_cast<int>(r.i64(row, 23));
+  j.confirmed_by = r.text(row, 24);
+  j.confirm_prompt = r.text(row, 25);
   return j;
 }
 }  // namespace
@@ -455,12 +490,12 @@ CreateResult PostgresJobStore::create_job(const NewJob& job, const std::string& 
   try {
     Transaction tx(*this);
     Result r = run("INSERT INTO jobs (host, design_ref, pipeline, tasks, state, requested_by, origin, "
-                   "created_ms, owner, stage_count, group_name) VALUES ($1, $2, $3, $4, 'queued', $5, "
-                   "$6, $7, $8, $9, $10) RETURNING id",
+                   "created_ms, owner, stage_count, group_name, requester_key) VALUES ($1, $2, $3, $4, "
+                   "'queued', $5, $6, $7, $8, $9, $10, $11) RETURNING id",
                    Params().add(job.host).add(job.design_ref).add(job.pipeline)
                        .add(encode_tasks(job.tasks)).add(job.requested_by).add(job.origin)
                        .add(now_ms()).add(owner).add(static_cast<int64_t>(job.tasks.size()))
-                       .add(job.group));
+                       .add(job.group).add(job.requester_key));
     result.id = r.i64(0, 0);
     run("INSERT INTO job_documents (job_id, design, clipboard) VALUES ($1, $2, $3)",
         Params().add(result.id).bytes(job.clipboard).bytes(job.clipboard));
@@ -478,12 +513,13 @@ std::optional<JobRecord> PostgresJobStore::job(int64_t id) {
   // A pruned job has no documents: its clipboard is empty.
   Result r = run("SELECT id, host, design_ref, pipeline, tasks, state, stage, attempt, requested_by, "
                  "origin, created_ms, started_ms, ended_ms, stage_started_ms, retry_at_ms, reason, "
-                 "owner, cancel_requested, cancelled_by, worker_pid, group_name, d.clipboard FROM jobs "
+                 "owner, cancel_requested, cancelled_by, worker_pid, group_name, requester_key, confirm_until_ms, "
+                 "confirmed_until, confirmed_by, confirm_prompt, d.clipboard FROM jobs "
                  "LEFT JOIN job_documents d ON d.job_id = jobs.id WHERE jobs.id = $1",
                  Params().add(id));
   if (r.rows() == 0) return std::nullopt;
   JobRecord j = read_job(r, 0);
-  j.clipboard = r.bytes(0, 21);
+  j.clipboard = r.bytes(0, 26);
   return j;
 }
 
@@ -599,7 +635,7 @@ void PostgresJobStore::stage_failed(int64_t id, int stage, int attempt, int64_t 
       "AND stage = $4 AND attempt = $5",
       Params().add(now).add(reason).add(id).add(stage).add(attempt));
   run("UPDATE jobs SET state = 'failed', reason = $1, ended_ms = $2, worker_pid = 0, "
-      "retry_at_ms = 0, cancel_requested = false WHERE id = $3",
+      "retry_at_ms = 0, cancel_requested = false, confirm_until_ms = 0 WHERE id = $3",
       Params().add(reason).add(now).add(id));
   tx.commit();
 }
@@ -610,9 +646,65 @@ void PostgresJobStore::job_cancelled(int64_t id, int64_t now, const std::string&
   run("UPDATE stages SET result = 'cancelled', ended_ms = $1 WHERE job_id = $2 AND result = 'running'",
       Params().add(now).add(id));
   run("UPDATE jobs SET state = 'cancelled', reason = $1, ended_ms = $2, worker_pid = 0, "
-      "retry_at_ms = 0 WHERE id = $3",
+      "retry_at_ms = 0, confirm_until_ms = 0 WHERE id = $3",
       Params().add(reason).add(now).add(id));
   tx.commit();
+}
+
+void PostgresJobStore::await_confirmation(int64_t id, int stage, int through, int64_t until_ms,
+                                          const std::string& prompt) {
+  Transaction tx(*this);
+  fence(id);
+  run("UPDATE jobs SET stage = $1, confirm_through = $2, confirm_until_ms = $3, confirm_prompt = $4, "
+      "worker_pid = 0 WHERE id = $5 AND state IN ('queued', 'running')",
+      Params().add(stage).add(through).add(until_ms).add(prompt).add(id));
+  tx.commit();
+}
+
+bool PostgresJobStore::confirm(int64_t id, const std::string& by, int64_t now) {
+  return run("UPDATE jobs SET confirmed_until = confirm_through, confirmed_by = $1, confirm_until_ms = 0 "
+             "WHERE id = $2 AND confirm_until_ms > $3 AND NOT cancel_requested AND state IN ('queued', 'running')",
+             Params().add(by).add(id).add(now))
+             .affected() > 0;
+}
+
+int64_t PostgresJobStore::add_freeze(const Freeze& f) {
+  return run("INSERT INTO freezes (scope, by_whom, reason, from_ms, until_ms) VALUES ($1, $2, $3, $4, $5) "
+             "RETURNING id",
+             Params().add(f.scope).add(f.by).add(f.reason).add(f.from_ms).add(f.until_ms))
+      .i64(0, 0);
+}
+
+int PostgresJobStore::lift_freezes(const std::string& scope, const std::string& by, int64_t now) {
+  return static_cast<int>(run("UPDATE freezes SET lifted_by = $1, lifted_ms = $2 WHERE scope = $3 AND lifted_ms = 0 "
+                              "AND (until_ms = 0 OR until_ms > $2)",
+                              Params().add(by).add(now).add(scope))
+                              .affected());
+}
+
+std::vector<Freeze> PostgresJobStore::freezes_in_force(int64_t now) {
+  Result r = run("SELECT id, scope, by_whom, reason, from_ms, until_ms FROM freezes WHERE lifted_ms = 0 "
+                 "AND from_ms <= $1 AND (until_ms = 0 OR until_ms > $1) ORDER BY id",
+                 Params().add(now));
+  std::vector<Freeze> out;
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back({r.i64(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3), r.i64(i, 4), r.i64(i, 5)});
+  return out;
+}
+
+std::vector<WalkState> PostgresJobStore::walk_states() {
+  Result r = run("SELECT walk, host, ok, reason, last_run_ms, since_ms FROM walk_results ORDER BY walk, host");
+  std::vector<WalkState> out;
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back({r.text(i, 0), r.text(i, 1), r.boolean(i, 2), r.text(i, 3), r.i64(i, 4), r.i64(i, 5)});
+  return out;
+}
+
+void PostgresJobStore::record_walk(const WalkState& w) {
+  run("INSERT INTO walk_results (walk, host, ok, reason, last_run_ms, since_ms) VALUES ($1, $2, $3::int <> 0, $4, $5, $6) "
+      "ON CONFLICT (walk, host) DO UPDATE SET ok = EXCLUDED.ok, reason = EXCLUDED.reason, "
+      "last_run_ms = EXCLUDED.last_run_ms, since_ms = EXCLUDED.since_ms",
+      Params().add(w.walk).add(w.host).add(int64_t{w.ok}).add(w.reason).add(w.last_run_ms).add(w.since_ms));
 }
 
 void PostgresJobStore::append_log(int64_t id, int stage, const std::string& line) {
@@ -685,7 +777,8 @@ RequeueResult PostgresJobStore::requeue(int64_t id, const std::string& new_owner
   }
   try {
     r.ok = run("UPDATE jobs SET state = 'queued', owner = $1, reason = '', ended_ms = 0, attempt = 0, "
-               "retry_at_ms = 0, cancel_requested = false, cancelled_by = '', worker_pid = 0 "
+               "retry_at_ms = 0, cancel_requested = false, cancelled_by = '', worker_pid = 0, "
+               "confirm_until_ms = 0, confirmed_until = 0, confirmed_by = '' "
                "WHERE id = $2 AND state IN ('failed', 'cancelled')",
                Params().add(new_owner).add(id))
                .affected() > 0;
@@ -779,6 +872,15 @@ struct SqliteSource {
     sqlite3_finalize(s);
     return found;
   }
+  bool has_column(const char* table, const char* column) {
+    sqlite3_stmt* s = nullptr;
+    std::string sql = std::string("SELECT 1 FROM pragma_table_info('") + table + "') WHERE name = ?";
+    sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr);
+    sqlite3_bind_text(s, 1, column, -1, SQLITE_STATIC);
+    bool found = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    return found;
+  }
   // Calls row(stmt) for every row of `sql`.
   template <typename F>
   void each(const char* sql, F row) {
@@ -805,7 +907,7 @@ PostgresJobStore::ImportResult PostgresJobStore::import_sqlite(const std::string
   ImportResult r;
   Transaction tx(*this);
   // Nobody else writes while the copy runs; a node started meanwhile waits for the lock.
-  run("LOCK TABLE jobs, job_documents, stages, log, audit, events IN EXCLUSIVE MODE");
+  run("LOCK TABLE jobs, job_documents, stages, log, audit, events, freezes, walk_results IN EXCLUSIVE MODE");
   int64_t existing = run("SELECT count(*) FROM jobs").i64(0, 0);
   if (existing > 0)
     throw std::runtime_error("the PostgreSQL store " + where_ + " already holds " + std::to_string(existing) +
@@ -858,6 +960,29 @@ PostgresJobStore::ImportResult PostgresJobStore::import_sqlite(const std::string
         Params().add(num(s, 0)).add(num(s, 1)).add(col(s, 2)).add(col(s, 3)).add(col(s, 4)).add(col(s, 5))
             .add(col(s, 6)));
   });
+  if (src.has_table("freezes"))
+    src.each("SELECT id, scope, by, reason, from_ms, until_ms, lifted_by, lifted_ms FROM freezes ORDER BY id",
+             [&](sqlite3_stmt* s) {
+               run("INSERT INTO freezes (id, scope, by_whom, reason, from_ms, until_ms, lifted_by, lifted_ms) "
+                   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                   Params().add(num(s, 0)).add(col(s, 1)).add(col(s, 2)).add(col(s, 3)).add(num(s, 4))
+                       .add(num(s, 5)).add(col(s, 6)).add(num(s, 7)));
+             });
+  if (src.has_table("walk_results"))
+    src.each("SELECT walk, host, ok, reason, last_run_ms, since_ms FROM walk_results", [&](sqlite3_stmt* s) {
+      run("INSERT INTO walk_results (walk, host, ok, reason, last_run_ms, since_ms) VALUES ($1, $2, $3::int <> 0, $4, $5, $6)",
+          Params().add(col(s, 0)).add(col(s, 1)).add(num(s, 2)).add(col(s, 3)).add(num(s, 4)).add(num(s, 5)));
+    });
+  // What a job waited for and who confirmed it: stores made before the safety catch have none.
+  if (src.has_column("jobs", "confirm_until_ms"))
+    src.each("SELECT id, requester_key, confirm_until_ms, confirm_through, confirmed_until, confirmed_by, "
+             "confirm_prompt FROM jobs ORDER BY id",
+             [&](sqlite3_stmt* s) {
+               run("UPDATE jobs SET requester_key = $1, confirm_until_ms = $2, confirm_through = $3, "
+                   "confirmed_until = $4, confirmed_by = $5, confirm_prompt = $6 WHERE id = $7",
+                   Params().add(col(s, 1)).add(num(s, 2)).add(num(s, 3)).add(num(s, 4)).add(col(s, 5))
+                       .add(col(s, 6)).add(num(s, 0)));
+             });
   if (src.has_table("events"))
     src.each("SELECT id, at_ms, job_id, kind, json FROM events ORDER BY id", [&](sqlite3_stmt* s) {
       ++r.events;
@@ -865,7 +990,7 @@ PostgresJobStore::ImportResult PostgresJobStore::import_sqlite(const std::string
           Params().add(num(s, 0)).add(num(s, 1)).add(num(s, 2)).add(col(s, 3)).add(col(s, 4)));
     });
   // New rows continue after the copied ids.
-  for (const char* table : {"jobs", "log", "audit", "events"}) {
+  for (const char* table : {"jobs", "log", "audit", "events", "freezes"}) {
     std::string sql = std::string("SELECT setval(pg_get_serial_sequence('") + table + "', 'id'), " +
                       "COALESCE((SELECT max(id) FROM " + table + "), 0) + 1, false)";
     Result done(PQexec(conn_, sql.c_str()));

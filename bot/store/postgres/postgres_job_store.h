@@ -24,7 +24,7 @@ struct PostgresOptions {
 class PostgresJobStore : public JobStore {
  public:
   // The schema version this binary writes; a database at a newer one is refused.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Connects (libpq URL or key=value string) and brings the schema up to kSchemaVersion.
   // Throws StoreError: Unreachable when the server cannot be reached, Other when the schema is
@@ -65,6 +65,14 @@ class PostgresJobStore : public JobStore {
   PruneResult prune_finished(int64_t before_ms) override;
   void check_identity() override;
   void probe_write(size_t bytes) override;
+  void await_confirmation(int64_t id, int stage, int through, int64_t until_ms,
+                          const std::string& prompt) override;
+  bool confirm(int64_t id, const std::string& by, int64_t now) override;
+  int64_t add_freeze(const Freeze& freeze) override;
+  int lift_freezes(const std::string& scope, const std::string& by, int64_t now) override;
+  std::vector<Freeze> freezes_in_force(int64_t now) override;
+  std::vector<WalkState> walk_states() override;
+  void record_walk(const WalkState& state) override;
   int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                        const std::string& json) override;
   std::vector<StoredEvent> events_after(int64_t after_id, int limit) override;
