@@ -46,6 +46,9 @@ acl:
     - who: ["irc:alice!*@*"]
       commands: [deploy, cancel, retry]
       where: ["irc:#ops", "direct"]
+    - who: ["irc:bob!*@*"]
+      commands: [confirm]
+      where: ["irc:#ops"]
 """
     cfg = world.config(j.state, extra=irc, workers_extra="  retry_backoff: 500ms\n")
     # plan: which pipeline, and why.
@@ -68,6 +71,10 @@ acl:
     alice = Client(server, "alice")
     alice.join("#ops")
     alice.wait_member("#ops", "jarvis", 30, "jarvis")
+    # loki is in production (its CMDB entry): stages 4 and 5 wait for a second person.
+    bob = Client(server, "bob")
+    bob.join("#ops")
+    prompts = []
 
     seen_silences = set()
     done = threading.Event()
@@ -94,6 +101,9 @@ acl:
             if len(parts) < 4 or parts[1] != "PRIVMSG" or parts[2] != "#ops":
                 return False
             text = parts[3][1:]
+            if "is in production" in text and f"Say `confirm {job}`" in text:
+                prompts.append(text)
+                bob.say("#ops", f"jarvis: confirm {job}")
             m = re.search(r"stage (\d+)/19 \S+ done", text)
             if m:
                 n = int(m[1])
@@ -101,7 +111,7 @@ acl:
                 if on_stage_done:
                     on_stage_done(n)
                 alice.say("#ops", "jarvis: status loki")
-            elif text.startswith("loki: ") and pending and re.match(r"loki: (running stage|ready|failed|retrying stage)", text):
+            elif text.startswith("loki: ") and pending and re.match(r"loki: (running stage|ready|failed|retrying stage|waiting for a confirmation before stage)", text):
                 answers.append((pending.pop(0), text))
             if any(e in text for e in end) and f"(job {job})" in text:
                 result["end"] = text
@@ -117,8 +127,10 @@ acl:
     wall = time.time() - t0
     check(end.startswith("alice: loki is ready: loki.example.com, 127.0.0.2") and "19 stages in" in end, end)
     check([n for n, _ in answers] == list(range(1, 20)), f"status after every stage: {answers}")
+    check(len(prompts) == 1 and "stage 4/19 linode:power_off will power it off, then stage 5 deletes it" in prompts[0],
+          f"the production prompt: {prompts}")
     for n, text in answers:
-        m = re.match(r"loki: running stage (\d+)/19", text)
+        m = re.match(r"loki: (?:running|waiting for a confirmation before) stage (\d+)/19", text)
         check((m and int(m[1]) > n) or text.startswith("loki: ready"),
               f"after stage {n} done, status said: {text}")
 
@@ -142,7 +154,7 @@ acl:
     nodes = world.emu.labelled("loki")
     check(world.old_node in world.emu.deleted and len(nodes) == 1 and nodes[0]["status"] == "running"
           and world.emu.count("POST", "/linode/instances") == 1, f"{nodes} {world.emu.deleted}")
-    total, workers, runs = job_figures(j.state, 1)
+    total, workers, runs = job_figures(j.state, 1, human_wait_before=4)
     print(f"job 1: 19 stages ({runs} runs) in {total} ms, workers {workers} ms, jarvis added "
           f"{total - workers} ms ({100 * (total - workers) / total:.1f}% of the total); "
           f"deploy said to ready line seen: {wall:.1f}s", file=sys.stderr)

@@ -163,9 +163,12 @@ def stage_times(state, job):
         con.close()
 
 
-def job_figures(state, job):
+def job_figures(state, job, human_wait_before=None):
     """From the job's records in the store: (total ms from start to end, the workers' own ms:
-    the sum of every stage attempt's run, stages run). What jarvis adds is total - workers."""
+    the sum of every stage attempt's run, stages run). What jarvis adds is total - workers.
+    human_wait_before: a 1-based stage that waited for a person (a production confirmation);
+    the time from the previous stage's end to its start is theirs, not jarvis's, and is left
+    out of the total."""
     [db] = [p for p in glob.glob(os.path.join(state, "*")) if p.endswith((".db", ".sqlite", ".sqlite3"))][:1] or [None]
     if db is None:
         raise RuntimeError(f"no job store in {state}")
@@ -174,6 +177,14 @@ def job_figures(state, job):
         started, ended = con.execute("SELECT started_ms, ended_ms FROM jobs WHERE id = ?", (job,)).fetchone()
         rows = con.execute("SELECT started_ms, ended_ms FROM stages WHERE job_id = ? AND ended_ms > 0",
                            (job,)).fetchall()
+        wait = 0
+        if human_wait_before:
+            before = con.execute("SELECT max(ended_ms) FROM stages WHERE job_id = ? AND stage = ?",
+                                 (job, human_wait_before - 2)).fetchone()[0]
+            at = con.execute("SELECT min(started_ms) FROM stages WHERE job_id = ? AND stage = ?",
+                             (job, human_wait_before - 1)).fetchone()[0]
+            if before and at:
+                wait = at - before
     finally:
         con.close()
-    return ended - started, sum(e - s for s, e in rows), len(rows)
+    return ended - started - wait, sum(e - s for s, e in rows), len(rows)
