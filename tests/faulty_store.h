@@ -102,6 +102,20 @@ class FaultyStore : public JobStore {
     hit("probe_write");
     real_.probe_write(bytes);
   }
+  std::vector<JobRecord> find_jobs(const JobQuery& q) override { return real_.find_jobs(q); }
+  std::vector<StageRecord> stages(int64_t id) override { return real_.stages(id); }
+  std::optional<std::string> clipboard_after(int64_t id, int stage) override {
+    return real_.clipboard_after(id, stage);
+  }
+  std::vector<AuditEntry> find_audit(const AuditQuery& q) override { return real_.find_audit(q); }
+  int64_t append_event(int64_t at_ms, int64_t job, const std::string& kind, const std::string& json) override {
+    hit("append_event");
+    return real_.append_event(at_ms, job, kind, json);
+  }
+  std::vector<StoredEvent> events_after(int64_t after, int limit) override { return real_.events_after(after, limit); }
+  bool add_token(const ApiToken& t) override { return real_.add_token(t); }
+  std::vector<ApiToken> tokens() override { return real_.tokens(); }
+  bool revoke_token(const std::string& name) override { return real_.revoke_token(name); }
 
  private:
   void hit(const std::string& op) {

@@ -30,6 +30,9 @@
 #include "bot/design/file_design_source.h"
 #include "bot/design/ldap_design_source.h"
 #include "bot/design/url_design_source.h"
+#include "bot/http/api.h"
+#include "bot/http/http_server.h"
+#include "bot/http/tokens.h"
 #include "bot/net/http_client.h"
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
@@ -576,6 +579,41 @@ int cmd_serve(Context& ctx) {
     add_front(std::make_unique<SlackAdapter>(io, *slack_http, *slack), {}, OutboxLimits{4, 8, 1, 3, 3});
   }
   engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
+
+  // The HTTP API: the same command core, ACL and audit trail as chat, on the same loop.
+  std::unique_ptr<http::Api> api;
+  std::unique_ptr<http::Server> http_server;
+  if (const auto& hc = ctx.config.http) {
+    http::ApiConfig ac;
+    ac.requests_per_second = hc->requests_per_second;
+    ac.request_burst = hc->request_burst;
+    ac.max_event_clients = hc->max_event_streams;
+    ac.metrics_token = hc->metrics_token;
+    ac.secret_patterns = SecretPatterns(ctx.config.secret_patterns);
+    ac.secrets = ec.secrets;
+    api = std::make_unique<http::Api>(io, *ctx.store, service, acl, ac);
+    api->set_health([&] {
+      http::Health h;
+      h.store_problem = engine.store_problem();
+      for (const auto& f : fronts) h.fronts.push_back({f->protocol(), f->connected(), f->pending()});
+      h.running = engine.running();
+      h.queued = engine.queued();
+      return h;
+    });
+    engine.add_observer([&](const EngineEvent& e) { api->on_event(e); });
+    http_server = std::make_unique<http::Server>(io, hc->server, [&](const http::Request& r, http::Respond respond) {
+      api->handle(r, std::move(respond));
+    });
+    try {
+      http_server->start();
+    } catch (const std::exception& e) {
+      std::cerr << "jarvis: cannot serve: " << e.what() << '\n';
+      return 2;
+    }
+    log::info(log::kNoJob, "http: API on {}://{}:{}/api/v1", http_server->tls() ? "https" : "http",
+              hc->server.address, http_server->port());
+    if (!http_server->tls()) log::warn(log::kNoJob, "http: plain HTTP; tokens are only safe on loopback or behind a TLS proxy");
+  }
   // The database was deleted or replaced: the engine has stopped; give the announcement a
   // moment to reach chat, then stop everything and exit non-zero.
   int exit_code = 0;
@@ -588,6 +626,7 @@ int cmd_serve(Context& ctx) {
     lost_timer.async_wait([&](const boost::system::error_code&) {
       console.stop();
       for (auto& front : fronts) front->stop();
+      if (http_server) http_server->stop();
       io.stop();
     });
   });
@@ -617,6 +656,7 @@ int cmd_serve(Context& ctx) {
     log::info(log::kNoJob, "{}: stopping; {} jobs in flight resume on the next start",
               sig == SIGINT ? "SIGINT" : "SIGTERM", in_flight);
     console.stop();
+    if (http_server) http_server->stop();
     engine.stop();
     // wt-chat2: each front delivers what is queued (for chat.drain_timeout at most), then
     // says goodbye (IRC QUIT with the reason).
@@ -719,6 +759,7 @@ int cmd_check_config(Context& ctx) {
     if (c.irc) protocols.push_back("irc");
     if (c.xmpp) protocols.push_back("xmpp");
     if (c.slack) protocols.push_back("slack");
+    if (c.http) protocols.push_back("http");
     for (const auto& p : acl_rule_problems(c.acl_rules, protocols))
       (p.error ? problems : warnings).push_back(p.text);
   }
@@ -791,6 +832,53 @@ int cmd_prune(Context& ctx, const CliArgs& args) {
   return 0;
 }
 
+// HTTP API tokens: shown once, stored as their SHA-256.
+int cmd_token(Context& ctx, const CliArgs& args) {
+  const std::string& action = args.words.at(0);
+  std::string name = args.words.size() > 1 ? args.words[1] : "";
+  if (action == "list") {
+    auto tokens = ctx.store->tokens();
+    if (tokens.empty()) std::cout << "no API tokens; add one with: jarvis token add NAME --role read|operate|admin\n";
+    for (const auto& t : tokens)
+      std::cout << t.name << "  " << t.role << "  http:" << t.name << "  added " << clock_utc(t.created_ms, now_ms()) << '\n';
+    return 0;
+  }
+  if (!http::valid_token_name(name)) {
+    std::cerr << "jarvis: token " << action << " needs a NAME of 1-64 letters, digits, '.', '_' or '-'\n";
+    return 2;
+  }
+  if (action == "revoke") {
+    bool ok = ctx.store->revoke_token(name);
+    audit_cli(*ctx.store, "token revoke " + name, ok ? "ok" : "refused: no such token");
+    if (!ok) {
+      std::cerr << "jarvis: there is no API token named " << name << " (jarvis token list shows them)\n";
+      return 1;
+    }
+    std::cout << "revoked the API token " << name << "; requests with it get 401 from now on\n";
+    return 0;
+  }
+  if (args.role.empty()) {
+    std::cerr << "jarvis: token add needs --role read, operate or admin\n";
+    return 2;
+  }
+  ApiToken t;
+  t.name = name;
+  t.role = args.role;
+  std::string secret = http::new_token();
+  t.hash = http::token_hash(secret);
+  t.created_ms = now_ms();
+  if (!ctx.store->add_token(t)) {
+    audit_cli(*ctx.store, "token add " + name + " --role " + args.role, "refused: the name is taken");
+    std::cerr << "jarvis: an API token named " << name << " exists; revoke it first (jarvis token revoke " << name << ")\n";
+    return 1;
+  }
+  audit_cli(*ctx.store, "token add " + name + " --role " + args.role, "ok");
+  std::cerr << "API token " << name << " (role " << args.role << ", identity http:" << name
+            << "); it is shown only now, jarvis keeps only its hash:\n";
+  std::cout << secret << '\n';
+  return 0;
+}
+
 int cmd_pipelines(Context& ctx) {
   warn_pipeline_errors(ctx);
   if (ctx.pipelines.all().empty()) std::cout << "no pipelines in " << ctx.config.pipelines_dir << '\n';
@@ -830,6 +918,7 @@ int cli_main(int argc, char** argv) {
     if (args->command == "designs") return cmd_designs(*ctx);
     if (args->command == "pipelines") return cmd_pipelines(*ctx);
     if (args->command == "prune") return cmd_prune(*ctx, *args);
+    if (args->command == "token") return cmd_token(*ctx, *args);
     if (args->command == "retry") {
       int rc = cmd_retry(*ctx, *args);
       if (rc >= 0) return rc;

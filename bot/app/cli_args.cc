@@ -58,6 +58,11 @@ const CommandSpec kCommands[] = {
      "Removes the logs, designs and clipboards of jobs that finished more than --older-than ago\n"
      "(90d, 12h, ...): they are what grows. The job rows (what ran, when, how it ended) and the\n"
      "audit trail stay; a pruned job cannot be retried. Prints what it removed."},
+    {"token", "HTTP API tokens: add NAME --role read|operate|admin, list, revoke NAME",
+     "Manages the tokens of the HTTP API (http: in the config). \"token add NAME --role ROLE\" prints a new\n"
+     "token once and stores only its SHA-256; its identity is http:NAME (ACL rules, audit trail). Roles:\n"
+     "read (status, jobs, log, plan, audit), operate (also deploy, cancel, retry), admin. \"token list\"\n"
+     "shows names, roles and dates, never tokens; \"token revoke NAME\" ends one at once."},
     {"help", "this list, or one command in detail", "This list, or one command in detail."},
 };
 
@@ -88,7 +93,7 @@ bool is_command(const std::string& w) {
 
 // The global options that take a value, so that a scan for the command word skips values.
 const char* const kValueOptions[] = {"--config", "--state-dir", "--workers-path", "--pipelines-dir",
-                                     "--log-format", "--pipeline", "-n", "--lines", "--older-than"};
+                                     "--log-format", "--pipeline", "-n", "--lines", "--older-than", "--role"};
 
 std::optional<std::string> first_word(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
@@ -166,6 +171,11 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
   subs["log"]->add_option("-n,--lines", a.lines, "how many lines (default 20)")->check(CLI::Range(1, 100000));
   subs["audit"]->add_option("HOST", target, "only entries about this host");
   subs["help"]->add_option("COMMAND", topic, "a command");
+  std::string token_action, token_name;
+  subs["token"]->add_option("ACTION", token_action, "add, list or revoke")->required()
+      ->check(CLI::IsMember({"add", "list", "revoke"}));
+  subs["token"]->add_option("NAME", token_name, "the token's name: letters, digits, . _ -");
+  subs["token"]->add_option("--role", a.role, "add: read, operate or admin")->check(CLI::IsMember({"read", "operate", "admin"}));
   subs["prune"]->add_option("--older-than", a.older_than, "finished longer ago than this: 90d, 12h, 30m")->required();
   app.require_subcommand(1, 1);
 
@@ -221,6 +231,10 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
   }
   if (!design.empty()) a.words.push_back(design);
   if (!target.empty()) a.words.push_back(target);
+  if (a.command == "token") {
+    a.words = {token_action};
+    if (!token_name.empty()) a.words.push_back(token_name);
+  }
   return {a, 0};
 }
 

@@ -17,6 +17,7 @@ struct CliArgs {
   std::optional<std::string> pipeline;
   int lines = 20;                  // log -n
   std::string older_than;          // prune --older-than
+  std::string role;                // token add --role
 };
 
 struct ParsedCli {

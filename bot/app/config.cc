@@ -8,6 +8,8 @@
 
 #include <strings.h>
 
+#include <boost/asio/ip/address.hpp>
+
 
 #include "bot/pipeline/worker_path.h"
 #include "bot/util/yaml_doc.h"
@@ -293,6 +295,53 @@ void check_known(const std::string& file, const YAML::Node& n, const char* secti
       fail(file, it->first, "unknown key " + std::string(section) + "." + it->first.Scalar());
 }
 
+void apply_http(const std::string& file, const YAML::Node& n, Config& c, const std::function<std::string(const std::string&)>& rel) {
+  check_known(file, n, "http", {"listen", "tls_cert_file", "tls_key_file", "allow_plain", "max_body",
+                                "max_header", "max_connections", "request_timeout", "idle_timeout",
+                                "requests_per_second", "request_burst", "max_event_streams", "metrics_token",
+                                "metrics_token_env", "metrics_token_file"});
+  HttpConfig h;
+  if (n["listen"]) {
+    std::string listen = text(file, n["listen"], "http.listen");
+    auto colon = listen.rfind(':');
+    std::string host = colon == std::string::npos ? "" : listen.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    boost::system::error_code ec;
+    auto address = boost::asio::ip::make_address(host, ec);
+    int64_t port = -1;
+    try {
+      port = colon == std::string::npos ? -1 : std::stoll(listen.substr(colon + 1));
+    } catch (const std::exception&) {
+    }
+    if (ec || port < 0 || port > 65535)
+      fail(file, n["listen"], "http.listen must be ADDRESS:PORT, like 127.0.0.1:8088 or [::1]:8088 (port 0: any free one)");
+    h.server.address = address.to_string();
+    h.server.port = static_cast<uint16_t>(port);
+  }
+  if (n["tls_cert_file"]) h.server.tls_cert_file = rel(text(file, n["tls_cert_file"], "http.tls_cert_file"));
+  if (n["tls_key_file"]) h.server.tls_key_file = rel(text(file, n["tls_key_file"], "http.tls_key_file"));
+  if (h.server.tls_cert_file.empty() != h.server.tls_key_file.empty())
+    fail(file, n, "http needs both tls_cert_file and tls_key_file, or neither");
+  if (n["allow_plain"]) h.allow_plain = boolean(file, n["allow_plain"], "http.allow_plain");
+  boost::system::error_code ec;
+  bool loopback = boost::asio::ip::make_address(h.server.address, ec).is_loopback();
+  if (h.server.tls_cert_file.empty() && !loopback && !h.allow_plain)
+    fail(file, n["listen"] ? n["listen"] : n,
+         "http.listen " + h.server.address + " is not loopback: tokens would cross the network in clear. "
+         "Set tls_cert_file and tls_key_file, or allow_plain: true behind a TLS proxy");
+  auto& l = h.server.limits;
+  if (n["max_body"]) l.max_body = static_cast<size_t>(number(file, n["max_body"], "http.max_body", 1024, 16 << 20));
+  if (n["max_header"]) l.max_header = static_cast<size_t>(number(file, n["max_header"], "http.max_header", 1024, 1 << 20));
+  if (n["max_connections"]) l.max_connections = static_cast<size_t>(number(file, n["max_connections"], "http.max_connections", 1, 100000));
+  if (n["request_timeout"]) l.request_timeout = duration(file, n["request_timeout"], "http.request_timeout");
+  if (n["idle_timeout"]) l.idle_timeout = duration(file, n["idle_timeout"], "http.idle_timeout");
+  if (n["requests_per_second"]) h.requests_per_second = static_cast<double>(number(file, n["requests_per_second"], "http.requests_per_second", 1, 100000));
+  if (n["request_burst"]) h.request_burst = static_cast<double>(number(file, n["request_burst"], "http.request_burst", 1, 100000));
+  if (n["max_event_streams"]) h.max_event_streams = static_cast<size_t>(number(file, n["max_event_streams"], "http.max_event_streams", 1, 100000));
+  h.metrics_token = secret(file, n, "metrics_token");
+  c.http = std::move(h);
+}
+
 void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
   check_known(file, n, "gist", {"api_url", "gist_hosts", "url_hosts", "token", "token_env", "token_file",
                                 "ca_file", "timeout", "max_bytes", "max_redirects", "allow_http",
@@ -454,6 +503,7 @@ void apply_entry(const std::string& file, const std::string& key, const YAML::No
       if (!c.ldap->connect.ca_file.empty()) c.ldap->connect.ca_file = rel(c.ldap->connect.ca_file);
     }
     else if (key == "acl") apply_acl(file, v, c);
+    else if (key == "http") apply_http(file, v, c, rel);
     else if (key == "secret_patterns") {
       c.secret_patterns = strings(file, v, "secret_patterns");
       if (c.secret_patterns.empty()) fail(file, v, "secret_patterns must name at least one pattern");
@@ -524,6 +574,7 @@ EngineConfig Config::engine_config() const {
   }
   secret(gist.token);
   if (ldap) secret(ldap->connect.password);
+  if (http) secret(http->metrics_token);
   return e;
 }
 

@@ -13,12 +13,23 @@
 #include "bot/commands/acl.h"
 #include "bot/design/ldap_design_source.h"
 #include "bot/design/url_design_source.h"
+#include "bot/http/http_server.h"
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/util/log.h"
 #include "bot/util/secrets.h"
 
 namespace jarvis {
+
+// The HTTP API and dashboard of `jarvis serve` (off unless configured).
+struct HttpConfig {
+  http::ServerConfig server;   // listen address and port, TLS files, limits
+  bool allow_plain = false;    // plain HTTP on an address that is not loopback
+  double requests_per_second = 20;
+  double request_burst = 40;
+  size_t max_event_streams = 500;
+  std::string metrics_token;   // from metrics_token_file; empty: /metrics is open
+};
 
 struct Config {
   std::string config_file;  // the file read, if any (for messages)
@@ -48,6 +59,7 @@ struct Config {
   AnnounceConfig announce;
   // Every announce place with where it was written ("jarvis.yaml:41"), for check-config.
   std::vector<std::pair<std::string, std::string>> announce_places_at;
+  std::optional<HttpConfig> http;
   std::vector<AclRule> acl_rules;
   std::vector<std::string> acl_open = Acl::default_open();
 

@@ -73,6 +73,52 @@ struct AuditEntry {
   std::string place;     // channel, room, tty
   std::string command;   // the command as typed
   std::string outcome;   // accepted, refused: ..., error: ...
+  int64_t id = 0;        // its row, for paging (set when read back)
+};
+
+// One attempt of one stage, as the stages table keeps it.
+struct StageRecord {
+  int stage = 0;  // 0-based, like JobRecord::stage
+  int attempt = 0;
+  std::string task;
+  int64_t started_ms = 0, ended_ms = 0;
+  std::string result;  // running, ok, failed, cancelled, interrupted
+  std::string reason;
+};
+
+// Which jobs find_jobs returns: newest first, ids below `before_id` (0: from the newest).
+struct JobQuery {
+  std::string host, requested_by;  // exact; empty: any
+  std::optional<JobState> state;
+  bool latest_per_host = false;    // only each host's latest job (the host list)
+  int64_t before_id = 0;
+  int limit = 50;
+};
+
+// Which audit rows find_audit returns: newest first, ids below `before_id` (0: from the newest).
+struct AuditQuery {
+  std::string who;      // exact identity ("http:alice", "irc:alice!a@host")
+  std::string host;     // the host as a word of the command
+  int64_t since_ms = 0;
+  int64_t before_id = 0;
+  int limit = 100;
+};
+
+// An engine event as stored, for the HTTP API's event stream (resumable by id) and hooks.
+struct StoredEvent {
+  int64_t id = 0;
+  int64_t at_ms = 0;
+  int64_t job_id = 0;
+  std::string kind;
+  std::string json;
+};
+
+// An HTTP API token: only the SHA-256 of the secret is kept.
+struct ApiToken {
+  std::string name;
+  std::string role;  // read, operate, admin
+  std::string hash;  // hex SHA-256 of the token
+  int64_t created_ms = 0;
 };
 
 // A store operation that did not happen. Every write either completes (COMMIT included) or
@@ -163,6 +209,25 @@ class JobStore {
     int64_t jobs = 0, log_lines = 0;
   };
   virtual PruneResult prune_finished(int64_t before_ms) = 0;
+
+  // Read side of the HTTP API.
+  virtual std::vector<JobRecord> find_jobs(const JobQuery& query) = 0;
+  virtual std::vector<StageRecord> stages(int64_t id) = 0;  // every attempt, in order
+  // The clipboard as it was after stage `stage` (1-based) succeeded; 0: the design as submitted.
+  // Empty when the stage has not succeeded or the job was pruned.
+  virtual std::optional<std::string> clipboard_after(int64_t id, int stage) = 0;
+  virtual std::vector<AuditEntry> find_audit(const AuditQuery& query) = 0;
+
+  // Engine events, in the order appended; ids increase. Throws StoreError like every write.
+  virtual int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
+                               const std::string& json) = 0;
+  virtual std::vector<StoredEvent> events_after(int64_t after_id, int limit) = 0;
+
+  // HTTP API tokens. add_token is false when a token of that name exists already;
+  // revoke_token false when there is none.
+  virtual bool add_token(const ApiToken& token) = 0;
+  virtual std::vector<ApiToken> tokens() = 0;
+  virtual bool revoke_token(const std::string& name) = 0;
 
   // Health. check_identity throws StoreError(Gone) when the database file was deleted or
   // replaced since it was opened; probe_write commits (and removes) `bytes` of data, so a

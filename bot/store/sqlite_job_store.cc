@@ -5,6 +5,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -400,6 +401,24 @@ void SqliteJobStore::migrate() {
   s.reset();
   if (!has_group) exec("ALTER TABLE jobs ADD COLUMN group_name TEXT NOT NULL DEFAULT ''");
   exec("CREATE INDEX IF NOT EXISTS jobs_by_group ON jobs(group_name, host) WHERE group_name != ''");
+  // Since the HTTP API: the engine's events (the API's event stream resumes from them) and
+  // the API's tokens (their SHA-256 only). Stores from before get both tables empty.
+  exec(R"SQL(
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_ms INTEGER NOT NULL,
+  job_id INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+  name TEXT NOT NULL UNIQUE,
+  role TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_requester ON jobs(requested_by, id);
+)SQL");
 }
 
 void SqliteJobStore::exec(const char* sql) {
@@ -640,7 +659,7 @@ std::vector<AuditEntry> SqliteJobStore::audit_trail(int limit) {
   s.bind(1, limit);
   std::vector<AuditEntry> out;
   while (s.step())
-    out.push_back({s.i64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5)});
+    out.push_back({s.i64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), 0});
   s.reset();
   return out;
 }
@@ -702,6 +721,109 @@ std::vector<JobStore::Watched> SqliteJobStore::jobs_to_watch() {
                    static_cast<int>(s.i64(4))});
   s.reset();
   return out;
+}
+
+std::vector<JobRecord> SqliteJobStore::find_jobs(const JobQuery& q) {
+  // One statement for every combination of filters: an empty filter matches everything.
+  auto& s = prepare(JOB_SELECT
+                    "WHERE (?1 = '' OR host = ?1) AND (?2 = '' OR requested_by = ?2) AND "
+                    "(?3 = '' OR state = ?3) AND (?4 = 0 OR id < ?4) AND "
+                    "(?5 = 0 OR id IN (SELECT max(id) FROM jobs GROUP BY host)) "
+                    "ORDER BY id DESC LIMIT ?6");
+  s.bind(1, q.host).bind(2, q.requested_by)
+      .bind(3, q.state ? std::string(to_string(*q.state)) : std::string())
+      .bind(4, q.before_id).bind(5, int64_t{q.latest_per_host ? 1 : 0})
+      .bind(6, int64_t{std::clamp(q.limit, 1, 1000)});
+  std::vector<JobRecord> out;
+  while (s.step()) out.push_back(read_job(s));
+  s.reset();
+  return out;
+}
+
+std::vector<StageRecord> SqliteJobStore::stages(int64_t id) {
+  auto& s = prepare("SELECT stage, attempt, task, started_ms, ended_ms, result, reason FROM stages "
+                    "WHERE job_id = ? ORDER BY stage, attempt");
+  s.bind(1, id);
+  std::vector<StageRecord> out;
+  while (s.step())
+    out.push_back({static_cast<int>(s.i64(0)), static_cast<int>(s.i64(1)), s.text(2), s.i64(3), s.i64(4),
+                   s.text(5), s.text(6)});
+  s.reset();
+  return out;
+}
+
+std::optional<std::string> SqliteJobStore::clipboard_after(int64_t id, int stage) {
+  auto& docs = prepare("SELECT design FROM job_documents WHERE job_id = ?");
+  docs.bind(1, id);
+  std::optional<std::string> design;
+  if (docs.step()) design = docs.text(0);
+  docs.reset();
+  if (!design || stage <= 0) return design;  // pruned, or the design itself
+  // The last stage at or before `stage` that changed the clipboard; the design if none did.
+  auto& ok = prepare("SELECT count(*) FROM stages WHERE job_id = ? AND stage = ? AND result = 'ok'");
+  ok.bind(1, id).bind(2, int64_t{stage - 1});
+  bool succeeded = ok.step() && ok.i64(0) > 0;
+  ok.reset();
+  if (!succeeded) return std::nullopt;
+  auto& s = prepare("SELECT clipboard_after FROM stages WHERE job_id = ? AND stage <= ? AND result = 'ok' "
+                    "AND clipboard_after IS NOT NULL ORDER BY stage DESC LIMIT 1");
+  s.bind(1, id).bind(2, int64_t{stage - 1});
+  std::optional<std::string> out = s.step() ? std::optional<std::string>(s.text(0)) : design;
+  s.reset();
+  return out;
+}
+
+std::vector<AuditEntry> SqliteJobStore::find_audit(const AuditQuery& q) {
+  auto& s = prepare("SELECT at_ms, who, protocol, place, command, outcome, id FROM audit WHERE "
+                    "(?1 = '' OR who = ?1) AND (?2 = '' OR instr(' ' || command || ' ', ' ' || ?2 || ' ') > 0) "
+                    "AND at_ms >= ?3 AND (?4 = 0 OR id < ?4) ORDER BY id DESC LIMIT ?5");
+  s.bind(1, q.who).bind(2, q.host).bind(3, q.since_ms).bind(4, q.before_id)
+      .bind(5, int64_t{std::clamp(q.limit, 1, 1000)});
+  std::vector<AuditEntry> out;
+  while (s.step())
+    out.push_back({s.i64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), s.i64(6)});
+  s.reset();
+  return out;
+}
+
+int64_t SqliteJobStore::append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
+                                     const std::string& json) {
+  check_identity();
+  prepare("INSERT INTO events (at_ms, job_id, kind, json) VALUES (?, ?, ?, ?)")
+      .bind(1, at_ms).bind(2, job_id).bind(3, kind).bind(4, json).run();
+  return sqlite3_last_insert_rowid(db_);
+}
+
+std::vector<StoredEvent> SqliteJobStore::events_after(int64_t after_id, int limit) {
+  auto& s = prepare("SELECT id, at_ms, job_id, kind, json FROM events WHERE id > ? ORDER BY id LIMIT ?");
+  s.bind(1, after_id).bind(2, int64_t{std::clamp(limit, 1, 100000)});
+  std::vector<StoredEvent> out;
+  while (s.step()) out.push_back({s.i64(0), s.i64(1), s.i64(2), s.text(3), s.text(4)});
+  s.reset();
+  return out;
+}
+
+bool SqliteJobStore::add_token(const ApiToken& t) {
+  try {
+    prepare("INSERT INTO api_tokens (name, role, hash, created_ms) VALUES (?, ?, ?, ?)")
+        .bind(1, t.name).bind(2, t.role).bind(3, t.hash).bind(4, t.created_ms ? t.created_ms : now_ms()).run();
+  } catch (const Statement::UniqueViolation&) {
+    return false;
+  }
+  return true;
+}
+
+std::vector<ApiToken> SqliteJobStore::tokens() {
+  auto& s = prepare("SELECT name, role, hash, created_ms FROM api_tokens ORDER BY name");
+  std::vector<ApiToken> out;
+  while (s.step()) out.push_back({s.text(0), s.text(1), s.text(2), s.i64(3)});
+  s.reset();
+  return out;
+}
+
+bool SqliteJobStore::revoke_token(const std::string& name) {
+  prepare("DELETE FROM api_tokens WHERE name = ?").bind(1, name).run();
+  return sqlite3_changes(db_) > 0;
 }
 
 std::string SqliteJobStore::initial_clipboard(int64_t id) {
