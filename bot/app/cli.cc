@@ -627,6 +627,7 @@ int cmd_serve(Context& ctx) {
       console.stop();
       for (auto& front : fronts) front->stop();
       if (http_server) http_server->stop();
+      if (api) api->stop();
       io.stop();
     });
   });
@@ -657,6 +658,7 @@ int cmd_serve(Context& ctx) {
               sig == SIGINT ? "SIGINT" : "SIGTERM", in_flight);
     console.stop();
     if (http_server) http_server->stop();
+    if (api) api->stop();
     engine.stop();
     // wt-chat2: each front delivers what is queued (for chat.drain_timeout at most), then
     // says goodbye (IRC QUIT with the reason).

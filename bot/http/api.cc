@@ -95,8 +95,13 @@ Api::Api(boost::asio::io_context& io, JobStore& store, CommandService& commands,
   heartbeat();
 }
 
-Api::~Api() {
+Api::~Api() { stop(); }
+
+void Api::stop() {
+  catch_up_timer_.cancel();
+  heartbeat_timer_.cancel();
   for (auto& c : clients_) c.stream->close();
+  clients_.clear();
 }
 
 void Api::count_request(int status, const std::string& route) { ++requests_[{status, route}]; }

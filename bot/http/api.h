@@ -57,6 +57,8 @@ class Api {
   // Every engine event, after the engine stored it: to the event streams (and the metrics).
   void on_event(const EngineEvent& e);
   void handle(const Request& request, Respond respond);
+  // Closes the event streams and stops the timers (serve is stopping).
+  void stop();
   size_t event_clients() const { return clients_.size(); }
 
  private:

@@ -1,5 +1,6 @@
 #include "bot/http/http_server.h"
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -78,10 +79,24 @@ std::multimap<std::string, std::string> parse_query(const std::string& q) {
   return out;
 }
 
+}  // namespace
+
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void shutdown() = 0;
+};
+
+namespace {
+
 // One connection. Stream is beast::tcp_stream or beast::ssl_stream<beast::tcp_stream>.
 template <class Stream>
-class Session : public std::enable_shared_from_this<Session<Stream>> {
+class Session : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
  public:
+  void shutdown() override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] { self->close(); });
+  }
+
   template <class... Args>
   Session(const Limits& limits, const Handler& handler, std::shared_ptr<size_t> count, std::string remote,
           Args&&... args)
@@ -148,10 +163,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     version_ = req.version();
     served_ = true;
     beast::get_lowest_layer(stream_).expires_after(limits_.handler_timeout);
-    std::weak_ptr<Session> weak = this->shared_from_this();
-    handler_(r, [weak](Response resp) {
-      if (auto self = weak.lock()) self->write(std::move(resp));
-    });
+    // The answer may come later (a deploy fetches its design): the callback keeps the
+    // connection alive until then.
+    handler_(r, [self = this->shared_from_this()](Response resp) { self->write(std::move(resp)); });
   }
 
   void fail(int status, const std::string& message) {
@@ -311,6 +325,14 @@ void Server::start() {
 void Server::stop() {
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  for (auto& weak : sessions_)
+    if (auto s = weak.lock()) s->shutdown();
+  sessions_.clear();
+}
+
+void Server::track(const std::shared_ptr<SessionBase>& session) {
+  std::erase_if(sessions_, [](const auto& w) { return w.expired(); });
+  sessions_.push_back(session);
 }
 
 void Server::accept() {
@@ -338,13 +360,15 @@ void Server::accept() {
         }
         socket.close(e2);
       } else if (tls_) {
-        std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(config_.limits, handler_, connections_,
-                                                                          remote, std::move(socket), *tls_)
-            ->start();
+        auto s = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
+            config_.limits, handler_, connections_, remote, std::move(socket), *tls_);
+        track(s);
+        s->start();
       } else {
-        std::make_shared<Session<beast::tcp_stream>>(config_.limits, handler_, connections_, remote,
-                                                      std::move(socket))
-            ->start();
+        auto s = std::make_shared<Session<beast::tcp_stream>>(config_.limits, handler_, connections_, remote,
+                                                               std::move(socket));
+        track(s);
+        s->start();
       }
     }
     accept();

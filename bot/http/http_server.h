@@ -90,6 +90,8 @@ struct ServerConfig {
   Limits limits;
 };
 
+class SessionBase;
+
 class Server {
  public:
   Server(boost::asio::io_context& io, ServerConfig config, Handler handler);
@@ -105,6 +107,8 @@ class Server {
 
  private:
   void accept();
+  void track(const std::shared_ptr<SessionBase>& session);
+  std::vector<std::weak_ptr<SessionBase>> sessions_;
   boost::asio::io_context& io_;
   ServerConfig config_;
   Handler handler_;
