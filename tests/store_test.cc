@@ -170,6 +170,107 @@ TEST(SqliteStore, AStoreFromBeforeGroupsGetsTheColumn) {
   EXPECT_EQ(store.latest_in_group("web").size(), 1u);
 }
 
+TEST(SqliteStore, AStoreFromBeforeTheHttpApiGetsEventsAndTokens) {
+  TempDir dir;
+  {
+    SqliteJobStore store(dir.file("j.db"));
+    store.create_job(new_job("loki"), "e1");
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir.file("j.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE events; DROP TABLE api_tokens; DROP INDEX jobs_by_requester", nullptr,
+                         nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  SqliteJobStore store(dir.file("j.db"));
+  EXPECT_TRUE(store.events_after(0, 10).empty());
+  int64_t a = store.append_event(1, 1, "job_queued", "{}");
+  int64_t b = store.append_event(2, 1, "job_started", "{\"x\":1}");
+  EXPECT_LT(a, b);
+  auto after = store.events_after(a, 10);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].id, b);
+  EXPECT_EQ(after[0].kind, "job_started");
+  EXPECT_EQ(after[0].json, "{\"x\":1}");
+  EXPECT_TRUE(store.add_token({"ci", "operate", "abc", 5}));
+  EXPECT_FALSE(store.add_token({"ci", "read", "def", 6})) << "a name is taken until revoked";
+  ASSERT_EQ(store.tokens().size(), 1u);
+  EXPECT_EQ(store.tokens()[0].role, "operate");
+  EXPECT_TRUE(store.revoke_token("ci"));
+  EXPECT_FALSE(store.revoke_token("ci"));
+  EXPECT_TRUE(store.tokens().empty());
+}
+
+TEST(SqliteStore, FindJobsFiltersAndPagesNewestFirst) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  std::vector<int64_t> ids;
+  for (const char* host : {"a", "b", "a", "c"}) {
+    NewJob j = new_job(host);
+    if (std::string(host) == "c") j.requested_by = "bob";
+    ids.push_back(store.create_job(j, "e").id);
+    store.stage_failed(ids.back(), 0, 1, 10, "x");  // frees the host for the next one
+  }
+  JobQuery q;
+  q.host = "a";
+  auto a = store.find_jobs(q);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].id, ids[2]);
+  EXPECT_EQ(a[1].id, ids[0]);
+  q = {};
+  q.requested_by = "bob";
+  EXPECT_EQ(store.find_jobs(q).size(), 1u);
+  q = {};
+  q.limit = 2;
+  auto page = store.find_jobs(q);
+  ASSERT_EQ(page.size(), 2u);
+  q.before_id = page.back().id;
+  auto next = store.find_jobs(q);
+  ASSERT_EQ(next.size(), 2u);
+  EXPECT_EQ(next[0].id, ids[1]);
+  q = {};
+  q.latest_per_host = true;
+  EXPECT_EQ(store.find_jobs(q).size(), 3u);
+  q = {};
+  q.state = JobState::Ready;
+  EXPECT_TRUE(store.find_jobs(q).empty());
+}
+
+TEST(SqliteStore, ClipboardAfterAStageIsTheLastOneAStageChanged) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  int64_t id = store.create_job(new_job("loki"), "e1").id;
+  store.stage_started(id, 0, 1, "m:t0", 1, 0);
+  std::string one = "one: 1\n";
+  store.stage_succeeded(id, 0, 1, 2, &one);
+  store.stage_started(id, 1, 1, "m:t1", 3, 0);
+  store.stage_succeeded(id, 1, 1, 4, nullptr);  // unchanged
+  EXPECT_EQ(store.clipboard_after(id, 0), "instance: {hostname: loki}\n");
+  EXPECT_EQ(store.clipboard_after(id, 1), one);
+  EXPECT_EQ(store.clipboard_after(id, 2), one);
+  EXPECT_FALSE(store.clipboard_after(id, 3)) << "stage 3 has not run";
+  auto stages = store.stages(id);
+  ASSERT_EQ(stages.size(), 2u);
+  EXPECT_EQ(stages[1].result, "ok");
+  EXPECT_EQ(stages[1].started_ms, 3);
+}
+
+TEST(SqliteStore, FindAuditByWhoHostAndSince) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  store.audit({100, "http:op", "http", "127.0.0.1", "deploy loki", "ok"});
+  store.audit({200, "irc:alice!a@h", "irc", "#ops", "deploy lokiX", "ok"});
+  store.audit({300, "http:op", "http", "127.0.0.1", "cancel loki", "ok"});
+  AuditQuery q;
+  q.host = "loki";
+  EXPECT_EQ(store.find_audit(q).size(), 2u) << "loki as a word, not lokiX";
+  q.since_ms = 150;
+  auto rows = store.find_audit(q);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].command, "cancel loki");
+  q = {};
+  q.who = "irc:alice!a@h";
+  EXPECT_EQ(store.find_audit(q).size(), 1u);
+}
 
 TEST(SqliteStore, PruneRemovesOldFinishedJobsLogsAndClipboardsButKeepsWhatRanAndTheAudit) {
   TempDir dir;
