@@ -14,7 +14,28 @@
 #include "jarvis_version.h"
 
 namespace jarvis::http {
+
+std::pair<std::string_view, std::string_view> dashboard_asset(std::string_view path);  // generated
+
 namespace {
+
+constexpr const char* kCookie = "jarvis_session";
+constexpr auto kSessionLife = std::chrono::hours(12);
+
+std::string cookie_value(const Request& r, const std::string& name) {
+  std::string all = r.header("cookie");
+  size_t at = 0;
+  while (at < all.size()) {
+    while (at < all.size() && (all[at] == ' ' || all[at] == ';')) ++at;
+    size_t end = all.find(';', at);
+    std::string part = all.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    auto eq = part.find('=');
+    if (eq != std::string::npos && part.substr(0, eq) == name) return part.substr(eq + 1);
+    if (end == std::string::npos) break;
+    at = end + 1;
+  }
+  return {};
+}
 
 // Stage durations, in seconds: a worker takes from milliseconds to its 10-minute timeout.
 const double kBounds[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
@@ -177,21 +198,47 @@ std::optional<Api::Caller> Api::authenticate(const Request& r, Respond& respond)
     respond(std::move(resp));
     return std::nullopt;
   };
-  if (token.empty()) return unauthorized("no API token");
-  std::string hash = token_hash(token);
-  std::vector<ApiToken> known;
+  std::string hash;
+  if (!token.empty()) {
+    hash = token_hash(token);
+  } else if (std::string sid = cookie_value(r, kCookie); !sid.empty()) {
+    // The dashboard: a session cookie, and for anything that changes state the CSRF token
+    // the login gave the page (a cross-site form cannot read or send it).
+    auto it = sessions_.find(token_hash(sid));
+    if (it == sessions_.end() || it->second.expires < TokenBucket::Clock::now()) {
+      if (it != sessions_.end()) sessions_.erase(it);
+      return unauthorized("the dashboard session expired or ended; log in again");
+    }
+    hash = it->second.token_hash;
+    if (r.method != "GET" && r.method != "HEAD" && !same_secret(r.header("x-csrf-token"), it->second.csrf)) {
+      std::optional<Caller> c = caller_for_hash(hash, r.remote);
+      refuse_audited(c ? c->who : anon, "csrf:" + (c ? c->name : r.remote), text,
+                     "a dashboard request without its CSRF token");
+      count_request(403, "csrf");
+      respond(error(403, "this request lacks the page's X-CSRF-Token; reload the dashboard and try again"));
+      return std::nullopt;
+    }
+  } else {
+    return unauthorized("no API token");
+  }
+  std::optional<Caller> c;
   try {
-    known = store_.tokens();
+    c = caller_for_hash(hash, r.remote);
   } catch (const StoreError& e) {
     respond(error(503, std::string("cannot check the token: ") + e.what()));
     return std::nullopt;
   }
-  for (const auto& t : known) {
+  if (c) return c;
+  return unauthorized("unknown or revoked API token");
+}
+
+std::optional<Api::Caller> Api::caller_for_hash(const std::string& hash, const std::string& remote) {
+  for (const auto& t : store_.tokens()) {
     if (!same_secret(t.hash, hash)) continue;
     Caller c;
     c.name = t.name;
     c.role = parse_role(t.role).value_or(Role::Read);
-    c.who = Requester{t.name, "http", r.remote};
+    c.who = Requester{t.name, "http", remote};
     c.who.id = "http:" + t.name;
     c.id.protocol = "http";
     c.id.name = t.name;
@@ -200,7 +247,81 @@ std::optional<Api::Caller> Api::authenticate(const Request& r, Respond& respond)
     c.who.may = [this, copy](Verb v) { return role_allows(copy.role, v) || acl_.allows(copy.id, "api", v); };
     return c;
   }
-  return unauthorized("unknown or revoked API token");
+  return std::nullopt;
+}
+
+// POST /api/v1/session {"token": ...}: a dashboard login. The token becomes an HttpOnly,
+// SameSite=Strict cookie holding a random session id (the token itself never reaches the
+// page's storage), and the page gets the CSRF token to echo. GET: who the cookie is.
+// DELETE: log out.
+void Api::session(const Request& r, Respond& respond) {
+  auto now = TokenBucket::Clock::now();
+  std::erase_if(sessions_, [&](const auto& kv) { return kv.second.expires < now; });
+  if (r.method == "POST") {
+    YAML::Node body;
+    try {
+      body = parse_json_object(r.body, 4096);
+    } catch (const std::exception&) {
+      return respond(error(400, "the body must be {\"token\": \"jv_...\"}", "token"));
+    }
+    std::string token = body.IsMap() && body["token"] && body["token"].IsScalar() ? body["token"].Scalar() : "";
+    Requester anon{"anonymous", "http", r.remote};
+    anon.id = "http:anonymous@" + r.remote;
+    if (token.empty()) return respond(error(400, "token is missing", "token"));
+    auto c = caller_for_hash(token_hash(token), r.remote);
+    if (!c) {
+      refuse_audited(anon, "addr:" + r.remote, "dashboard login", "unknown or revoked API token");
+      count_request(401, "session");
+      return respond(error(401, "that token is unknown or revoked; make one with jarvis token add NAME --role read"));
+    }
+    if (sessions_.size() >= 10000) sessions_.erase(sessions_.begin());
+    std::string sid = new_token(), csrf = new_token();
+    sessions_[token_hash(sid)] = Session{token_hash(token), csrf, now + kSessionLife};
+    try {
+      store_.audit({now_ms(), c->who.id, "http", r.remote, "dashboard login", "ok", 0});
+    } catch (const StoreError& e) {
+      log::error(log::kNoJob, "cannot write the audit trail: {}", e.what());
+    }
+    Response resp = json(200, JsonObject().str("name", c->name).str("role", role_name(c->role)).str("csrf", csrf).done());
+    resp.headers.emplace_back("Set-Cookie", std::string(kCookie) + "=" + sid +
+                                                "; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200" +
+                                                (r.tls ? "; Secure" : ""));
+    return respond(std::move(resp));
+  }
+  std::string sid = cookie_value(r, kCookie);
+  auto it = sid.empty() ? sessions_.end() : sessions_.find(token_hash(sid));
+  if (r.method == "DELETE") {
+    if (it != sessions_.end()) {
+      if (!same_secret(r.header("x-csrf-token"), it->second.csrf))
+        return respond(error(403, "this request lacks the page's X-CSRF-Token"));
+      sessions_.erase(it);
+    }
+    Response resp = json(200, "{\"ok\":true}");
+    resp.headers.emplace_back("Set-Cookie", std::string(kCookie) + "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    return respond(std::move(resp));
+  }
+  if (r.method != "GET") return respond(error(405, "use GET, POST or DELETE on /api/v1/session"));
+  std::optional<Caller> c;
+  if (it != sessions_.end()) c = caller_for_hash(it->second.token_hash, r.remote);
+  if (!c) return respond(error(401, "not logged in"));
+  respond(json(200, JsonObject().str("name", c->name).str("role", role_name(c->role)).str("csrf", it->second.csrf).done()));
+}
+
+void Api::asset(const Request& r, Respond& respond) {
+  std::string path = r.path == "/" ? "/index.html" : r.path;
+  auto [type, body] = dashboard_asset(path);
+  if (type.empty()) return respond(error(404, "nothing at " + std::string(utf8_prefix(r.path, 100))));
+  if (r.method != "GET") return respond(error(405, "use GET"));
+  Response resp;
+  resp.content_type = std::string(type);
+  resp.body = std::string(body);
+  // Only the bot's own files and connections: no inline script, no framing.
+  resp.headers.emplace_back("Content-Security-Policy",
+                            "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                            "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+  resp.headers.emplace_back("X-Frame-Options", "DENY");
+  resp.headers.emplace_back("Referrer-Policy", "no-referrer");
+  respond(std::move(resp));
 }
 
 bool Api::allowed(const Caller& c, Verb verb, const std::string& text, Respond& respond) {
@@ -220,11 +341,13 @@ void Api::handle(const Request& r, Respond respond) {
   auto parts = split_path(r.path);
   try {
     if (r.path == "/metrics") return metrics(r, respond);
+    if (parts.empty() || parts[0] != "api") return asset(r, respond);
     if (parts.size() < 2 || parts[0] != "api" || parts[1] != "v1")
       return respond(error(404, "nothing at " + std::string(utf8_prefix(r.path, 100)) + "; the API is under /api/v1"));
     parts.erase(parts.begin(), parts.begin() + 2);
     if (parts.size() == 1 && parts[0] == "healthz") return respond(json(200, "{\"ok\":true}"));
     if (parts.size() == 1 && parts[0] == "readyz") return ready(respond);
+    if (parts.size() == 1 && parts[0] == "session") return session(r, respond);
     auto caller = authenticate(r, respond);
     if (!caller) return;
     auto now = TokenBucket::Clock::now();

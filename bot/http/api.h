@@ -73,6 +73,13 @@ class Api {
     TokenBucket::Clock::time_point window_start{};
     int unaudited = 0;
   };
+  // A dashboard login: the token it was made from (checked again at every request, so a
+  // revoke ends it), and the CSRF token state-changing requests must echo.
+  struct Session {
+    std::string token_hash;
+    std::string csrf;
+    TokenBucket::Clock::time_point expires;
+  };
   struct EventClient {
     std::shared_ptr<EventStream> stream;
     int64_t last_id = 0;
@@ -84,6 +91,9 @@ class Api {
   // False (and the 403 sent, audited) when the caller may not run `verb`.
   bool allowed(const Caller& c, Verb verb, const std::string& text, Respond& respond);
   std::optional<Caller> authenticate(const Request& r, Respond& respond);
+  std::optional<Caller> caller_for_hash(const std::string& hash, const std::string& remote);
+  void session(const Request& r, Respond& respond);
+  void asset(const Request& r, Respond& respond);
   void refuse_audited(const Requester& who, const std::string& key, const std::string& text, const std::string& why);
   void run_command(const Caller& c, Command cmd, int success_status, Respond respond);
   void jobs(const Request& r, const Caller& c, Respond& respond);
@@ -108,6 +118,7 @@ class Api {
   std::unordered_map<std::string, TokenBucket> buckets_;   // per token name
   std::unordered_map<std::string, Refusals> refusals_;     // per caller (token or address)
   std::vector<EventClient> clients_;
+  std::unordered_map<std::string, Session> sessions_;  // by the cookie's id
   boost::asio::steady_timer catch_up_timer_, heartbeat_timer_;
   bool catching_up_ = false;
   // Metrics kept from events (the rest is read from the store at scrape time).
