@@ -178,7 +178,8 @@ TEST(SqliteStore, AStoreFromBeforeTheHttpApiGetsEventsAndTokens) {
   }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(dir.file("j.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE events; DROP TABLE api_tokens; DROP INDEX jobs_by_requester", nullptr,
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE events; DROP TABLE api_tokens; DROP INDEX jobs_by_requester; "
+                             "DROP TABLE hook_deliveries; DROP TABLE hook_cursor", nullptr,
                          nullptr, nullptr), SQLITE_OK);
   sqlite3_close(db);
   SqliteJobStore store(dir.file("j.db"));
@@ -198,6 +199,34 @@ TEST(SqliteStore, AStoreFromBeforeTheHttpApiGetsEventsAndTokens) {
   EXPECT_TRUE(store.revoke_token("ci"));
   EXPECT_FALSE(store.revoke_token("ci"));
   EXPECT_TRUE(store.tokens().empty());
+}
+
+TEST(SqliteStore, HookDeliveriesAreQueuedOncePerEventAndKeptUntilDeliveredOrDead) {
+  TempDir dir;
+  SqliteJobStore store(dir.file("j.db"));
+  int64_t e1 = store.append_event(1, 1, "job_ready", "{\"kind\":\"job_ready\"}");
+  int64_t e2 = store.append_event(2, 1, "job_failed", "{}");
+  store.queue_hook_deliveries(e1, {"a", "b"}, 100);
+  store.queue_hook_deliveries(e1, {"a", "b"}, 100);  // again after a crash: nothing twice
+  EXPECT_EQ(store.hook_cursor(), e1);
+  store.queue_hook_deliveries(e2, {}, 100);  // matched no hook: the cursor still moves
+  EXPECT_EQ(store.hook_cursor(), e2);
+  auto due = store.due_hook_deliveries(100, 10);
+  ASSERT_EQ(due.size(), 2u);
+  EXPECT_EQ(due[0].event_kind, "job_ready");
+  EXPECT_TRUE(store.due_hook_deliveries(99, 10).empty()) << "not due before next_at";
+  store.hook_attempt_done(due[0].id, "pending", 500, "HTTP status 500");
+  store.hook_attempt_done(due[1].id, "dead", 0, "connection refused");
+  EXPECT_TRUE(store.due_hook_deliveries(499, 10).empty());
+  auto again = store.due_hook_deliveries(500, 10);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].attempts, 1);
+  EXPECT_EQ(again[0].last_error, "HTTP status 500");
+  store.hook_attempt_done(again[0].id, "delivered", 0, "");
+  EXPECT_TRUE(store.due_hook_deliveries(1 << 30, 10).empty());
+  auto dead = store.dead_hook_deliveries(10);
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].hook, "b");
 }
 
 TEST(SqliteStore, FindJobsFiltersAndPagesNewestFirst) {

@@ -580,6 +580,17 @@ int cmd_serve(Context& ctx) {
   }
   engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
 
+  // Event hooks: queued in the store, delivered at least once (HTTP through libcurl on the
+  // loop, commands through the same process runner as workers).
+  std::unique_ptr<HttpClient> hook_http;
+  std::unique_ptr<HookDispatcher> hooks;
+  if (!ctx.config.hooks.empty()) {
+    hook_http = std::make_unique<HttpClient>(io);
+    hooks = std::make_unique<HookDispatcher>(io, *ctx.store, *hook_http, runner, ctx.config.hooks);
+    engine.add_observer([&](const EngineEvent& e) { hooks->on_event(e); });
+    log::info(log::kNoJob, "hooks: {} configured", ctx.config.hooks.size());
+  }
+
   // The HTTP API: the same command core, ACL and audit trail as chat, on the same loop.
   std::unique_ptr<http::Api> api;
   std::unique_ptr<http::Server> http_server;
@@ -601,6 +612,7 @@ int cmd_serve(Context& ctx) {
       return h;
     });
     engine.add_observer([&](const EngineEvent& e) { api->on_event(e); });
+    if (hooks) api->set_more_metrics([&] { return hooks->metrics(); });
     http_server = std::make_unique<http::Server>(io, hc->server, [&](const http::Request& r, http::Respond respond) {
       api->handle(r, std::move(respond));
     });
@@ -642,6 +654,7 @@ int cmd_serve(Context& ctx) {
     if (!engine_alive(ctx.config.state_dir, j.owner) && ++resumed_count)
       resumed += (resumed.empty() ? "" : ", ") + j.host + " (job " + std::to_string(j.id) + ", stage " +
                  std::to_string(std::min(j.stage + 1, j.stage_count())) + "/" + std::to_string(j.stage_count()) + ")";
+  if (hooks) hooks->start();  // what a serve that died left unqueued, before new events
   engine.start();
   if (resumed_count)
     announcer.say_everywhere("jarvis is back after a restart and resumed " + std::to_string(resumed_count) +
@@ -659,6 +672,7 @@ int cmd_serve(Context& ctx) {
     console.stop();
     if (http_server) http_server->stop();
     if (api) api->stop();
+    if (hooks) hooks->stop();
     engine.stop();
     // wt-chat2: each front delivers what is queued (for chat.drain_timeout at most), then
     // says goodbye (IRC QUIT with the reason).

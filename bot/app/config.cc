@@ -342,6 +342,51 @@ void apply_http(const std::string& file, const YAML::Node& n, Config& c, const s
   c.http = std::move(h);
 }
 
+void apply_hooks(const std::string& file, const YAML::Node& n, Config& c, const std::function<std::string(const std::string&)>& rel) {
+  if (!n.IsSequence()) fail(file, n, "hooks must be a list of {name, url or command, ...}");
+  static const std::vector<std::string> kinds = {"job_queued", "job_started", "stage_started", "stage_log",
+                                                 "stage_succeeded", "stage_retrying", "job_ready", "job_failed",
+                                                 "job_cancelled", "store_recovered"};
+  for (const auto& h : n) {
+    check_known(file, h, "hooks[]", {"name", "url", "command", "secret", "secret_env", "secret_file", "events", "hosts",
+                                     "pipelines", "max_attempts", "timeout", "backoff", "backoff_max", "ca_file", "allow_http"});
+    HookConfig k;
+    k.file = file + ":" + std::to_string(h.Mark().line + 1);
+    if (!h["name"]) fail(file, h, "a hook needs a name");
+    k.name = text(file, h["name"], "hooks.name");
+    if (k.name.empty() || k.name.size() > 64 ||
+        k.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != std::string::npos)
+      fail(file, h["name"], "hook name '" + k.name + "' must be 1-64 letters, digits, '.', '_' or '-'");
+    for (const auto& other : c.hooks)
+      if (other.name == k.name) fail(file, h["name"], "two hooks are named " + k.name);
+    if (h["url"]) k.url = text(file, h["url"], "hooks.url");
+    if (h["command"]) k.command = strings(file, h["command"], "hooks.command");
+    if (k.url.empty() == k.command.empty()) fail(file, h, "hook " + k.name + " needs a url or a command (argv list), not both");
+    if (!k.command.empty() && (k.command.front().empty() || k.command.front()[0] != '/'))
+      fail(file, h["command"], "hook " + k.name + ": command[0] must be an absolute path (it is run without a shell)");
+    if (h["allow_http"]) k.allow_http = boolean(file, h["allow_http"], "hooks.allow_http");
+    if (!k.url.empty() && k.url.rfind("https://", 0) != 0 && !(k.allow_http && k.url.rfind("http://", 0) == 0))
+      fail(file, h["url"], "hook " + k.name + ": url must be https:// (or http:// with allow_http: true)");
+    k.secret = secret(file, h, "secret");
+    if (!k.url.empty() && k.secret.empty())
+      fail(file, h, "hook " + k.name + " needs secret_file or secret_env: receivers check X-Jarvis-Signature with it");
+    if (h["events"]) {
+      k.events = strings(file, h["events"], "hooks.events");
+      for (const auto& e : k.events)
+        if (std::find(kinds.begin(), kinds.end(), e) == kinds.end())
+          fail(file, h["events"], "hook " + k.name + ": unknown event kind '" + e + "' (job_ready, job_failed, stage_succeeded, ...)");
+    }
+    if (h["hosts"]) k.hosts = strings(file, h["hosts"], "hooks.hosts");
+    if (h["pipelines"]) k.pipelines = strings(file, h["pipelines"], "hooks.pipelines");
+    if (h["max_attempts"]) k.max_attempts = static_cast<int>(number(file, h["max_attempts"], "hooks.max_attempts", 1, 1000));
+    if (h["timeout"]) k.timeout = duration(file, h["timeout"], "hooks.timeout");
+    if (h["backoff"]) k.backoff = duration(file, h["backoff"], "hooks.backoff");
+    if (h["backoff_max"]) k.backoff_max = duration(file, h["backoff_max"], "hooks.backoff_max");
+    if (h["ca_file"]) k.ca_file = rel(text(file, h["ca_file"], "hooks.ca_file"));
+    c.hooks.push_back(std::move(k));
+  }
+}
+
 void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
   check_known(file, n, "gist", {"api_url", "gist_hosts", "url_hosts", "token", "token_env", "token_file",
                                 "ca_file", "timeout", "max_bytes", "max_redirects", "allow_http",
@@ -504,6 +549,7 @@ void apply_entry(const std::string& file, const std::string& key, const YAML::No
     }
     else if (key == "acl") apply_acl(file, v, c);
     else if (key == "http") apply_http(file, v, c, rel);
+    else if (key == "hooks") apply_hooks(file, v, c, rel);
     else if (key == "secret_patterns") {
       c.secret_patterns = strings(file, v, "secret_patterns");
       if (c.secret_patterns.empty()) fail(file, v, "secret_patterns must name at least one pattern");
@@ -575,6 +621,7 @@ EngineConfig Config::engine_config() const {
   secret(gist.token);
   if (ldap) secret(ldap->connect.password);
   if (http) secret(http->metrics_token);
+  for (const auto& h : hooks) secret(h.secret);
   return e;
 }
 

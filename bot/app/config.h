@@ -13,6 +13,7 @@
 #include "bot/commands/acl.h"
 #include "bot/design/ldap_design_source.h"
 #include "bot/design/url_design_source.h"
+#include "bot/hooks/hook_dispatcher.h"
 #include "bot/http/http_server.h"
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
@@ -60,6 +61,7 @@ struct Config {
   // Every announce place with where it was written ("jarvis.yaml:41"), for check-config.
   std::vector<std::pair<std::string, std::string>> announce_places_at;
   std::optional<HttpConfig> http;
+  std::vector<HookConfig> hooks;
   std::vector<AclRule> acl_rules;
   std::vector<std::string> acl_open = Acl::default_open();
 

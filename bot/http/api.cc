@@ -466,6 +466,10 @@ void Api::route(const Request& r, const Caller& c, const std::vector<std::string
     if (method("GET") && allowed(c, Verb::Audit, "audit", respond)) audit(r, respond);
     return;
   }
+  if (first == "hooks" && parts.size() == 2 && parts[1] == "dead") {
+    if (method("GET") && allowed(c, Verb::Audit, "hooks dead", respond)) dead_letters(r, respond);
+    return;
+  }
   if (first == "events" && parts.size() == 1) {
     if (method("GET") && allowed(c, Verb::Jobs, "events", respond)) events(r, respond);
     return;
@@ -668,6 +672,22 @@ void Api::audit(const Request& r, Respond& respond) {
   else o.null("next_cursor");
   count_request(200, "audit");
   respond(json(200, o.done()));
+}
+
+void Api::dead_letters(const Request& r, Respond& respond) {
+  int limit = 100;
+  bool has = false;
+  std::string l = r.param("limit", &has);
+  if (has) {
+    auto n = number(l, 1, 1000);
+    if (!n) return respond(error(400, "limit must be a number from 1 to 1000", "limit"));
+    limit = static_cast<int>(*n);
+  }
+  std::vector<std::string> items;
+  for (const auto& d : store_.dead_hook_deliveries(limit))
+    items.push_back(JsonObject().num("id", d.id).str("hook", d.hook).num("event_id", d.event_id)
+                        .str("event_kind", d.event_kind).num("attempts", d.attempts).str("last_error", d.last_error).done());
+  respond(json(200, JsonObject().raw("dead", json_array(items)).done()));
 }
 
 namespace {
@@ -874,6 +894,7 @@ void Api::metrics(const Request& r, Respond& respond) {
            "\"} " + std::to_string(n) + "\n";
   out += "# HELP jarvis_store_writable Whether the job store can be written.\n# TYPE jarvis_store_writable gauge\n";
   out += std::string("jarvis_store_writable ") + (h.store_problem.empty() ? "1" : "0") + "\n";
+  if (more_metrics_) out += more_metrics_();
   Response resp;
   resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
   resp.body = std::move(out);

@@ -54,6 +54,8 @@ class Api {
   Api(boost::asio::io_context& io, JobStore& store, CommandService& commands, const Acl& acl, ApiConfig config);
   ~Api();
   void set_health(std::function<Health()> health) { health_ = std::move(health); }
+  // More /metrics lines (the hooks').
+  void set_more_metrics(std::function<std::string()> more) { more_metrics_ = std::move(more); }
   // Every engine event, after the engine stored it: to the event streams (and the metrics).
   void on_event(const EngineEvent& e);
   void handle(const Request& request, Respond respond);
@@ -102,6 +104,7 @@ class Api {
   void clipboard(const Request& r, int64_t id, Respond& respond);
   void hosts(const Request& r, const std::vector<std::string>& parts, Respond& respond);
   void audit(const Request& r, Respond& respond);
+  void dead_letters(const Request& r, Respond& respond);
   void events(const Request& r, Respond& respond);
   void top_up();
   void heartbeat();
@@ -115,6 +118,7 @@ class Api {
   const Acl& acl_;
   ApiConfig config_;
   std::function<Health()> health_;
+  std::function<std::string()> more_metrics_;
   std::unordered_map<std::string, TokenBucket> buckets_;   // per token name
   std::unordered_map<std::string, Refusals> refusals_;     // per caller (token or address)
   std::vector<EventClient> clients_;

@@ -113,6 +113,18 @@ struct StoredEvent {
   std::string json;
 };
 
+// One event to deliver to one hook (config `hooks:`), durable until delivered or dead.
+struct HookDelivery {
+  int64_t id = 0;
+  std::string hook;
+  int64_t event_id = 0;
+  std::string state;  // pending, delivered, dead
+  int attempts = 0;
+  int64_t next_at_ms = 0;
+  std::string last_error;
+  std::string event_kind, event_json;  // the event's, from events
+};
+
 // An HTTP API token: only the SHA-256 of the secret is kept.
 struct ApiToken {
   std::string name;
@@ -222,6 +234,17 @@ class JobStore {
   virtual int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                                const std::string& json) = 0;
   virtual std::vector<StoredEvent> events_after(int64_t after_id, int limit) = 0;
+
+  // Hooks. queue_hook_deliveries queues event `event_id` for each of `hooks` and moves the
+  // hooks' cursor (the last event looked at for hooks) to it, in one transaction; an event at
+  // or before the cursor is ignored, so a crash between the event and this repeats nothing.
+  virtual void queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now_ms) = 0;
+  virtual int64_t hook_cursor() = 0;
+  virtual std::vector<HookDelivery> due_hook_deliveries(int64_t now_ms, int limit) = 0;
+  // After an attempt: state delivered, pending again (retry at next_at_ms) or dead.
+  virtual void hook_attempt_done(int64_t id, const std::string& state, int64_t next_at_ms,
+                                 const std::string& error) = 0;
+  virtual std::vector<HookDelivery> dead_hook_deliveries(int limit) = 0;
 
   // HTTP API tokens. add_token is false when a token of that name exists already;
   // revoke_token false when there is none.

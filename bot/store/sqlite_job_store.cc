@@ -418,6 +418,19 @@ CREATE TABLE IF NOT EXISTS api_tokens (
   created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_requester ON jobs(requested_by, id);
+CREATE TABLE IF NOT EXISTS hook_deliveries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  hook TEXT NOT NULL,
+  event_id INTEGER NOT NULL,
+  state TEXT NOT NULL DEFAULT 'pending',
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at_ms INTEGER NOT NULL,
+  last_error TEXT NOT NULL DEFAULT '',
+  UNIQUE (hook, event_id)
+);
+CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries(next_at_ms) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS hook_cursor (one INTEGER PRIMARY KEY CHECK (one = 1), event_id INTEGER NOT NULL);
+INSERT OR IGNORE INTO hook_cursor (one, event_id) VALUES (1, 0);
 )SQL");
 }
 
@@ -799,6 +812,59 @@ std::vector<StoredEvent> SqliteJobStore::events_after(int64_t after_id, int limi
   s.bind(1, after_id).bind(2, int64_t{std::clamp(limit, 1, 100000)});
   std::vector<StoredEvent> out;
   while (s.step()) out.push_back({s.i64(0), s.i64(1), s.i64(2), s.text(3), s.text(4)});
+  s.reset();
+  return out;
+}
+
+void SqliteJobStore::queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now) {
+  Transaction tx(*this);
+  auto& cursor = prepare("UPDATE hook_cursor SET event_id = ?1 WHERE one = 1 AND event_id < ?1");
+  cursor.bind(1, event_id).run();
+  if (sqlite3_changes(db_) == 0) return;  // queued before (a catch-up after a crash): nothing twice
+  for (const auto& h : hooks)
+    prepare("INSERT OR IGNORE INTO hook_deliveries (hook, event_id, next_at_ms) VALUES (?, ?, ?)")
+        .bind(1, h).bind(2, event_id).bind(3, now).run();
+  tx.commit();
+}
+
+int64_t SqliteJobStore::hook_cursor() {
+  auto& s = prepare("SELECT event_id FROM hook_cursor WHERE one = 1");
+  int64_t v = s.step() ? s.i64(0) : 0;
+  s.reset();
+  return v;
+}
+
+namespace {
+#define HOOK_SELECT                                                                                       \
+  "SELECT d.id, d.hook, d.event_id, d.state, d.attempts, d.next_at_ms, d.last_error, coalesce(e.kind, ''), " \
+  "coalesce(e.json, '') FROM hook_deliveries d LEFT JOIN events e ON e.id = d.event_id "
+template <typename Stmt>
+HookDelivery read_delivery(const Stmt& s) {
+  return {s.i64(0), s.text(1), s.i64(2), s.text(3), static_cast<int>(s.i64(4)), s.i64(5), s.text(6), s.text(7), s.text(8)};
+}
+}  // namespace
+
+std::vector<HookDelivery> SqliteJobStore::due_hook_deliveries(int64_t now, int limit) {
+  auto& s = prepare(HOOK_SELECT "WHERE d.state = 'pending' AND d.next_at_ms <= ? ORDER BY d.next_at_ms, d.id LIMIT ?");
+  s.bind(1, now).bind(2, int64_t{std::clamp(limit, 1, 1000)});
+  std::vector<HookDelivery> out;
+  while (s.step()) out.push_back(read_delivery(s));
+  s.reset();
+  return out;
+}
+
+void SqliteJobStore::hook_attempt_done(int64_t id, const std::string& state, int64_t next_at_ms,
+                                       const std::string& error) {
+  prepare("UPDATE hook_deliveries SET state = ?1, attempts = attempts + 1, next_at_ms = ?2, last_error = ?3 "
+          "WHERE id = ?4")
+      .bind(1, state).bind(2, next_at_ms).bind(3, error).bind(4, id).run();
+}
+
+std::vector<HookDelivery> SqliteJobStore::dead_hook_deliveries(int limit) {
+  auto& s = prepare(HOOK_SELECT "WHERE d.state = 'dead' ORDER BY d.id DESC LIMIT ?");
+  s.bind(1, int64_t{std::clamp(limit, 1, 10000)});
+  std::vector<HookDelivery> out;
+  while (s.step()) out.push_back(read_delivery(s));
   s.reset();
   return out;
 }

@@ -67,6 +67,11 @@ class SqliteJobStore : public JobStore {
   int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                        const std::string& json) override;
   std::vector<StoredEvent> events_after(int64_t after_id, int limit) override;
+  void queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now_ms) override;
+  int64_t hook_cursor() override;
+  std::vector<HookDelivery> due_hook_deliveries(int64_t now_ms, int limit) override;
+  void hook_attempt_done(int64_t id, const std::string& state, int64_t next_at_ms, const std::string& error) override;
+  std::vector<HookDelivery> dead_hook_deliveries(int limit) override;
   bool add_token(const ApiToken& token) override;
   std::vector<ApiToken> tokens() override;
   bool revoke_token(const std::string& name) override;
