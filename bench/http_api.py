@@ -42,10 +42,10 @@ def setup(name, hosts, irc=None):
     for i in range(hosts):
         write_design(w, f"h{i}", provider="five")
     port = free_port()
-    http = HTTP.format(port=port, jobs=max(hosts, 1))
+    http_section = HTTP.format(port=port, jobs=max(hosts, 1))
     if irc:
         cfg = bot_config(w, irc, irc_extra="  flood: {burst: 1000, per_second: 1000}\n",
-                         chat_extra="  commands_per_minute: 6000\n  command_burst: 10000\n", extra=http,
+                         chat_extra="  commands_per_minute: 6000\n  command_burst: 1000\n", extra=http_section,
                          levels="  announce_level: quiet\n")
         text = open(cfg).read().replace('announce: ["irc:#ops"]', "announce: []\n  announce_to_requester: false")
         open(cfg, "w").write(text)
@@ -53,7 +53,7 @@ def setup(name, hosts, irc=None):
         cfg = f"{w}/jarvis.yaml"
         with open(cfg, "w") as f:
             f.write(f"state_dir: {w}/state\npipelines_dir: {w}/pipelines\ndesigns_dir: {w}/designs\n"
-                    f"workers:\n  path: [{w}/workers]\n" + http)
+                    f"workers:\n  path: [{w}/workers]\n" + http_section)
     token = subprocess.run([binary, "token", "add", "bench", "--role", "operate", "--config", cfg],
                            capture_output=True, text=True, check=True).stdout.strip()
     bot = subprocess.Popen([binary, "serve", "--config", cfg], stdin=subprocess.DEVNULL,
@@ -124,20 +124,6 @@ def sample(port, token, job, until, period=0.005):
         lat.append((done_at - t) * 1000)
         due = max(due + period, done_at)
     c.close()
-    return lat
-
-
-def status_samples(console, until, period=0.02):
-    lat = []
-    due = time.perf_counter()
-    while not until():
-        now = time.perf_counter()
-        if now < due:
-            time.sleep(due - now)
-        t = console.ask()
-        if t is not None:
-            lat.append((t - due) * 1000)
-        due += period
     return lat
 
 
