@@ -108,6 +108,7 @@ class FaultyStore : public JobStore {
     return real_.clipboard_after(id, stage);
   }
   std::vector<AuditEntry> find_audit(const AuditQuery& q) override { return real_.find_audit(q); }
+  std::map<JobState, int64_t> job_counts() override { return real_.job_counts(); }
   int64_t append_event(int64_t at_ms, int64_t job, const std::string& kind, const std::string& json) override {
     hit("append_event");
     return real_.append_event(at_ms, job, kind, json);

@@ -204,6 +204,8 @@ TEST(SqliteStore, AStoreFromBeforeTheHttpApiGetsEventsAndTokens) {
 TEST(SqliteStore, HookDeliveriesAreQueuedOncePerEventAndKeptUntilDeliveredOrDead) {
   TempDir dir;
   SqliteJobStore store(dir.file("j.db"));
+  int64_t e0 = store.append_event(1, 1, "job_queued", "{}");
+  EXPECT_EQ(store.hook_cursor(), e0) << "hooks new to a store start after its history";
   int64_t e1 = store.append_event(1, 1, "job_ready", "{\"kind\":\"job_ready\"}");
   int64_t e2 = store.append_event(2, 1, "job_failed", "{}");
   store.queue_hook_deliveries(e1, {"a", "b"}, 100);
@@ -262,6 +264,9 @@ TEST(SqliteStore, FindJobsFiltersAndPagesNewestFirst) {
   q = {};
   q.state = JobState::Ready;
   EXPECT_TRUE(store.find_jobs(q).empty());
+  auto counts = store.job_counts();
+  EXPECT_EQ(counts[JobState::Failed], 4);
+  EXPECT_EQ(counts.count(JobState::Ready), 0u);
 }
 
 TEST(SqliteStore, ClipboardAfterAStageIsTheLastOneAStageChanged) {

@@ -34,6 +34,13 @@ HookDispatcher::HookDispatcher(boost::asio::io_context& io, JobStore& store, Htt
 
 void HookDispatcher::start() {
   stopped_ = false;
+  try {
+    // Pins the cursor where it is (on a store new to hooks: its newest event), so that the
+    // events from now on are queued even if this serve dies before the first of them is.
+    store_.queue_hook_deliveries(store_.hook_cursor(), {}, now_ms());
+  } catch (const StoreError& e) {
+    log::error(log::kNoJob, "hooks: cannot record where delivery starts: {}", e.what());
+  }
   catch_up();
   pump();
 }

@@ -847,16 +847,7 @@ void Api::metrics(const Request& r, Respond& respond) {
   std::map<std::string, int64_t> by_state;
   for (auto st : {JobState::Queued, JobState::Running, JobState::Ready, JobState::Failed, JobState::Cancelled})
     by_state[std::string(to_string(st))] = 0;
-  {
-    JobQuery q;
-    q.limit = 1000;
-    for (;;) {
-      auto rows = store_.find_jobs(q);
-      for (const auto& j : rows) ++by_state[std::string(to_string(j.state))];
-      if (rows.size() < 1000) break;
-      q.before_id = rows.back().id;
-    }
-  }
+  for (const auto& [st, n] : store_.job_counts()) by_state[std::string(to_string(st))] = n;
   out += "# HELP jarvis_jobs Jobs in the store by state.\n# TYPE jarvis_jobs gauge\n";
   for (const auto& [state, n] : by_state) out += "jarvis_jobs{state=\"" + state + "\"} " + std::to_string(n) + "\n";
   out += "# HELP jarvis_jobs_in_flight Jobs this engine runs now.\n# TYPE jarvis_jobs_in_flight gauge\n";

@@ -2,6 +2,7 @@
 // The job store: the single source of truth for jobs, their stages, clipboards, logs and the
 // audit trail. Every front and every `jarvis` process reads and writes jobs through it.
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -229,6 +230,8 @@ class JobStore {
   // Empty when the stage has not succeeded or the job was pruned.
   virtual std::optional<std::string> clipboard_after(int64_t id, int stage) = 0;
   virtual std::vector<AuditEntry> find_audit(const AuditQuery& query) = 0;
+  // How many jobs the store holds in each state (for /metrics), without reading them.
+  virtual std::map<JobState, int64_t> job_counts() = 0;
 
   // Engine events, in the order appended; ids increase. Throws StoreError like every write.
   virtual int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
@@ -239,6 +242,8 @@ class JobStore {
   // hooks' cursor (the last event looked at for hooks) to it, in one transaction; an event at
   // or before the cursor is ignored, so a crash between the event and this repeats nothing.
   virtual void queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now_ms) = 0;
+  // The cursor; before the first queue_hook_deliveries, the newest event (a hook added to a
+  // store with a history starts with what comes next).
   virtual int64_t hook_cursor() = 0;
   virtual std::vector<HookDelivery> due_hook_deliveries(int64_t now_ms, int limit) = 0;
   // After an attempt: state delivered, pending again (retry at next_at_ms) or dead.

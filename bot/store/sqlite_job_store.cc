@@ -430,8 +430,9 @@ CREATE TABLE IF NOT EXISTS hook_deliveries (
 );
 CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries(next_at_ms) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS hook_cursor (one INTEGER PRIMARY KEY CHECK (one = 1), event_id INTEGER NOT NULL);
-INSERT OR IGNORE INTO hook_cursor (one, event_id) VALUES (1, 0);
 )SQL");
+  // Nothing here writes once the tables exist: a CLI opening a store another process holds
+  // locked must still be able to read it.
 }
 
 void SqliteJobStore::exec(const char* sql) {
@@ -799,6 +800,15 @@ std::vector<AuditEntry> SqliteJobStore::find_audit(const AuditQuery& q) {
   return out;
 }
 
+std::map<JobState, int64_t> SqliteJobStore::job_counts() {
+  auto& s = prepare("SELECT state, count(*) FROM jobs GROUP BY state");  // jobs_by_state covers it
+  std::map<JobState, int64_t> out;
+  while (s.step())
+    if (auto st = parse_job_state(s.text(0))) out[*st] = s.i64(1);
+  s.reset();
+  return out;
+}
+
 int64_t SqliteJobStore::append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                                      const std::string& json) {
   check_identity();
@@ -818,7 +828,8 @@ std::vector<StoredEvent> SqliteJobStore::events_after(int64_t after_id, int limi
 
 void SqliteJobStore::queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now) {
   Transaction tx(*this);
-  auto& cursor = prepare("UPDATE hook_cursor SET event_id = ?1 WHERE one = 1 AND event_id < ?1");
+  auto& cursor = prepare("INSERT INTO hook_cursor (one, event_id) VALUES (1, ?1) ON CONFLICT (one) DO UPDATE "
+                         "SET event_id = excluded.event_id WHERE event_id < excluded.event_id");
   cursor.bind(1, event_id).run();
   if (sqlite3_changes(db_) == 0) return;  // queued before (a catch-up after a crash): nothing twice
   for (const auto& h : hooks)
@@ -828,7 +839,10 @@ void SqliteJobStore::queue_hook_deliveries(int64_t event_id, const std::vector<s
 }
 
 int64_t SqliteJobStore::hook_cursor() {
-  auto& s = prepare("SELECT event_id FROM hook_cursor WHERE one = 1");
+  // No row yet: hooks never queued anything in this store, and they start with the events
+  // that come next, not with its whole history.
+  auto& s = prepare("SELECT coalesce((SELECT event_id FROM hook_cursor WHERE one = 1), "
+                    "(SELECT coalesce(max(id), 0) FROM events))");
   int64_t v = s.step() ? s.i64(0) : 0;
   s.reset();
   return v;

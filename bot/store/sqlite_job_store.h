@@ -64,6 +64,7 @@ class SqliteJobStore : public JobStore {
   std::vector<StageRecord> stages(int64_t id) override;
   std::optional<std::string> clipboard_after(int64_t id, int stage) override;
   std::vector<AuditEntry> find_audit(const AuditQuery& query) override;
+  std::map<JobState, int64_t> job_counts() override;
   int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                        const std::string& json) override;
   std::vector<StoredEvent> events_after(int64_t after_id, int limit) override;
