@@ -3,6 +3,8 @@
 // reconnecting, and announcements.
 #include <gtest/gtest.h>
 
+#include <boost/asio/write.hpp>
+
 #include "bot/chat/addressing.h"
 #include "bot/chat/announcer.h"
 #include "bot/chat/chat_front.h"
@@ -534,6 +536,165 @@ TEST(Acl, RulesThatCanNeverMatchAreErrorsAndMasksAreWarnings) {
   EXPECT_NE(problems[3].text.find("without accounts"), std::string::npos);
   EXPECT_TRUE(problems[4].error);
   EXPECT_NE(problems[4].text.find("'slak:C0' names no protocol"), std::string::npos) << problems[4].text;
+}
+
+TEST(Acl, AnAccountRuleIsFineWhereTheAdapterLearnsAccounts) {
+  std::vector<AclRule> rules = {AclRule{{"irc:account:alice"}, {"deploy"}},
+                                AclRule{{"xmpp:account:alice"}, {"deploy"}}};
+  auto problems = acl_rule_problems(rules, {"irc", "xmpp"}, {"irc"});
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_TRUE(problems[0].error);
+  EXPECT_NE(problems[0].text.find("'xmpp:account:alice' is an account rule"), std::string::npos) << problems[0].text;
+  auto without = acl_rule_problems({rules[0]}, {"irc"}, {});
+  ASSERT_EQ(without.size(), 1u);
+  EXPECT_NE(without[0].text.find("irc.accounts is off"), std::string::npos) << without[0].text;
+}
+
+TEST(Acl, AnAccountRuleMatchesTheAccountNotTheNick) {
+  Acl acl({AclRule{{"irc:account:alice"}, {"deploy"}}});
+  Identity alice{"irc", "alice_away", "alice_away!a@host", "alice"};
+  Identity mallory{"irc", "alice", "alice!alice@host", ""};
+  Identity logged_out{"irc", "alice", "alice!a@host", ""};
+  EXPECT_TRUE(acl.allows(alice, "#ops", Verb::Deploy));
+  EXPECT_FALSE(acl.allows(mallory, "#ops", Verb::Deploy));
+  EXPECT_FALSE(acl.allows(logged_out, "#ops", Verb::Deploy));
+}
+
+}  // namespace
+}  // namespace jarvis::testing
+
+namespace jarvis::testing {
+namespace {
+
+TEST(IrcRelay, ParsesTagsPrefixAndTrailing) {
+  auto l = parse_irc_line("@account=alice;time=x :alice!a@h PRIVMSG #ops :jarvis: deploy loki");
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->tags, "account=alice;time=x");
+  EXPECT_EQ(l->prefix, "alice!a@h");
+  EXPECT_EQ(l->command, "PRIVMSG");
+  ASSERT_EQ(l->params.size(), 2u);
+  EXPECT_EQ(l->params[1], "jarvis: deploy loki");
+  EXPECT_EQ(irc_tag(l->tags, "account"), "alice");
+  EXPECT_EQ(irc_tag(l->tags, "acc"), std::nullopt) << "a prefix of a key is not the key";
+  EXPECT_EQ(irc_tag("a=x\\sy\\:z;b", "a"), "x y;z");
+  EXPECT_EQ(irc_tag("a=x;b", "b"), "");
+  auto j = parse_irc_line(":alice!a@h JOIN #ops alice :Alice A");
+  ASSERT_TRUE(j);
+  ASSERT_EQ(j->params.size(), 3u);
+  EXPECT_EQ(j->params[1], "alice");
+  EXPECT_FALSE(parse_irc_line(""));
+  EXPECT_EQ(checked_account("alice"), "alice");
+  EXPECT_EQ(checked_account("*"), "") << "ACCOUNT * and extended-join's * mean logged out";
+  EXPECT_EQ(checked_account(*irc_tag("account=al\\r\\nice", "account")), "") << "an unescaped CR LF";
+  EXPECT_EQ(checked_account(std::string(65, 'a')), "");
+}
+
+TEST(IrcRelay, SaslPlainIsSplitIn400ByteChunks) {
+  auto short_one = sasl_plain_chunks("jarvis", "pw");
+  ASSERT_EQ(short_one.size(), 1u);
+  EXPECT_EQ(short_one[0], "amFydmlzAGphcnZpcwBwdw==");  // base64("jarvis\0jarvis\0pw")
+  // 300 raw bytes are exactly 400 base64 characters: a "+" says the payload ended.
+  auto exact = sasl_plain_chunks("u", std::string(300 - 4, 'p'));
+  ASSERT_EQ(exact.size(), 2u);
+  EXPECT_EQ(exact[0].size(), 400u);
+  EXPECT_EQ(exact[1], "+");
+  auto longer = sasl_plain_chunks("u", std::string(400, 'p'));
+  ASSERT_EQ(longer.size(), 2u);
+  EXPECT_NE(longer[1], "+");
+}
+
+}  // namespace
+}  // namespace jarvis::testing
+
+namespace jarvis::testing {
+namespace {
+
+// The relay against a scripted server on loopback: what libircclient would see, and the
+// account of each PRIVMSG as of its own place in the stream (a later ACCOUNT or NICK that
+// the relay has already read must not change an earlier line's sender).
+TEST(IrcRelay, AccountsAreTakenInStreamOrderAndIrcv3IsHiddenFromTheClient) {
+  namespace asio = boost::asio;
+  using tcp = asio::ip::tcp;
+  using namespace std::chrono_literals;
+  asio::io_context io;
+  tcp::acceptor server(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  Ircv3 v3;
+  v3.caps = v3.accounts = true;
+  auto relay = std::make_shared<IrcRelay>(io, nullptr, v3);
+  unsigned short relay_port = 0;
+  std::string closed;
+  relay->start(server.local_endpoint(), "127.0.0.1", false,
+               [&](const std::string& error, unsigned short port) {
+                 EXPECT_EQ(error, "");
+                 relay_port = port;
+               },
+               [&](const std::string& reason) { closed = reason; });
+  auto pump = [&] {
+    io.restart();
+    io.run_for(5ms);
+  };
+  tcp::socket up(io);
+  server.accept(up);  // the relay's connect is already in the kernel's backlog
+  for (int i = 0; i < 400 && !relay_port; ++i) pump();
+  ASSERT_NE(relay_port, 0);
+  tcp::socket client(io);
+  client.connect(tcp::endpoint(asio::ip::address_v4::loopback(), relay_port));
+  relay->accept_from(client.local_endpoint().port());
+  std::string up_buf, client_buf;
+  auto line = [&](tcp::socket& s, std::string& buf) {
+    for (int i = 0; i < 400; ++i) {
+      if (auto nl = buf.find("\r\n"); nl != std::string::npos) {
+        std::string l = buf.substr(0, nl);
+        buf.erase(0, nl + 2);
+        return l;
+      }
+      if (s.available()) {
+        char tmp[4096];
+        buf.append(tmp, s.read_some(asio::buffer(tmp)));
+      } else {
+        pump();
+      }
+    }
+    return std::string("(nothing)");
+  };
+  auto say = [&](tcp::socket& s, const std::string& text) { asio::write(s, asio::buffer(text)); };
+
+  EXPECT_EQ(line(up, up_buf), "CAP LS 302") << "CAP LS goes before anything the client sends";
+  say(client, "NICK jarvis\r\nUSER jarvis 0 * :j\r\n");
+  EXPECT_EQ(line(up, up_buf), "NICK jarvis");
+  EXPECT_EQ(line(up, up_buf), "USER jarvis 0 * :j");
+  say(up, ":srv CAP * LS * :multi-prefix account-notify\r\n:srv CAP * LS :extended-join away-notify\r\n");
+  EXPECT_EQ(line(up, up_buf), "CAP REQ :account-notify extended-join");
+  say(up, ":srv CAP * ACK :account-notify extended-join\r\n");
+  EXPECT_EQ(line(up, up_buf), "CAP END");
+  say(up,
+      ":srv 001 jarvis :hi\r\n"
+      ":alice!a@h JOIN #ops alice :Alice\r\n"
+      ":alice!a@h PRIVMSG #ops :one\r\n"
+      ":alice!a@h ACCOUNT *\r\n"
+      ":alice!a@h PRIVMSG #ops :two\r\n"
+      ":alice!a@h NICK alice2\r\n"
+      ":mallory!m@h NICK alice\r\n"
+      ":alice!m@h PRIVMSG #ops :three\r\n"
+      ":carol!c@h JOIN #ops carol :Carol\r\n"
+      ":carol!c@h NICK carol2\r\n"
+      "@account=x;time=y :carol2!c@h PRIVMSG #ops :four\r\n");
+  std::vector<std::string> seen;
+  for (int i = 0; i < 9; ++i) seen.push_back(line(client, client_buf));
+  EXPECT_EQ(seen, (std::vector<std::string>{
+                      ":srv 001 jarvis :hi", ":alice!a@h JOIN #ops", ":alice!a@h PRIVMSG #ops :one",
+                      ":alice!a@h PRIVMSG #ops :two", ":alice!a@h NICK alice2", ":mallory!m@h NICK alice",
+                      ":alice!m@h PRIVMSG #ops :three", ":carol!c@h JOIN #ops", ":carol!c@h NICK carol2"}));
+  EXPECT_EQ(line(client, client_buf), ":carol2!c@h PRIVMSG #ops :four") << "tags are stripped";
+  // Everything is read by now; libircclient delivers the messages only afterwards.
+  EXPECT_EQ(relay->account_of("alice!a@h", "#ops", "one"), "alice");
+  EXPECT_EQ(relay->account_of("alice!a@h", "#ops", "two"), "") << "logged out (ACCOUNT *)";
+  EXPECT_EQ(relay->account_of("alice!m@h", "#ops", "three"), std::nullopt)
+      << "mallory took the nick: nothing says who she is, so WHOIS must";
+  // No account-tag acked: the tag a server sends anyway is not believed; the map is.
+  EXPECT_EQ(relay->account_of("carol2!c@h", "#ops", "four"), "carol");
+  EXPECT_EQ(closed, "");
+  relay->close();
 }
 
 }  // namespace

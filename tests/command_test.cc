@@ -26,6 +26,10 @@ TEST(CommandParser, ParsesEveryVerb) {
 TEST(CommandParser, BadInputGetsAClearError) {
   EXPECT_EQ(parse_command("destroy loki").error,
             "I don't know \"destroy\". Say \"help\" for the commands.");
+  // A typo gets the command it was probably meant to be.
+  EXPECT_EQ(parse_command("deplyo loki").error,
+            "I don't know \"deplyo\"; did you mean \"deploy\"? Say \"help\" for the commands.");
+  EXPECT_EQ(parse_command("stauts loki").error.find("did you mean \"status\"?") != std::string::npos, true);
   EXPECT_EQ(parse_command("deploy").error, "deploy needs an argument. Say \"help deploy\".");
   EXPECT_EQ(parse_command("status a b").error, "status takes one argument. Say \"help status\".");
   EXPECT_NE(parse_command(std::string(2000, 'a')).error.find("too long"), std::string::npos);
@@ -130,6 +134,12 @@ TEST(CommandService, DeployStatusCancelRetryThroughOneParser) {
   EXPECT_EQ(say("retry loki").lines.at(0),
             "loki: retrying job 1 from stage 1/2 svc:wait with its saved clipboard");
   EXPECT_FALSE(say("deploy ../../etc/passwd").ok) << "chat cannot name files outside designs";
+  // A name that is no design: what was probably meant, and what there is.
+  auto typo = say("deploy lokii");
+  EXPECT_FALSE(typo.ok);
+  EXPECT_NE(typo.lines.at(0).find("no design called \"lokii\"; did you mean \"loki\"? (designs: loki)"),
+            std::string::npos)
+      << typo.lines.at(0);
   auto plan = say("plan loki");
   EXPECT_EQ(plan.lines.at(0), "loki: plan svc (2 stages); nothing runs");
   auto trail = h.store->audit_trail(100);

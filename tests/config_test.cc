@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+
 #include "bot/app/config.h"
 #include "tests/test_support.h"
 
@@ -86,6 +89,38 @@ TEST(Config, TheBotsOwnSecretsAreHandedToTheEngineForRedaction) {
   auto secrets = load_config(o).engine_config().secrets;
   EXPECT_NE(std::find(secrets.begin(), secrets.end(), "irc-server-pass-1"), secrets.end());
   EXPECT_NE(std::find(secrets.begin(), secrets.end(), "ghp_gisttoken123"), secrets.end());
+}
+
+TEST(Config, IrcSaslIsCheckedAndItsPasswordRedacted) {
+  TempDir dir;
+  std::string f = dir.file("jarvis.yaml");
+  write_file(dir.file("sasl.pass"), "sasl-pass-77\n");
+  write_file(f, "irc:\n  server: irc.example.com\n  sasl: {mechanism: plain, password_file: sasl.pass}\n");
+  ConfigOverrides o;
+  o.config_file = f;
+  Config c = load_config(o);
+  ASSERT_TRUE(c.irc);
+  EXPECT_EQ(c.irc->sasl, SaslMechanism::Plain);
+  EXPECT_EQ(c.irc->sasl_password, "sasl-pass-77");
+  EXPECT_TRUE(c.irc->sasl_required);
+  EXPECT_TRUE(c.irc->accounts) << "a network with SASL has services: learn accounts by default";
+  auto secrets = c.engine_config().secrets;
+  EXPECT_NE(std::find(secrets.begin(), secrets.end(), "sasl-pass-77"), secrets.end());
+  EXPECT_EQ(load_error(dir, "irc:\n  server: irc.example.com\n  sasl: {mechanism: plain, password: x}\n"),
+            f + ":3: password may not be written inline: use password_env or password_file");
+  EXPECT_EQ(load_error(dir, "irc:\n  server: irc.example.com\n  tls: false\n  sasl: {password_file: sasl.pass}\n"),
+            f + ":4: irc.sasl sends the password: it needs tls: true");
+  EXPECT_EQ(load_error(dir, "irc:\n  server: irc.example.com\n  sasl: {mechanism: scram}\n"),
+            f + ":3: irc.sasl.mechanism must be plain or external");
+  EXPECT_EQ(load_error(dir, "irc:\n  server: irc.example.com\n  sasl: {mechanism: external}\n"),
+            f + ":3: irc.sasl mechanism external logs in with a TLS client certificate: it needs tls: true "
+                "and irc.tls_client_cert");
+  write_file(dir.file("client.pem"), "not really\n");
+  std::filesystem::permissions(dir.file("client.pem"), std::filesystem::perms(0644));
+  EXPECT_NE(load_error(dir, "irc:\n  server: irc.example.com\n  tls_client_cert: client.pem\n"
+                            "  sasl: {mechanism: external}\n").find("is readable by everyone: chmod 600 it"),
+            std::string::npos);
+  EXPECT_EQ(load_error(dir, "irc: {server: irc.example.com, accounts: false}\n"), "");
 }
 
 TEST(Config, PacingValuesThatCannotWorkAreErrors) {

@@ -21,6 +21,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "bot/app/cli_args.h"
+#include "bot/app/online_check.h"
 #include "bot/app/config.h"
 #include "bot/chat/announcer.h"
 #include "bot/chat/chat_front.h"
@@ -707,7 +708,7 @@ std::vector<std::string> design_files(const std::string& dir, std::error_code& e
 
 // Checks what would break at 3 a.m., each problem on one line with its file (and line where
 // it has one). Exit 1 with problems.
-int cmd_check_config(Context& ctx) {
+int cmd_check_config(Context& ctx, bool online) {
   const Config& c = ctx.config;
   std::vector<std::string> problems;
   std::string config_file = c.config_file.empty() ? "(no config file)" : c.config_file;
@@ -776,7 +777,9 @@ int cmd_check_config(Context& ctx) {
     if (c.xmpp) protocols.push_back("xmpp");
     if (c.slack) protocols.push_back("slack");
     if (c.http) protocols.push_back("http");
-    for (const auto& p : acl_rule_problems(c.acl_rules, protocols))
+    std::vector<std::string> with_accounts;
+    if (c.irc && c.irc->accounts) with_accounts.push_back("irc");
+    for (const auto& p : acl_rule_problems(c.acl_rules, protocols, with_accounts))
       (p.error ? problems : warnings).push_back(p.text);
   }
   for (const auto& line : problems) std::cout << line << '\n';
@@ -791,10 +794,12 @@ int cmd_check_config(Context& ctx) {
     std::cout << "  " << p.name << ": " << p.tasks.size() << " stages"
               << (match.empty() ? " (only by name)" : " (matches " + match + ")") << '\n';
   }
-  std::cout << (problems.empty() ? std::string("config ok")
-                                 : std::to_string(problems.size()) + (problems.size() == 1 ? " problem" : " problems"))
+  size_t total = problems.size();
+  if (online) total += static_cast<size_t>(check_online(c, std::chrono::seconds(20), std::cout));
+  std::cout << (total == 0 ? std::string(online ? "config ok; every server reached and every place joined" : "config ok")
+                           : std::to_string(total) + (total == 1 ? " problem" : " problems"))
             << '\n';
-  return problems.empty() ? 0 : 1;
+  return total == 0 ? 0 : 1;
 }
 
 // What can be deployed: every design in designs_dir, the host, the pipeline a deploy picks.
@@ -930,7 +935,7 @@ int cli_main(int argc, char** argv) {
     auto ctx = open_context(*args, quiet ? log::Level::Warn : log::Level::Info);
     if (args->command == "run") return cmd_run(*ctx, *args);
     if (args->command == "serve") return cmd_serve(*ctx);
-    if (args->command == "check-config") return cmd_check_config(*ctx);
+    if (args->command == "check-config") return cmd_check_config(*ctx, args->online);
     if (args->command == "designs") return cmd_designs(*ctx);
     if (args->command == "pipelines") return cmd_pipelines(*ctx);
     if (args->command == "prune") return cmd_prune(*ctx, *args);

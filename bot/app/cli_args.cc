@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bot/util/text.h"
 #include "jarvis_version.h"  // generated at build time: JARVIS_VERSION, JARVIS_GIT_REVISION
 
 namespace jarvis {
@@ -52,8 +53,10 @@ const CommandSpec kCommands[] = {
     {"check-config", "check the config, pipelines, workers, announce places and ACL",
      "Loads the config and the pipelines and checks what would break at 3 a.m.: missing worker\n"
      "executables, a missing workers path or designs_dir, announce places on protocols that are not\n"
-     "configured, ACL rules that cannot match. Exit 0 when all is well, 1 with problems (each named\n"
-     "with its file and line where it has one)."},
+     "configured, ACL rules that cannot match. With --online it also connects to each configured chat\n"
+     "server as serve would, joins every room and announce place, reports what the server said\n"
+     "(joined, or the refusal and its reason), and leaves. Exit 0 when all is well, 1 with problems\n"
+     "(each named with its file and line where it has one)."},
     {"prune", "remove old finished jobs' logs and clipboards (keeps the audit)",
      "Removes the logs, designs and clipboards of jobs that finished more than --older-than ago\n"
      "(90d, 12h, ...): they are what grows. The job rows (what ran, when, how it ended) and the\n"
@@ -70,21 +73,6 @@ constexpr const char* kFooter =
     "Global options go anywhere on the line. \"jarvis help COMMAND\" (or \"jarvis COMMAND --help\")\n"
     "shows one command in detail.\n"
     "exit status: 0 success, 1 the job or command failed, 2 bad usage or configuration";
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
 
 bool is_command(const std::string& w) {
   if (w == "deploy") return true;
@@ -113,17 +101,10 @@ std::string version_text() {
 }
 
 std::optional<std::string> suggest_command(const std::string& word) {
-  std::optional<std::string> best;
-  size_t best_distance = 3;  // at most two edits away, or a prefix
-  for (const auto& c : kCommands) {
-    std::string name = c.name;
-    size_t d = edit_distance(word, name);
-    if (word.size() >= 2 && name.rfind(word, 0) == 0) d = std::min<size_t>(d, 1);
-    if (d < best_distance) {
-      best_distance = d;
-      best = name;
-    }
-  }
+  std::vector<std::string_view> names;
+  for (const auto& c : kCommands) names.push_back(c.name);
+  std::string best = closest_name(word, names);
+  if (best.empty()) return std::nullopt;
   return best;
 }
 
@@ -169,6 +150,8 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
   for (const char* name : {"log", "cancel", "retry"})
     subs[name]->add_option("TARGET", target, "a host or a job number")->required();
   subs["log"]->add_option("-n,--lines", a.lines, "how many lines (default 20)")->check(CLI::Range(1, 100000));
+  subs["check-config"]->add_flag("--online", a.online,
+                                 "also connect to each chat server, join every room and announce place, and report");
   subs["audit"]->add_option("HOST", target, "only entries about this host");
   subs["help"]->add_option("COMMAND", topic, "a command");
   std::string token_action, token_name;

@@ -18,6 +18,7 @@ struct CliArgs {
   int lines = 20;                  // log -n
   std::string older_than;          // prune --older-than
   std::string role;                // token add --role
+  bool online = false;             // check-config --online
 };
 
 struct ParsedCli {

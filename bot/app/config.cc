@@ -12,6 +12,7 @@
 
 
 #include "bot/pipeline/worker_path.h"
+#include "bot/util/text.h"
 #include "bot/util/yaml_doc.h"
 
 namespace jarvis {
@@ -143,7 +144,8 @@ void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
   static const std::vector<std::string> known = {
       "server", "port", "tls", "tls_verify", "tls_ca_file", "tls_server_name", "nick", "username",
       "realname", "password_env", "password_file", "nickserv", "channels", "ping_interval",
-      "ping_timeout", "flood", "nick_recover_interval", "password"};
+      "ping_timeout", "flood", "nick_recover_interval", "password", "sasl", "accounts",
+      "tls_client_cert", "tls_client_key"};
   for (auto it = n.begin(); it != n.end(); ++it) {
     std::string key = it->first.Scalar();
     if (key.rfind("nickserv_password", 0) == 0)  // the old form sent IDENTIFY to any "NickServ"
@@ -176,6 +178,33 @@ void apply_irc(const std::string& file, const YAML::Node& n, Config& c) {
     if (ns["allow_plaintext_identify"])
       irc.allow_plaintext_identify = boolean(file, ns["allow_plaintext_identify"], "irc.nickserv.allow_plaintext_identify");
   }
+  if (n["tls_client_cert"]) irc.tls_client_cert = text(file, n["tls_client_cert"], "irc.tls_client_cert");
+  if (n["tls_client_key"]) irc.tls_client_key = text(file, n["tls_client_key"], "irc.tls_client_key");
+  if (n["tls_client_key"] && !n["tls_client_cert"])
+    fail(file, n["tls_client_key"], "irc.tls_client_key needs irc.tls_client_cert");
+  if (const YAML::Node sasl = n["sasl"]) {
+    if (!sasl.IsMap()) fail(file, sasl, "irc.sasl must be a mapping: {mechanism: plain, password_file: ...}");
+    check_known(file, sasl, "irc.sasl", {"mechanism", "username", "password_env", "password_file", "required", "password"});
+    std::string mech = sasl["mechanism"] ? lower(text(file, sasl["mechanism"], "irc.sasl.mechanism")) : "plain";
+    if (mech == "plain") {
+      irc.sasl = SaslMechanism::Plain;
+      if (sasl["username"]) irc.sasl_username = text(file, sasl["username"], "irc.sasl.username");
+      irc.sasl_password = secret(file, sasl, "password");
+      if (irc.sasl_password.empty()) fail(file, sasl, "irc.sasl (plain) needs password_env or password_file");
+      if (!irc.tls) fail(file, sasl, "irc.sasl sends the password: it needs tls: true");
+    } else if (mech == "external") {
+      irc.sasl = SaslMechanism::External;
+      if (!irc.tls || irc.tls_client_cert.empty())
+        fail(file, sasl, "irc.sasl mechanism external logs in with a TLS client certificate: it needs tls: true "
+                         "and irc.tls_client_cert");
+      if (sasl["username"] || sasl["password_env"] || sasl["password_file"])
+        fail(file, sasl, "irc.sasl mechanism external takes no username or password (the certificate is the login)");
+    } else {
+      fail(file, sasl["mechanism"], "irc.sasl.mechanism must be plain or external");
+    }
+    if (sasl["required"]) irc.sasl_required = boolean(file, sasl["required"], "irc.sasl.required");
+  }
+  irc.accounts = n["accounts"] ? boolean(file, n["accounts"], "irc.accounts") : irc.sasl != SaslMechanism::None;
   if (n["ping_interval"]) irc.ping_interval = duration(file, n["ping_interval"], "irc.ping_interval");
   if (n["ping_timeout"]) irc.ping_timeout = duration(file, n["ping_timeout"], "irc.ping_timeout");
   if (n["nick_recover_interval"])
@@ -529,6 +558,18 @@ void apply_entry(const std::string& file, const std::string& key, const YAML::No
     else if (key == "irc") {
       apply_irc(file, v, c);
       if (!c.irc->tls_ca_file.empty()) c.irc->tls_ca_file = rel(c.irc->tls_ca_file);
+      if (!c.irc->tls_client_cert.empty()) c.irc->tls_client_cert = rel(c.irc->tls_client_cert);
+      if (!c.irc->tls_client_key.empty()) c.irc->tls_client_key = rel(c.irc->tls_client_key);
+      // The client key is a secret: not in a file everyone on the host can read.
+      const std::string& key_file = c.irc->tls_client_key.empty() ? c.irc->tls_client_cert : c.irc->tls_client_key;
+      std::error_code kec;
+      if (!key_file.empty()) {
+        auto st = fs::status(key_file, kec);
+        if (kec || !fs::is_regular_file(st))
+          fail(file, v, "cannot read the TLS client key " + key_file + " (irc.tls_client_key)");
+        if ((st.permissions() & fs::perms::others_read) != fs::perms::none)
+          fail(file, v, "the TLS client key " + key_file + " is readable by everyone: chmod 600 it");
+      }
     }
     else if (key == "chat") apply_chat(file, v, c);
     else if (key == "xmpp") {
@@ -612,6 +653,7 @@ EngineConfig Config::engine_config() const {
   if (irc) {
     secret(irc->server_password);
     secret(irc->nickserv_password);
+    secret(irc->sasl_password);
   }
   if (xmpp) secret(xmpp->password);
   if (slack) {

@@ -22,13 +22,19 @@ struct Identity {
   // the full mask, which the adapter checks before each send (a nick can change hands).
   std::string direct{};
   const std::string& direct_target() const { return direct.empty() ? name : direct; }
-  std::string label() const { return protocol + ":" + (full.empty() ? name : full); }
+  // For the audit trail and logs: "irc:alice_!alice@host (account alice)".
+  std::string label() const {
+    return protocol + ":" + (full.empty() ? name : full) + (account.empty() ? "" : " (account " + account + ")");
+  }
 };
 
 struct ChatMessage {
   Identity sender;
   std::string room;  // "#ops"; empty for a direct message
   std::string text;
+  // Where a reply to this message goes when that is not `room` itself: a Slack thread
+  // ("C0OPS/1700000000.000100"). Empty: the room (or the person, for a direct message).
+  std::string reply_target{};
   bool direct() const { return room.empty(); }
 };
 
@@ -43,6 +49,10 @@ class ChatAdapter {
     // The server refused to deliver a line to `place` (IRC 404/403/471-477, an XMPP error
     // stanza, Slack's not_in_channel): the reason as the server gave it.
     virtual void on_refused(const std::string& /*place*/, const std::string& /*reason*/) {}
+    // The server confirmed the bot is in `place` (IRC's JOIN echo, XMPP's self-presence), or,
+    // with as_room false, that `place` is a person (an XMPP JID that is no room), whom lines
+    // reach as direct messages.
+    virtual void on_joined(const std::string& /*place*/, bool /*as_room*/) {}
   };
 
   virtual ~ChatAdapter() = default;
@@ -68,6 +78,10 @@ class ChatAdapter {
                                const std::string& /*line*/) {
     return false;
   }
+  // How the server vouches for who people are, once connected, in words for check-config
+  // --online ("account-tag", "WHOIS (330) only"); empty where the protocol says nothing more
+  // than its identities (XMPP's JIDs, Slack's user ids).
+  virtual std::string identity_source() const { return {}; }
   // The longest line the protocol carries safely, in bytes.
   virtual size_t max_line_bytes() const = 0;
 };

@@ -140,7 +140,7 @@ void ChatFront::handle(const ChatMessage& m) {
   auto text = addressed_command(m.text, adapter_.own_name(), config_.prefix, m.direct());
   if (!text) return;  // not for the bot
   // Replies go back where the command came from: the room, or the person (and only them).
-  std::string reply_to = m.direct() ? m.sender.direct_target() : m.room;
+  std::string reply_to = m.direct() ? m.sender.direct_target() : !m.reply_target.empty() ? m.reply_target : m.room;
   Requester who;
   who.who = m.sender.name;
   who.protocol = protocol_;

@@ -59,7 +59,8 @@ bool is_command_name(const std::string& c) {
 }
 
 std::vector<AclProblem> acl_rule_problems(const std::vector<AclRule>& rules,
-                                          const std::vector<std::string>& protocols) {
+                                          const std::vector<std::string>& protocols,
+                                          const std::vector<std::string>& with_accounts) {
   static const std::vector<std::string> chat = {"irc", "xmpp", "slack", "http"};
   std::vector<AclProblem> out;
   for (size_t i = 0; i < rules.size(); ++i) {
@@ -84,12 +85,18 @@ std::vector<AclProblem> acl_rule_problems(const std::vector<AclRule>& rules,
         continue;
       }
       std::string proto = who.substr(0, who.find(':'));
+      bool accounts = std::find(with_accounts.begin(), with_accounts.end(), proto) != with_accounts.end();
       if (who.rfind(proto + ":account:", 0) == 0) {
-        out.push_back({true, at + "who '" + who + "' is an account rule, and jarvis learns no " + proto +
-                                 " accounts yet (no IRCv3 account-notify/WHOIS 330 or SASL support): it matches nobody"});
+        if (accounts) continue;
+        out.push_back({true, at + "who '" + who + "' is an account rule, and " +
+                                 (proto == "irc" ? std::string("irc.accounts is off (no irc.sasl either): jarvis learns no IRC "
+                                                               "accounts, so it matches nobody; set irc.accounts: true on a "
+                                                               "network with services")
+                                                 : "jarvis learns no " + proto + " accounts: it matches nobody")});
       } else if (proto == "irc") {
         out.push_back({false, at + "who '" + who + "' is a nick!user@host mask: on a network without accounts, "
-                                  "anyone who takes a matching nick from a matching user@host gets these rights"});
+                                  "anyone who takes a matching nick from a matching user@host gets these rights" +
+                                  (accounts ? std::string("; irc:account:NAME cannot be borrowed") : std::string())});
       }
     }
     for (const auto& where : r.where) {

@@ -32,10 +32,12 @@ struct AclProblem {
   bool error = true;
   std::string text;  // "jarvis.yaml:12: acl rule 1: ..."
 };
-// `protocols`: the ones configured (irc, xmpp, slack). No adapter reports services
-// accounts yet, so an `account:` rule is an error on every protocol.
+// `protocols`: the ones configured (irc, xmpp, slack); `with_accounts`: those whose adapter
+// learns services accounts (IRC with irc.accounts or irc.sasl). An `account:` rule on any
+// other protocol is an error.
 std::vector<AclProblem> acl_rule_problems(const std::vector<AclRule>& rules,
-                                          const std::vector<std::string>& protocols);
+                                          const std::vector<std::string>& protocols,
+                                          const std::vector<std::string>& with_accounts = {});
 
 class Acl {
  public:

@@ -57,7 +57,11 @@ ParsedCommand parse_command(std::string_view text) {
   for (const auto& v : kVerbs)
     if (v.name == verb) info = &v;
   if (!info) {
-    out.error = "I don't know \"" + std::string(utf8_prefix(words[0], 40)) + "\". Say \"help\" for the commands.";
+    std::vector<std::string_view> names;
+    for (const auto& v : kVerbs) names.push_back(v.name);
+    std::string meant = verb.size() <= 40 ? closest_name(verb, names) : std::string();
+    out.error = "I don't know \"" + std::string(utf8_prefix(words[0], 40)) + "\"" +
+                (meant.empty() ? "." : "; did you mean \"" + meant + "\"?") + " Say \"help\" for the commands.";
     return out;
   }
   Command cmd;

@@ -6,7 +6,30 @@
 
 #include <boost/asio/post.hpp>
 
+#include "bot/util/text.h"
+
 namespace jarvis {
+namespace {
+
+// For a name from chat that names no file: what was probably meant, and what there is.
+std::string unknown_design(const std::string& ref, const std::filesystem::path& root) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
+    auto ext = e.path().extension().string();
+    if (e.is_regular_file(ec) && (ext == ".yaml" || ext == ".yml")) names.push_back(e.path().stem().string());
+  }
+  std::sort(names.begin(), names.end());
+  std::string out = "no design called \"" + ref + "\"";
+  if (names.empty()) return out + " (the designs directory has none)";
+  if (std::string meant = closest_name(lower(ref), names); !meant.empty()) out += "; did you mean \"" + meant + "\"?";
+  out += " (designs: ";
+  for (size_t i = 0; i < names.size() && i < 8; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > 8) out += ", and " + std::to_string(names.size() - 8) + " more";
+  return out + ")";
+}
+
+}  // namespace
 
 FileDesignSource::FileDesignSource(boost::asio::io_context& io, std::optional<std::string> root)
     : io_(io), root_(std::move(root)) {}
@@ -34,7 +57,8 @@ std::optional<Design> FileDesignSource::load(const std::string& ref, std::string
   std::error_code ec;
   auto size = fs::file_size(path, ec);
   if (ec) {
-    error = "cannot read design " + ref + ": " + ec.message();
+    error = root_ && ec == std::errc::no_such_file_or_directory ? unknown_design(ref, *root_)
+                                                               : "cannot read design " + ref + ": " + ec.message();
     return std::nullopt;
   }
   if (size > design_limits().max_bytes) {

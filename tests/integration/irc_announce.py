@@ -49,6 +49,20 @@ wait_for(lambda: "#locked" in open(log_path).read() and "473" in open(log_path).
          "the refused JOIN of #locked to be logged")
 check("refused a line for #locked" in open(log_path).read(), open(log_path).read()[-2000:])
 
+# check-config --online connects as serve would (beside it, so under a fallback nick), joins
+# every channel and announce place, says which were joined and which refused, and exits 1.
+online = subprocess.run([binary, "check-config", "--online", "--config", cfg], capture_output=True, text=True,
+                        timeout=60)
+lines = online.stdout.splitlines()
+check(online.returncode == 1, f"check-config --online with a refused place exited {online.returncode}: {online.stdout}")
+check(any(l.startswith("irc: connected to 127.0.0.1:") and " as jarvis" in l for l in lines), online.stdout)
+for ch in ("#ops", "#stages", "#all"):
+    check(f"irc: {ch}: joined" in lines, f"{ch} not reported joined: {online.stdout}")
+check(any(l.startswith("irc: #locked: refused: ") and l.endswith("(473)") for l in lines),
+      f"the refusal of #locked was not reported with its reason: {online.stdout}")
+check(any(l.startswith("irc: people are known by nick!user@host masks") for l in lines), online.stdout)
+check(lines[-1] == "1 problem", f"the last line is not the count: {lines[-3:]!r}")
+
 alice.say("#ops", "jarvis: deploy loki")
 end = alice.expect("#ops", lambda t: "loki is ready" in t, timeout=30, what="the end line")
 check(end.startswith("alice: loki is ready: 3 stages in ") and end.endswith("(job 1)"), end)

@@ -253,9 +253,10 @@ ALL_LEVELS = "  announce_level: all\n  announce_level_direct: all\n"
 
 
 def bot_config(work, server, name="jarvis", tls=True, ca_file=None, irc_extra="", chat_extra="",
-               extra="", levels=ALL_LEVELS):
+               extra="", levels=ALL_LEVELS, who='"irc:alice!*@*"'):
     """A jarvis config for the test server: TLS with the test certificate, #ops, fast
-    keepalive, announcements in #ops, and an ACL that lets alice deploy, cancel and retry."""
+    keepalive, announcements in #ops, and an ACL that lets alice (or `who`) deploy, cancel
+    and retry."""
     path = f"{work}/{name}.yaml"
     with open(path, "w") as f:
         f.write(config_head(work, name) + f"""irc:
@@ -271,7 +272,7 @@ def bot_config(work, server, name="jarvis", tls=True, ca_file=None, irc_extra=""
   announce: ["irc:#ops"]
 {levels}{chat_extra}acl:
   rules:
-    - who: ["irc:alice!*@*"]
+    - who: [{who}]
       commands: [deploy, cancel, retry]
       where: ["irc:#ops", "direct"]
 {extra}""")

@@ -15,7 +15,7 @@ from irc_support import make_bot_files, write_design  # noqa: E402
 from slack_emulator import SlackEmulator  # noqa: E402
 
 binary, source, build = [os.path.abspath(a) for a in sys.argv[1:4]]
-emu = SlackEmulator(ims={"U123ALICE": "D0ALICE", "U999MALLORY": "D0MALLORY"})
+emu = SlackEmulator(ims={"U123ALICE": "D0ALICE", "U999MALLORY": "D0MALLORY"}, outside=("C0SECRET",))
 work = emu.directory
 make_bot_files(work, stage_sleep="0.3")
 for host in ("loki", "thor", "odin"):
@@ -32,7 +32,7 @@ with open(cfg, "w") as f:
   api_url: {emu.api_url}
   ca_file: {emu.ca_file}
 chat:
-  announce: ["slack:C0OPS"]
+  announce: ["slack:C0OPS", "slack:C0SECRET"]
   announce_level: all
   announce_level_direct: all
   commands_per_minute: 600
@@ -78,12 +78,27 @@ check(len(progress["updates"]) >= 2, f"the progress message was not edited in pl
 stage_posts = [m for m in emu.messages if m["channel"] == "C0OPS" and "loki: stage" in m.get("first_text", m["text"])]
 check(len(stage_posts) <= 1, f"progress came as a stream of messages: {[m['text'] for m in stage_posts]}")
 
+# C0SECRET is an announce place the bot was never invited to: Slack says not_in_channel, and
+# the log says so with the place (the line is counted, not retried forever).
+log = open(f"{work}/jarvis.log").read()
+check("refused a line for C0SECRET: not_in_channel" in log, f"not_in_channel was not logged with its place: {log[-2000:]}")
+
 # Slack delivers the deploy again (a retry): acknowledged, not run twice.
 emu.redeliver(deploy)
 emu.mention("U123ALICE", "C0OPS", "status loki")
 emu.wait_message(in_channel("C0OPS", lambda t: t.startswith("loki: ready (job 1")) , what="status after the redelivery")
 deploying = [m for m in emu.messages if "loki: deploying" in m["text"] or "already in flight" in m["text"]]
 check(len(deploying) == 1, f"the redelivered deploy ran again: {[m['text'] for m in deploying]}")
+
+# Asked in a thread: the answer goes in that thread, not into the channel.
+emu.mention("U123ALICE", "C0OPS", "status loki", thread_ts="1700000000.000100")
+threaded = emu.wait_message(lambda m: m["channel"] == "C0OPS" and plain(m["text"]).startswith("loki: ready (job 1")
+                            and m["thread_ts"], what="a status reply in the thread")
+check(threaded["thread_ts"] == "1700000000.000100", f"the reply went to another thread: {threaded}")
+# A thread_ts that is not Slack's digits-and-a-dot is not used as a target.
+emu.mention("U123ALICE", "C0OPS", "status baldr", thread_ts="1/../x")
+odd = emu.wait_message(in_channel("C0OPS", lambda t: t.startswith("baldr: no jobs yet")), what="status with an odd thread_ts")
+check(not odd["thread_ts"], f"a malformed thread_ts was used: {odd}")
 
 # Someone the ACL does not name: refused by user id, with a mention.
 emu.mention("U999MALLORY", "C0OPS", "deploy thor")
@@ -113,6 +128,22 @@ emu.wait_connections(total + 1, 30, total=True)
 emu.mention("U123ALICE", "C0OPS", "deploy odin")
 emu.wait_message(in_channel("C0OPS", lambda t: t.startswith("<@U123ALICE>: odin is ready")), timeout=30,
                  what="a deploy after a dropped connection")
+
+# check-config --online: both tokens checked without opening a socket (which would take a
+# share of the running bot's events); a wrong bot token is a problem, named.
+online = subprocess.run([binary, "check-config", "--online", "--config", cfg], capture_output=True, text=True, timeout=60)
+check(online.returncode == 0, f"check-config --online exited {online.returncode}: {online.stdout}")
+check(any(l.startswith(f"slack: connected to {emu.api_url} as ") for l in online.stdout.splitlines()), online.stdout)
+check(online.stdout.splitlines()[-1] == "config ok; every server reached and every place joined", online.stdout)
+with open(f"{work}/bad.token", "w") as f:
+    f.write("xoxb-wrong\n")
+with open(f"{work}/bad.yaml", "w") as f:
+    f.write(open(cfg).read().replace("bot_token_file: bot.token", "bot_token_file: bad.token"))
+bad = subprocess.run([binary, "check-config", "--online", "--config", f"{work}/bad.yaml"], capture_output=True,
+                     text=True, timeout=60)
+check(bad.returncode == 1 and "slack: cannot connect to" in bad.stdout and "check slack.bot_token" in bad.stdout,
+      f"a wrong bot token: {bad.returncode} {bad.stdout}")
+check("xoxb-wrong" not in bad.stdout + bad.stderr, "the token was echoed")
 
 emu.wait_all_acked(10)
 check(emu.unacked() == [], f"envelopes never acknowledged: {emu.unacked()}")

@@ -138,6 +138,7 @@ class SlackEmulator:
 
     def __init__(self, directory=None, bot_token="xoxb-test-bot", app_token="xapp-test-app",
                  channels=("C0OPS",), ims={"U123ALICE": "D0ALICE"}, refresh_close_delay=2.0,
+                 outside=(),
                  echo_bot_messages="im", ping_interval=20, slack_json=True):
         """echo_bot_messages: "im" (default; the bot's own posts and edits in IM channels come
         back as message events, as with a `message.im` subscription), "all" (also public
@@ -150,6 +151,7 @@ class SlackEmulator:
         os.makedirs(self.directory, exist_ok=True)
         self.bot_token, self.app_token = bot_token, app_token
         self.channels = list(channels)
+        self.outside = list(outside)  # channels that exist but the bot is not a member of
         self.ims = dict(ims or {})
         self.refresh_close_delay = refresh_close_delay
         self.echo_bot_messages = echo_bot_messages
@@ -368,6 +370,8 @@ class SlackEmulator:
             return self.ims.get(ch)  # posting to a user id goes to the IM with them
 
     def _post_message(self, p):
+        if str(p.get("channel", "")) in self.outside:
+            return {"ok": False, "error": "not_in_channel"}
         ch = self._channel(str(p.get("channel", "")))
         if not ch:
             return {"ok": False, "error": "channel_not_found"}

@@ -39,7 +39,7 @@ def config(name, ca_file):
   rooms: [{OPS}, {ANON}]
   ping_interval: 2s
 chat:
-  announce: ["xmpp:{OPS}"]
+  announce: ["xmpp:{OPS}", "xmpp:nobody@localhost"]
   announce_level: all
   announce_level_direct: all
   commands_per_minute: 600
@@ -73,6 +73,27 @@ alice.say_room("ops", "jarvis: deploy loki")
 alice.expect("ops", lambda t: t == "loki: deploying with three, 3 stages (job 1)", what="deploy reply in the room")
 alice.expect("ops", lambda t: "stage 2/3 step:run done" in t, what="an announcement")
 alice.expect("ops", lambda t: t.startswith("alice: loki is ready: 3 stages"), what="ready, naming alice's room nick")
+
+# nobody@localhost, an announce place with no account behind it: Prosody bounces the lines
+# (service-unavailable), and the log names the place and the reason.
+wait_for(lambda: "refused a line for nobody@localhost: service-unavailable" in open(f"{work}/jarvis.log").read(), 20,
+         "the bounced announcement to be logged with its place")
+
+# check-config --online: the room is joined, the JID that is no room is called a person, and
+# a room that does not exist is a problem (exit 1).
+online_cfg = config("online", server.cert).replace("online.yaml", "online2.yaml")
+with open(config("online", server.cert)) as f:
+    text = f.read().replace('"xmpp:nobody@localhost"', '"xmpp:nobody@localhost", "xmpp:nosuchroom@conference.localhost"')
+with open(online_cfg, "w") as f:
+    f.write(text)
+online = subprocess.run([binary, "check-config", "--online", "--config", online_cfg], capture_output=True, text=True,
+                        timeout=60)
+lines = online.stdout.splitlines()
+check(online.returncode == 1, f"check-config --online exited {online.returncode}: {online.stdout}{online.stderr[-3000:]}")
+check(f"xmpp: {OPS}: joined" in lines, online.stdout)
+check(any(l.startswith("xmpp: nobody@localhost: not a room") for l in lines), online.stdout)
+check("xmpp: nosuchroom@conference.localhost: refused: item-not-found (no such room)" in lines, online.stdout)
+check(lines[-1] == "1 problem", f"not one problem: {lines[-3:]!r}")
 
 # Someone the ACL does not name: refused, clearly, and audited.
 mallory = Client(server, "mallory", "mallory-pw-77")

@@ -4,6 +4,7 @@
 #include <libirc_rfcnumeric.h>
 #include <strings.h>
 #include <poll.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <sys/select.h>
@@ -14,7 +15,7 @@
 #include <boost/asio/post.hpp>
 
 #include "bot/chat/chat_text.h"
-#include "bot/chat/irc/tls_bridge.h"
+#include "bot/chat/irc/irc_relay.h"
 #include "bot/commands/mask.h"
 #include "bot/util/log.h"
 #include "bot/util/text.h"
@@ -111,7 +112,7 @@ bool same_nick(std::string_view a, std::string_view b) {
 
 IrcAdapter::IrcAdapter(asio::io_context& io, IrcConfig config)
     : io_(io), config_(std::move(config)), resolver_(io), keepalive_timer_(io), nick_timer_(io),
-      quit_timer_(io), own_nick_(config_.nick) {
+      quit_timer_(io), whois_timer_(io), own_nick_(config_.nick) {
   if (config_.tls) {
     tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
     tls_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
@@ -119,6 +120,11 @@ IrcAdapter::IrcAdapter(asio::io_context& io, IrcConfig config)
                       asio::ssl::context::no_tlsv1_1);
     if (!config_.tls_ca_file.empty()) tls_->load_verify_file(config_.tls_ca_file);
     else tls_->set_default_verify_paths();
+    if (!config_.tls_client_cert.empty()) {  // for SASL EXTERNAL: services know its fingerprint
+      tls_->use_certificate_chain_file(config_.tls_client_cert);
+      tls_->use_private_key_file(config_.tls_client_key.empty() ? config_.tls_client_cert : config_.tls_client_key,
+                                 asio::ssl::context::pem);
+    }
   }
 }
 
@@ -126,7 +132,7 @@ IrcAdapter::~IrcAdapter() {
   ++generation_;
   if (socket_) socket_->release();
   if (session_) irc_destroy_session(session_);
-  if (bridge_) bridge_->close();
+  if (relay_) relay_->close();
 }
 
 void IrcAdapter::connect() {
@@ -143,11 +149,19 @@ void IrcAdapter::connect() {
     if (ec || results.empty())
       return teardown("cannot resolve " + config_.server + ": " + ec.message());
     tcp::endpoint server = results.begin()->endpoint();
-    if (!config_.tls) return start_session(server.address().to_string(), server.port());
-    if (!config_.tls_verify) log::warn(log::kNoJob, "irc: TLS certificate verification is OFF");
-    bridge_ = std::make_shared<TlsBridge>(io_, *tls_);
+    Ircv3 v3;
+    v3.accounts = config_.accounts;
+    v3.sasl = config_.sasl;
+    v3.caps = v3.accounts || v3.sasl != SaslMechanism::None;
+    v3.sasl_username = config_.sasl_username.empty() ? config_.nick : config_.sasl_username;
+    v3.sasl_password = config_.sasl_password;
+    v3.sasl_required = config_.sasl_required;
+    // Plaintext without IRCv3: libircclient talks to the server itself, as it always did.
+    if (!config_.tls && !v3.caps) return start_session(server.address().to_string(), server.port());
+    if (config_.tls && !config_.tls_verify) log::warn(log::kNoJob, "irc: TLS certificate verification is OFF");
+    relay_ = std::make_shared<IrcRelay>(io_, tls_.get(), std::move(v3));
     std::string name = config_.tls_server_name.empty() ? config_.server : config_.tls_server_name;
-    bridge_->start(server, name, config_.tls_verify,
+    relay_->start(server, name, config_.tls_verify,
                    [this, gen](const std::string& error, unsigned short port) {
                      if (gen != generation_) return;
                      if (!error.empty()) return teardown(error);
@@ -192,11 +206,11 @@ void IrcAdapter::start_session(const std::string& address, unsigned short port) 
   if (::setsockopt(w.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
     log::warn(log::kNoJob, "irc: cannot set TCP_NODELAY: {}", std::strerror(errno));
   socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, w.fd);
-  if (bridge_) {
+  if (relay_) {
     sockaddr_storage local{};
     socklen_t len = sizeof local;
     ::getsockname(w.fd, reinterpret_cast<sockaddr*>(&local), &len);
-    bridge_->accept_from(ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port));
+    relay_->accept_from(ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port));
   }
   last_heard_ = std::chrono::steady_clock::now();
   ping_sent_ = false;
@@ -425,10 +439,14 @@ void IrcAdapter::disconnect() {
   joining_.clear();
   direct_waiting_.clear();  // unconfirmed direct lines die with the connection
   userhost_asked_.clear();
+  held_.clear();  // commands from a connection that is gone: their sender can ask again
+  whois_asked_.clear();
+  whois_timer_.cancel();
+  whois_timer_armed_ = false;
   if (session_) irc_destroy_session(session_);
   session_ = nullptr;
-  if (bridge_) bridge_->close();
-  bridge_.reset();
+  if (relay_) relay_->close();
+  relay_.reset();
   registered_ = false;
 }
 
@@ -527,6 +545,20 @@ void IrcAdapter::on_numeric_event(unsigned int code, const char** params, unsign
     return;
   }
   if (code == 302) return on_userhost(param(params, count, 1));
+  if (!whois_asked_.empty() && (code == 311 || code == 330 || code == 318 || code == 401)) {
+    Whois& w = whois_asked_.front();
+    if (casefold(param(params, count, 1), casemapping_) == casefold(w.nick, casemapping_)) {
+      if (code == 311) {  // RPL_WHOISUSER: me nick user host * :realname
+        w.seen_user = true;
+        w.userhost = std::string(param(params, count, 2)) + "@" + param(params, count, 3);
+      } else if (code == 330) {  // RPL_WHOISACCOUNT: me nick account :is logged in as
+        w.account = checked_account(param(params, count, 2));
+      } else if (code == 318) {  // RPL_ENDOFWHOIS
+        resolve_whois(true);
+      }
+      return;  // a 401 (gone) is followed by its 318
+    }
+  }
   if (code == LIBIRC_RFC_ERR_NOSUCHNICK && !config_.nickserv_target.empty() &&
       ::strcasecmp(param(params, count, 1), config_.nickserv_target.c_str()) == 0) {
     log::error(log::kNoJob, "irc: {} is not on the network: not identified", config_.nickserv_target);
@@ -565,11 +597,21 @@ void IrcAdapter::on_kick_event(const char* channel, const char* kicked) {
   join(channel);
 }
 
+std::string IrcAdapter::identity_source() const {
+  if (!config_.accounts) return "nick!user@host masks (irc.accounts is off; masks can be spoofed without accounts)";
+  if (!relay_) return "WHOIS (330) only";
+  if (relay_->has_account_tag()) return "services accounts from account-tag";
+  if (relay_->has_account_notify() && relay_->has_extended_join())
+    return "services accounts from extended-join and account-notify (WHOIS for the rest)";
+  return "services accounts from WHOIS (330) only (the server offers no account-tag)";
+}
+
 void IrcAdapter::on_join_event(const char* origin, const char* channel) {
   std::string o(origin);
   if (!same_nick(o.substr(0, o.find('!')), own_nick_)) return;
   std::erase_if(joining_, [&](const auto& j) { return ::strcasecmp(j.first.c_str(), channel) == 0; });
   log::info(log::kNoJob, "irc: joined {}", channel);
+  if (listener_) listener_->on_joined(channel, true);
 }
 
 void IrcAdapter::on_message_event(const char* origin, const char* target, const char* text) {
@@ -587,7 +629,88 @@ void IrcAdapter::on_message_event(const char* origin, const char* target, const 
   bool room = !t.empty() && (t[0] == '#' || t[0] == '&' || t[0] == '+' || t[0] == '!');
   if (room) m.room = t;
   m.text = text;
-  listener_->on_message(m);
+  if (!config_.accounts) return listener_->on_message(m);
+  // The account the server gave with this very line (account-tag), or that extended-join
+  // and account-notify said before it; else WHOIS says, and the message waits (in order).
+  std::optional<std::string> account = relay_ ? relay_->account_of(o, t, m.text) : std::nullopt;
+  if (account && held_.empty()) {
+    m.sender.account = *account;
+    return deliver(std::move(m));
+  }
+  constexpr size_t kMaxHeld = 200;
+  if (held_.size() >= kMaxHeld) {
+    log::warn(log::kNoJob, "irc: {} messages wait for WHOIS; taking {}'s as from no account",
+              held_.size(), held_.front().message.sender.full);
+    held_.front().resolved = true;
+    held_.front().message.sender.account.clear();
+    resolve_whois(false);
+  }
+  Held h{std::move(m), account.has_value(), std::chrono::steady_clock::now()};
+  if (account) h.message.sender.account = *account;
+  std::string nick = h.message.sender.name;
+  bool asking = std::any_of(whois_asked_.begin(), whois_asked_.end(), [&](const Whois& w) {
+    return casefold(w.nick, casemapping_) == casefold(nick, casemapping_);
+  });
+  held_.push_back(std::move(h));
+  expire_held();
+  if (!account && !asking && is_safe_irc_target(nick)) {
+    whois_asked_.push_back(Whois{nick, {}, {}, false});
+    raw_queue_.push_front("WHOIS " + nick);
+    feed();
+    watch();
+  }
+}
+
+void IrcAdapter::expire_held() {
+  auto now = std::chrono::steady_clock::now();
+  constexpr auto kWhoisWait = std::chrono::seconds(10);
+  if (!held_.empty() && now - held_.front().since >= kWhoisWait) {
+    log::warn(log::kNoJob, "irc: no WHOIS answer about {} after 10s; taking their message as from no account",
+              held_.front().message.sender.full);
+    for (auto& h : held_)
+      if (now - h.since >= kWhoisWait) h.resolved = true;
+    whois_asked_.clear();
+    resolve_whois(false);
+  }
+  if (held_.empty() || whois_timer_armed_) return;
+  whois_timer_armed_ = true;
+  int gen = generation_;
+  whois_timer_.expires_at(held_.front().since + kWhoisWait);
+  whois_timer_.async_wait([this, gen](const boost::system::error_code& ec) {
+    if (gen != generation_) return;
+    whois_timer_armed_ = false;
+    if (!ec) expire_held();
+  });
+}
+
+void IrcAdapter::deliver(ChatMessage m) {
+  // Tell the listener from the loop, not from inside libircclient's processing.
+  int gen = generation_;
+  asio::post(io_, [this, gen, m = std::move(m)] {
+    if (gen == generation_ && listener_) listener_->on_message(m);
+  });
+}
+
+// The oldest WHOIS has its answer (found: a 318 for it; else it gave up): the held messages
+// of that nick from the same user@host get its account, others none; then everything at
+// the front that is resolved goes, in order.
+void IrcAdapter::resolve_whois(bool found) {
+  if (found && !whois_asked_.empty()) {
+    Whois w = std::move(whois_asked_.front());
+    whois_asked_.pop_front();
+    for (auto& h : held_) {
+      const Identity& who = h.message.sender;
+      if (h.resolved || casefold(who.name, casemapping_) != casefold(w.nick, casemapping_)) continue;
+      auto bang = who.full.find('!');
+      std::string userhost = bang == std::string::npos ? "" : who.full.substr(bang + 1);
+      h.message.sender.account = w.seen_user && lower(userhost) == lower(w.userhost) ? w.account : "";
+      h.resolved = true;
+    }
+  }
+  while (!held_.empty() && held_.front().resolved) {
+    deliver(std::move(held_.front().message));
+    held_.pop_front();
+  }
 }
 
 }  // namespace jarvis

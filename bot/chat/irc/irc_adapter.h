@@ -2,7 +2,7 @@
 // IRC through libircclient (the design card's choice), driven from the asio loop: its socket
 // is watched as a descriptor and libircclient only ever processes what asio reported ready.
 // Around it: name resolution off the loop (asio's resolver; libircclient would block in
-// gethostbyname), TLS through TlsBridge, nick fallback and recovery, our own keepalive (the
+// gethostbyname), TLS, CAP, SASL and the IRCv3 account capabilities through IrcRelay, nick fallback and recovery, our own keepalive (the
 // library has none), NickServ, and CR/LF cleaning of every outgoing line.
 #include <deque>
 #include <map>
@@ -18,13 +18,12 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "bot/chat/chat_adapter.h"
+#include "bot/chat/irc/irc_relay.h"
 #include "bot/util/duration.h"
 
 struct irc_session_s;
 
 namespace jarvis {
-
-class TlsBridge;
 
 struct IrcConfig {
   std::string server = "127.0.0.1";
@@ -43,6 +42,18 @@ struct IrcConfig {
   std::string nickserv_target;
   std::string nickserv_password;
   bool allow_plaintext_identify = false;
+  // The bot's own login with SASL, before registration (PLAIN: sasl_username, or the nick,
+  // and sasl_password; EXTERNAL: the TLS client certificate below). sasl_required: a login
+  // that fails ends the connection rather than registering without it.
+  SaslMechanism sasl = SaslMechanism::None;
+  std::string sasl_username;
+  std::string sasl_password;
+  bool sasl_required = true;
+  std::string tls_client_cert;  // PEM certificate (chain) and key, for SASL EXTERNAL
+  std::string tls_client_key;
+  // Learn each sender's services account (account-tag, extended-join, account-notify,
+  // WHOIS 330), so irc:account: ACL rules can match. Needs a network with services.
+  bool accounts = false;
   Millis ping_interval{std::chrono::seconds(60)};  // quiet this long: we PING the server
   Millis ping_timeout{std::chrono::seconds(120)};  // quiet this long: the link is dead
   Millis register_timeout{std::chrono::seconds(30)};
@@ -70,7 +81,7 @@ class IrcAdapter : public ChatAdapter {
   void connect() override;
   void disconnect() override;
   // QUIT with `reason` after every queued line, then waits (2 s at most) for the server to
-  // close the connection, so the QUIT is not lost in the TLS bridge.
+  // close the connection, so the QUIT is not lost in the relay.
   void quit(const std::string& reason) override;
   size_t unsent() const override;
   bool connected() const override { return registered_; }
@@ -80,6 +91,7 @@ class IrcAdapter : public ChatAdapter {
   // user@host, so someone who took the nick after its owner left never receives it.
   void send(const std::string& target, const std::string& line) override;
   size_t max_line_bytes() const override { return 400; }
+  std::string identity_source() const override;
 
   // libircclient callbacks land here (public for the C trampolines).
   void on_connect_event(const char* nick);
@@ -107,17 +119,21 @@ class IrcAdapter : public ChatAdapter {
   void identify();
   void queue_direct(const std::string& mask, const std::string& line);
   void on_userhost(const std::string& reply);
+  void deliver(ChatMessage m);
+  void resolve_whois(bool found);
+  void expire_held();  // messages whose WHOIS got no answer in 10 s: from no account
 
   boost::asio::io_context& io_;
   IrcConfig config_;
   Listener* listener_ = nullptr;
   boost::asio::ip::tcp::resolver resolver_;
   std::unique_ptr<boost::asio::ssl::context> tls_;
-  std::shared_ptr<TlsBridge> bridge_;
+  std::shared_ptr<IrcRelay> relay_;
   irc_session_s* session_ = nullptr;
   std::unique_ptr<boost::asio::posix::stream_descriptor> socket_;
   bool read_armed_ = false, write_armed_ = false, process_posted_ = false;
-  boost::asio::steady_timer keepalive_timer_, nick_timer_, quit_timer_;
+  boost::asio::steady_timer keepalive_timer_, nick_timer_, quit_timer_, whois_timer_;
+  bool whois_timer_armed_ = false;
   std::string quit_reason_ = "jarvis stopping";
   std::chrono::steady_clock::time_point last_heard_;
   bool ping_sent_ = false;
@@ -137,6 +153,18 @@ class IrcAdapter : public ChatAdapter {
   // masks asked about, in the order the server answers.
   std::map<std::string, std::deque<std::string>> direct_waiting_;
   std::deque<std::string> userhost_asked_;
+  // Messages whose sender's account nothing told us, held (in order) until WHOIS answers.
+  struct Held {
+    ChatMessage message;
+    bool resolved = false;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::deque<Held> held_;
+  struct Whois {
+    std::string nick, userhost, account;
+    bool seen_user = false;
+  };
+  std::deque<Whois> whois_asked_;
 };
 
 }  // namespace jarvis

@@ -183,6 +183,16 @@ void SlackAdapter::connect() {
   });
 }
 
+void SlackAdapter::check_tokens(std::function<void(const std::string& error)> done) {
+  api("auth.test", config_.bot_token, "{}", [this, done](const YAML::Node* a, const std::string& error, std::optional<long>) {
+    if (!a) return done("auth.test failed: " + error + " (check slack.bot_token)");
+    if (!json_text(*a, "user").empty()) bot_name_ = json_text(*a, "user");
+    api("apps.connections.open", config_.app_token, "{}", [done](const YAML::Node* b, const std::string& error, std::optional<long>) {
+      done(b ? std::string() : "apps.connections.open failed: " + error + " (check slack.app_token)");
+    });
+  });
+}
+
 void SlackAdapter::open_socket() {
   if (opening_) return;
   opening_ = true;
@@ -369,6 +379,12 @@ void SlackAdapter::handle_event(const YAML::Node& event) {
     std::string mention = "<@" + bot_user_ + ">";
     if (auto at = text.find(mention); at != std::string::npos) text.replace(at, mention.size(), bot_name_ + ":");
     m.room = channel;
+    // Asked in a thread: the answer goes there, not into the channel. Slack's ts is
+    // digits and one dot; anything else is not used as a target.
+    std::string thread = json_text(event, "thread_ts");
+    if (!thread.empty() && thread.size() <= 32 &&
+        thread.find_first_not_of("0123456789.") == std::string::npos)
+      m.reply_target = channel + "/" + thread;
   } else if (type == "message" && json_text(event, "channel_type") == "im") {
     if (ims_.size() >= kSpeakers && !ims_.count(user)) ims_.clear();  // bounded; re-learnt from the next DM
     ims_[user] = channel;
@@ -449,6 +465,9 @@ std::string SlackAdapter::channel_for(const std::string& target) const {
 }
 
 void SlackAdapter::send(const std::string& target, const std::string& line) {
+  // "C0OPS/1700000000.000100": a reply in the thread the command was asked in.
+  if (auto slash = target.find('/'); slash != std::string::npos)
+    return enqueue({channel_for(target.substr(0, slash)), line, "", target.substr(slash + 1)});
   enqueue({channel_for(target), line, ""});
 }
 
@@ -493,6 +512,7 @@ void SlackAdapter::pump() {
   bool update = ts != progress_ts_.end();
   std::string json = "{\"channel\":" + json_quote(o.channel) + ",\"text\":" + json_quote(slack_text(o.text));
   if (update) json += ",\"ts\":" + json_quote(ts->second);
+  else if (!o.thread_ts.empty()) json += ",\"thread_ts\":" + json_quote(o.thread_ts);
   json += "}";
   api(update ? "chat.update" : "chat.postMessage", config_.bot_token, json,
       [this, id, update](const YAML::Node* a, const std::string& error, std::optional<long> retry_after) {
@@ -513,6 +533,7 @@ void SlackAdapter::pump() {
     if (!a) {
       log::error(log::kNoJob, "slack: {} to {} refused: {}; dropped", update ? "chat.update" : "chat.postMessage",
                  done.channel, error);
+      if (listener_) listener_->on_refused(done.channel, error);
       if (update) progress_ts_.erase(id);  // the message is gone: the next state posts anew
     } else if (!done.key.empty() && !update) {
       progress_ts_[id] = json_text(*a, "ts");

@@ -62,12 +62,16 @@ class SlackAdapter : public ChatAdapter {
   size_t max_line_bytes() const override { return 3000; }
 
   size_t queued() const { return outgoing_.size(); }
+  // check-config --online: both tokens work (auth.test, apps.connections.open), without
+  // opening a socket that would take a share of the running bot's events. done("") on success.
+  void check_tokens(std::function<void(const std::string& error)> done);
 
   struct Socket;  // one Socket Mode WebSocket (in the .cc)
 
  private:
   struct Outgoing {
     std::string channel, text, key;  // key: the job whose progress message this edits
+    std::string thread_ts{};         // a reply in the thread of the message that asked
   };
   using ApiDone = std::function<void(const YAML::Node* answer, const std::string& error, std::optional<long> retry_after)>;
   void api(const std::string& method, const std::string& token, const std::string& json, ApiDone done);

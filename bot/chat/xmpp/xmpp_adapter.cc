@@ -58,6 +58,32 @@ bool trusts_muc_service(const XmppConfig& config, const std::string& service) {
 
 namespace {
 
+// RFC 6120's names for stanza errors, as a server's refusal is reported to people.
+std::string stanza_error_name(gloox::StanzaError e) {
+  switch (e) {
+    case gloox::StanzaErrorBadRequest: return "bad-request";
+    case gloox::StanzaErrorConflict: return "conflict";
+    case gloox::StanzaErrorFeatureNotImplemented: return "feature-not-implemented";
+    case gloox::StanzaErrorForbidden: return "forbidden";
+    case gloox::StanzaErrorGone: return "gone";
+    case gloox::StanzaErrorInternalServerError: return "internal-server-error";
+    case gloox::StanzaErrorItemNotFound: return "item-not-found";
+    case gloox::StanzaErrorJidMalformed: return "jid-malformed";
+    case gloox::StanzaErrorNotAcceptable: return "not-acceptable";
+    case gloox::StanzaErrorNotAllowed: return "not-allowed";
+    case gloox::StanzaErrorNotAuthorized: return "not-authorized";
+    case gloox::StanzaErrorRecipientUnavailable: return "recipient-unavailable";
+    case gloox::StanzaErrorRegistrationRequired: return "registration-required";
+    case gloox::StanzaErrorRemoteServerNotFound: return "remote-server-not-found";
+    case gloox::StanzaErrorRemoteServerTimeout: return "remote-server-timeout";
+    case gloox::StanzaErrorResourceConstraint: return "resource-constraint";
+    case gloox::StanzaErrorServiceUnavailable: return "service-unavailable";
+    case gloox::StanzaErrorSubscribtionRequired: return "subscription-required";
+    case gloox::StanzaErrorUnexpectedRequest: return "unexpected-request";
+    default: return "error " + std::to_string(static_cast<int>(e));
+  }
+}
+
 std::string describe_connection_error(gloox::ConnectionError e, gloox::Client& c) {
   switch (e) {
     case gloox::ConnStreamError: return "stream error: " + c.streamErrorText();
@@ -164,17 +190,40 @@ class XmppSession : public gloox::ConnectionListener,
     asked_rooms_.erase(it);
     return room;
   }
-  void handleDiscoInfo(const gloox::JID&, const gloox::Disco::Info&, int context) override {
-    if (std::string room = asked_room(context); !room.empty()) join_existing(room);
+  void handleDiscoInfo(const gloox::JID&, const gloox::Disco::Info& info, int context) override {
+    std::string room = asked_room(context);
+    if (room.empty()) return;
+    if (info.hasFeature("http://jabber.org/protocol/muc")) return join_existing(room);
+    // A person (or any entity that is not a room): announcements go to it as chat messages.
+    deliver_direct(room);
   }
   void handleDiscoItems(const gloox::JID&, const gloox::Disco::Items&, int) override {}
   void handleDiscoError(const gloox::JID& from, const gloox::Error* error, int context) override {
-    bool missing = error && error->error() == gloox::StanzaErrorItemNotFound;
-    if (std::string room = asked_room(context); !room.empty()) missing_rooms_.push_back(room);
+    gloox::StanzaError e = error ? error->error() : gloox::StanzaErrorUndefined;
+    std::string room = asked_room(context);
+    bool person = e == gloox::StanzaErrorServiceUnavailable || e == gloox::StanzaErrorFeatureNotImplemented ||
+                  e == gloox::StanzaErrorSubscribtionRequired || e == gloox::StanzaErrorForbidden ||
+                  e == gloox::StanzaErrorNotAuthorized || e == gloox::StanzaErrorNotAllowed;
+    if (!room.empty() && person) {
+      // Not a room service's "no such room": most likely a person's JID, whose server does
+      // not answer disco for strangers. Send as chat; a real refusal comes back as an error.
+      deliver_direct(room);
+      return;
+    }
+    if (!room.empty()) missing_rooms_.push_back(room);
     if (!reported_rooms_.insert(from.bare()).second) return;  // said once per connection
-    log::error(log::kNoJob, "xmpp: room {} {}; not joining it yet (the bot never creates rooms; it looks again every ping_interval)", from.bare(),
-               missing ? "does not exist" : "did not answer disco#info (error " +
-                                                std::to_string(error ? static_cast<int>(error->error()) : -1) + ")");
+    bool missing = e == gloox::StanzaErrorItemNotFound;
+    log::error(log::kNoJob, "xmpp: room {} {}; not joining it yet (the bot never creates rooms; it looks again every ping_interval)",
+               from.bare(), missing ? "does not exist" : "did not answer disco#info (" + stanza_error_name(e) + ")");
+    std::string why = missing ? "item-not-found (no such room)" : stanza_error_name(e);
+    if (!room.empty()) post([room, why](XmppAdapter& a) { a.session_refused(room, why); });
+  }
+  void deliver_direct(const std::string& jid) {
+    wanted_rooms_.erase(jid);
+    post([jid](XmppAdapter& a) { a.session_joined(jid, false); });
+    auto waiting = waiting_lines_.extract(jid);
+    if (waiting.empty()) return;
+    for (const auto& text : waiting.mapped()) client_.send(gloox::Message(gloox::Message::Chat, gloox::JID(jid), text));
   }
 
   void join_existing(const std::string& room) {
@@ -249,6 +298,12 @@ class XmppSession : public gloox::ConnectionListener,
     guard("message", [&] { chat_message(msg); });
   }
   void chat_message(const gloox::Message& msg) {
+    if (msg.subtype() == gloox::Message::Error) {  // a line of ours the server did not deliver
+      std::string place = msg.from().bare();
+      std::string why = stanza_error_name(msg.error() ? msg.error()->error() : gloox::StanzaErrorUndefined);
+      post([place, why](XmppAdapter& a) { a.session_refused(place, why); });
+      return;
+    }
     if (msg.subtype() != gloox::Message::Chat && msg.subtype() != gloox::Message::Normal) return;
     if (msg.body().empty()) return;
     if (rooms_.count(msg.from().bare())) return;  // a private message through a room: anonymous
@@ -271,6 +326,10 @@ class XmppSession : public gloox::ConnectionListener,
   }
   void occupant_presence(gloox::MUCRoom* room, const gloox::MUCRoomParticipant& p, const gloox::Presence& presence) {
     if (!p.nick) return;
+    if ((p.flags & gloox::UserSelf) && presence.subtype() != gloox::Presence::Unavailable) {
+      std::string place = room->name() + "@" + room->service();
+      post([place](XmppAdapter& a) { a.session_joined(place, true); });
+    }
     auto& occupants = occupants_[room->name() + "@" + room->service()];
     if (presence.subtype() == gloox::Presence::Unavailable) occupants.erase(p.nick->resource());
     // A real JID only from a MUC service we trust to tell the truth about it.
@@ -315,8 +374,12 @@ class XmppSession : public gloox::ConnectionListener,
   }
   void handleMUCSubject(gloox::MUCRoom*, const std::string&, const std::string&) override {}
   void handleMUCInviteDecline(gloox::MUCRoom*, const gloox::JID&, const std::string&) override {}
+  // A join or a message the room refused (forbidden, not-acceptable when not an occupant,
+  // registration-required for a members-only room ...).
   void handleMUCError(gloox::MUCRoom* room, gloox::StanzaError error) override {
-    log::warn(log::kNoJob, "xmpp: room {}@{}: error {}", room->name(), room->service(), static_cast<int>(error));
+    std::string place = room->name() + "@" + room->service();
+    std::string why = stanza_error_name(error);
+    post([place, why](XmppAdapter& a) { a.session_refused(place, why); });
   }
   void handleMUCInfo(gloox::MUCRoom*, int, const std::string&, const gloox::DataForm*) override {}
   void handleMUCItems(gloox::MUCRoom*, const gloox::Disco::ItemList&) override {}
@@ -447,6 +510,14 @@ void XmppAdapter::session_disconnected(const std::string& reason) { teardown(rea
 
 void XmppAdapter::session_message(const ChatMessage& message) {
   if (listener_) listener_->on_message(message);
+}
+
+void XmppAdapter::session_joined(const std::string& place, bool as_room) {
+  if (listener_) listener_->on_joined(place, as_room);
+}
+
+void XmppAdapter::session_refused(const std::string& place, const std::string& reason) {
+  if (listener_) listener_->on_refused(place, reason);
 }
 
 void XmppAdapter::join(const std::string& room) {

@@ -65,6 +65,8 @@ class XmppAdapter : public ChatAdapter {
   void session_connected();
   void session_disconnected(const std::string& reason);
   void session_message(const ChatMessage& message);
+  void session_joined(const std::string& place, bool as_room);
+  void session_refused(const std::string& place, const std::string& reason);
 
  private:
   void start_session(boost::asio::ip::tcp::socket socket);
