@@ -26,6 +26,7 @@
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/pipeline/worker_path.h"
+#include "bot/store/postgres/postgres_job_store.h"
 #include "bot/store/sqlite_job_store.h"
 #include "bot/util/log.h"
 
@@ -54,7 +55,7 @@ struct Setup {
   PipelineSet pipelines;
   std::string design_text;
   boost::asio::io_context io;
-  std::unique_ptr<SqliteJobStore> store;
+  std::unique_ptr<JobStore> store;
   std::unique_ptr<ProcessWorkerRunner> runner;
   EngineConfig cfg;
   std::unique_ptr<Engine> engine;
@@ -68,7 +69,9 @@ struct Setup {
     pipelines = PipelineSet::load_dir(source + "/pipelines", PipelineDefaults{}, errors);
     for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
     design_text = read_all(source + "/config/designs/loki.yaml");
-    store = std::make_unique<SqliteJobStore>(state + "/jarvis.db");
+    // JARVIS_BENCH_PG_URL: the same benchmark on PostgreSQL (bench/postgres.py sets it).
+    if (const char* url = std::getenv("JARVIS_BENCH_PG_URL")) store = std::make_unique<PostgresJobStore>(url);
+    else store = std::make_unique<SqliteJobStore>(state + "/jarvis.db");
     runner = std::make_unique<ProcessWorkerRunner>(io, ProcessLimits{});
     cfg.workers_path = {source + "/workers"};
     cfg.state_dir = state;
@@ -204,7 +207,7 @@ int overhead(const std::string& source, int jobs) {
   std::printf("overhead: %d rounds of %d jobs x %zu stages of noop:noop, one job at a time\n",
               rounds, per_round, noop->tasks.size());
   std::printf("  floor (posix_spawn + the same pipes + waitpid): median %.3f ms per stage\n", median(floors));
-  std::printf("  engine (spawn, asio pipes, pidfd, YAML check, SQLite): median %.3f ms per stage\n", median(engines));
+  std::printf("  engine (spawn, asio pipes, pidfd, YAML check, %s): median %.3f ms per stage\n", std::getenv("JARVIS_BENCH_PG_URL") ? "PostgreSQL" : "SQLite", median(engines));
   // noop:noop prints nothing; a worker that prints the clipboard back also pays for the
   // streaming YAML check of its output, measured here on the same document.
   auto check_start = Clock::now();
@@ -295,6 +298,45 @@ int load(const std::string& source, int jobs) {
   return ready == jobs ? 0 : 1;
 }
 
+// One synchronous store call as the engine makes it on its loop: a read (queued_ahead) and a
+// write (append_log, one INSERT committed), each timed alone.
+int roundtrip(int calls) {
+  std::unique_ptr<JobStore> store;
+  std::string dir;
+  if (const char* url = std::getenv("JARVIS_BENCH_PG_URL")) {
+    store = std::make_unique<PostgresJobStore>(url);
+  } else {
+    dir = (fs::temp_directory_path() / ("jarvis-rt-" + std::to_string(::getpid()))).string();
+    fs::create_directories(dir);
+    store = std::make_unique<SqliteJobStore>(dir + "/jarvis.db");
+  }
+  NewJob j;
+  j.host = "rt" + std::to_string(::getpid());
+  j.design_ref = j.pipeline = "rt";
+  j.tasks = {TaskSpec{}};
+  j.clipboard = "a: 1\n";
+  int64_t id = store->create_job(j, "bench").id;
+  auto pct = [](std::vector<double> v, double p) {
+    std::sort(v.begin(), v.end());
+    return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+  };
+  std::vector<double> reads, writes;
+  for (int i = 0; i < calls; ++i) {
+    auto t = Clock::now();
+    store->queued_ahead(id);
+    reads.push_back(ms_since(t) * 1000);
+    t = Clock::now();
+    store->append_log(id, 1, "a line of a worker's stderr");
+    writes.push_back(ms_since(t) * 1000);
+  }
+  std::printf("roundtrip (%s): read p50 %.0f us p99 %.0f us; committed write p50 %.0f us p99 %.0f us (%d calls)\n",
+              std::getenv("JARVIS_BENCH_PG_URL") ? "postgres" : "sqlite", pct(reads, 0.5), pct(reads, 0.99),
+              pct(writes, 0.5), pct(writes, 0.99), calls);
+  store.reset();
+  if (!dir.empty()) fs::remove_all(dir);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -307,6 +349,7 @@ int main(int argc, char** argv) {
   int jobs = argc > 3 ? std::atoi(argv[3]) : (mode == "load" ? 1000 : 100);
   if (mode == "overhead") return overhead(argv[2], jobs);
   if (mode == "load") return load(argv[2], jobs);
+  if (mode == "roundtrip") return roundtrip(jobs);
   std::fprintf(stderr, "unknown benchmark %s\n", mode.c_str());
   return 2;
 }

@@ -142,6 +142,7 @@ TEST(CommandService, DeployStatusCancelRetryThroughOneParser) {
       << typo.lines.at(0);
   auto plan = say("plan loki");
   EXPECT_EQ(plan.lines.at(0), "loki: plan svc (2 stages); nothing runs");
+  EXPECT_EQ(plan.lines.at(1).rfind("loki: chosen because instance.provider is", 0), 0u) << plan.lines.at(1);
   auto trail = h.store->audit_trail(100);
   ASSERT_GE(trail.size(), 7u);
   EXPECT_EQ(trail.front().command, "deploy loki");

@@ -169,5 +169,35 @@ TEST(Config, TheExampleConfigLoads) {
   EXPECT_EQ(c.pipelines_dir, JARVIS_SOURCE_DIR "/pipelines");
 }
 
+TEST(Config, APostgresStoreTakesItsUrlFromAFileOrTheEnvironmentNeverInline) {
+  TempDir dir;
+  std::string f = dir.file("jarvis.yaml");
+  EXPECT_EQ(load_error(dir, "store: {kind: postgres, url: 'postgresql://j:pw@db/j'}\n"),
+            f + ":1: store.url may not be written inline (it holds the password): use url_file or url_env");
+  EXPECT_EQ(load_error(dir, "store: {kind: postgres}\n"),
+            f + ":1: store.kind postgres needs url_file (a file holding the libpq URL) or url_env");
+  EXPECT_EQ(load_error(dir, "store: {kind: mysql}\n"), f + ":1: store.kind must be sqlite or postgres, not 'mysql'");
+  EXPECT_EQ(load_error(dir, "store: {kind: postgres, url_env: JARVIS_TEST_NO_SUCH_VAR}\n"),
+            f + ":1: the environment variable JARVIS_TEST_NO_SUCH_VAR (url_env) is not set");
+  EXPECT_EQ(load_error(dir, "node: {name: r2, lease: 1s}\n"), f + ":1: node.lease must be at least 2s (it is renewed every 500ms)");
+
+  write_file(dir.file("pg.url"), "postgresql://jarvis:s3cret-pw@db.example.com/jarvis\n");
+  write_file(f, "store: {kind: postgres, url_file: pg.url, statement_timeout: 750ms}\nnode: {name: runner-2, lease: 4s}\n");
+  ConfigOverrides o;
+  o.config_file = f;
+  Config c = load_config(o);
+  EXPECT_EQ(c.store.kind, StoreConfig::Kind::Postgres);
+  EXPECT_EQ(c.store.url, "postgresql://jarvis:s3cret-pw@db.example.com/jarvis");
+  EXPECT_EQ(c.store.statement_timeout, std::chrono::milliseconds(750));
+  EXPECT_EQ(c.node_name, "runner-2");
+  EXPECT_EQ(c.node_lease, std::chrono::seconds(4));
+  auto secrets = c.engine_config().secrets;
+  EXPECT_NE(std::find(secrets.begin(), secrets.end(), "s3cret-pw"), secrets.end())
+      << "the store password is redacted from workers' output like the bot's other secrets";
+  EXPECT_EQ(postgres_url_password("host=db dbname=j password='p w' user=j"), "p w");
+  EXPECT_EQ(postgres_url_password("host=db password=plain user=j"), "plain");
+  EXPECT_EQ(postgres_url_password("postgresql://db/j"), "");
+}
+
 }  // namespace
 }  // namespace jarvis::testing

@@ -29,7 +29,7 @@ TEST(Engine, WhatAWorkerPrintsIsWhatTheNextWorkerReads) {
   auto s = h.submit("fid", h.pipeline({Harness::task("fid:emit"), Harness::task("fid:read")}));
   auto j = h.wait(s.job);
   ASSERT_EQ(j.state, JobState::Ready) << j.reason;
-  std::string emitted = h.store->stage_clipboards(s.job).at(0);
+  std::string emitted = h.stage_clipboards(s.job).at(0);
   EXPECT_EQ(read_file(seen), emitted) << "the next worker reads exactly what was printed";
   EXPECT_NE(emitted.find("code: '007'"), std::string::npos);
   EXPECT_NE(emitted.find("answer: 'yes'"), std::string::npos);

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cctype>
+
 #include "bot/pipeline/pipeline.h"
 #include "tests/test_support.h"
 
@@ -103,6 +105,13 @@ TEST(Pipeline, SelectionPicksTheMostSpecificMatch) {
   EXPECT_EQ(set.select(none, std::string("generic"), error)->name, "generic");
   EXPECT_FALSE(set.select(none, std::string("nope"), error));
   EXPECT_EQ(error, "there is no pipeline named 'nope'");
+  EXPECT_EQ(set.explain(*set.find("linode-atl"), atl, std::nullopt),
+            "chosen because instance.provider is 'linode' and instance.datacenter is 'atlanta' "
+            "(match of linode-atl); linode matches too, less specifically");
+  EXPECT_EQ(set.explain(*set.find("linode"), plain, std::nullopt),
+            "chosen because instance.provider is 'linode' (match of linode)");
+  EXPECT_EQ(set.explain(*set.find("generic"), none, std::string("generic")),
+            "pipeline generic named with --pipeline (or \"with generic\")");
 }
 
 TEST(Pipeline, TheShippedPipelinesLoad) {
@@ -111,6 +120,41 @@ TEST(Pipeline, TheShippedPipelinesLoad) {
   EXPECT_TRUE(errors.empty()) << errors.at(0);
   ASSERT_TRUE(set.find("redeploy-sandbox"));
   EXPECT_EQ(set.find("redeploy-sandbox")->tasks.size(), 19u);
+}
+
+// The seed: "deploy vmware, linode, or ec2 instances". Each provider's design gets its own
+// 19-stage redeploy, or stages 6-19 with instance.deployment: new, and the provider's five
+// cloud stages at 4, 5, 7, 8 and 13 (2, 3 and 8 of 14 for a new host).
+TEST(Pipeline, EachProviderSelectsItsRedeployAndDeploy) {
+  std::vector<std::string> errors;
+  auto set = PipelineSet::load_dir(JARVIS_SOURCE_DIR "/pipelines", PipelineDefaults{}, errors);
+  ASSERT_TRUE(errors.empty()) << errors.at(0);
+  for (auto [provider, module] : {std::pair{"Linode", "linode"}, {"ec2", "ec2"}, {"VMware", "libvirt"},
+                                  {"kvm", "libvirt"}}) {
+    std::string lower = provider;
+    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    auto design = make_design("loki").root;
+    design["instance"]["provider"] = provider;
+    std::string error;
+    const Pipeline* p = set.select(design, std::nullopt, error);
+    ASSERT_TRUE(p) << provider << ": " << error;
+    EXPECT_EQ(p->name, "redeploy-" + lower);
+    ASSERT_EQ(p->tasks.size(), 19u);
+    EXPECT_EQ(p->tasks[3].name, std::string(module) + ":power_off");
+    EXPECT_TRUE(p->tasks[3].destructive && p->tasks[4].destructive);
+    EXPECT_EQ(p->tasks[6].name, std::string(module) + ":create");
+    EXPECT_EQ(p->tasks[7].name, std::string(module) + ":get_ip");
+    EXPECT_EQ(p->tasks[12].name, std::string(module) + ":set_boot");
+    EXPECT_EQ(p->tasks[9].name, "dns:update");
+    design["instance"]["deployment"] = "new";
+    p = set.select(design, std::nullopt, error);
+    ASSERT_TRUE(p) << provider << ": " << error;
+    EXPECT_EQ(p->name, "deploy-" + lower);
+    ASSERT_EQ(p->tasks.size(), 14u);
+    EXPECT_EQ(p->tasks[0].name, "secrets:root_password");
+    EXPECT_EQ(p->tasks[1].name, std::string(module) + ":create");
+    for (const auto& t : p->tasks) EXPECT_FALSE(t.destructive) << t.name;
+  }
 }
 
 }  // namespace

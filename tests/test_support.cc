@@ -141,3 +141,10 @@ std::vector<std::string> Harness::log_lines(int64_t job) {
 }
 
 }  // namespace jarvis::testing
+
+namespace jarvis::testing {
+std::vector<std::string> Harness::stage_clipboards(int64_t job) {
+  if (auto* pg = dynamic_cast<PostgresJobStore*>(store.get())) return pg->stage_clipboards(job);
+  return dynamic_cast<SqliteJobStore&>(*store).stage_clipboards(job);
+}
+}  // namespace jarvis::testing

@@ -11,6 +11,7 @@
 #include "bot/design/design.h"
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
+#include "bot/store/postgres/postgres_job_store.h"
 #include "bot/store/sqlite_job_store.h"
 
 namespace jarvis::testing {
@@ -56,10 +57,12 @@ struct Harness {
   bool run_until(const std::function<bool()>& pred,
                  std::chrono::milliseconds deadline = std::chrono::seconds(30));
   std::vector<std::string> log_lines(int64_t job);
+  // The clipboards saved after each stage (SQLite or PostgreSQL store).
+  std::vector<std::string> stage_clipboards(int64_t job);
 
   TempDir tmp;
   boost::asio::io_context io;
-  std::unique_ptr<SqliteJobStore> store;
+  std::unique_ptr<JobStore> store;  // SQLite in tmp unless a test puts another there
   JobStore* engine_store = nullptr;  // what the engine uses, when not `store` (a fault injector)
   ProcessLimits limits;
   EngineConfig config;

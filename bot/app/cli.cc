@@ -38,6 +38,9 @@
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/pipeline/worker_path.h"
+#include "bot/cluster/event_relay.h"
+#include "bot/store/postgres/pg_listener.h"
+#include "bot/store/postgres/postgres_job_store.h"
 #include "bot/store/sqlite_job_store.h"
 #include "bot/util/log.h"
 #include "bot/util/url_redact.h"
@@ -230,21 +233,32 @@ class ProgressView {
 // What every subcommand needs: config, store, pipelines.
 struct Context {
   Config config;
-  std::unique_ptr<SqliteJobStore> store;
+  std::unique_ptr<JobStore> store;
   PipelineSet pipelines;
   std::vector<std::string> pipeline_errors;
 };
+
+// The configured store. serve's loop must not sit in a lock wait: past a short bound it
+// pauses and retries instead; the CLI can afford to wait longer.
+std::unique_ptr<JobStore> open_store(const Config& config, bool serve) {
+  if (config.store.kind == StoreConfig::Kind::Postgres) {
+    PostgresOptions options;
+    options.statement_timeout_ms =
+        serve ? static_cast<int>(config.store.statement_timeout.count()) : 30000;
+    return std::make_unique<PostgresJobStore>(config.store.url, options);
+  }
+  SqliteOptions options;
+  if (serve) options.busy_timeout_ms = 500;
+  return std::make_unique<SqliteJobStore>(config.store_path(), options);
+}
 
 std::unique_ptr<Context> open_context(const CliArgs& args, log::Level level) {
   auto ctx = std::make_unique<Context>();
   ctx->config = load_config(args.overrides);
   log::init(ctx->config.log_format, level);
   secure_state_dir(ctx->config.state_dir);
-  SqliteOptions options;
-  // serve's loop must not sit in SQLite's busy wait: past this it pauses and retries instead.
-  if (args.command == "serve") options.busy_timeout_ms = 500;
   if (args.command != "serve") {
-    ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path(), options);
+    ctx->store = open_store(ctx->config, false);
   } else {
     // A bot started on a full disk (or under another process's lock) waits for its store
     // instead of exiting: a supervisor restarting it in a loop helps nobody. ^C still stops it.
@@ -256,10 +270,13 @@ std::unique_ptr<Context> open_context(const CliArgs& args, log::Level level) {
     bool said = false;
     while (!ctx->store) {
       try {
-        ctx->store = std::make_unique<SqliteJobStore>(ctx->config.store_path(), options);
+        ctx->store = open_store(ctx->config, true);
       } catch (const StoreError& e) {
-        // Full and busy clear by themselves; read-only or denied is for a person to fix.
-        if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy) throw;
+        // Full, busy and a server still starting clear by themselves; read-only or denied is
+        // for a person to fix.
+        if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy &&
+            e.kind() != StoreError::Kind::Unreachable)
+          throw;
         if (!said) {
           std::cerr << "jarvis: " << e.what() << "; waiting until it can be written (retrying every 2s)\n";
           log::error(log::kNoJob, "{}; serve waits until it can be written", e.what());
@@ -382,14 +399,17 @@ struct AllDesignSources {
 
 // For the CLI: fetch one design, running a loop just for that. A bare name that is no file
 // here but is a design in designs_dir ("loki") is read from there, as chat reads it.
-std::optional<Design> load_design(const Config& config, const std::string& ref, std::string& error) {
-  asio::io_context io;
-  std::optional<std::string> root;
+std::optional<std::string> cli_files_root(const Config& config, const std::string& ref) {
   std::error_code ec;
   if (ref.find('/') == std::string::npos && !std::filesystem::exists(ref, ec) &&
       std::filesystem::exists(config.designs_dir + "/" + ref + ".yaml", ec))
-    root = config.designs_dir;
-  AllDesignSources sources(io, config, root);
+    return config.designs_dir;
+  return std::nullopt;
+}
+
+std::optional<Design> load_design(const Config& config, const std::string& ref, std::string& error) {
+  asio::io_context io;
+  AllDesignSources sources(io, config, cli_files_root(config, ref));
   std::optional<Design> out;
   sources.all.fetch(ref, [&](std::optional<Design> d, std::string e) {
     out = std::move(d);
@@ -439,6 +459,17 @@ int cmd_run(Context& ctx, const CliArgs& args) {
   });
 }
 
+// Whether the engine `owner` still runs its job: its lease on a shared store, else its lock
+// file in the state dir.
+bool owner_alive(Context& ctx, const std::string& owner) {
+  if (ctx.store->shared()) {
+    if (owner.empty()) return true;  // queued for whichever node has a slot first
+    auto live = ctx.store->live_engines();
+    return std::find(live.begin(), live.end(), owner) != live.end();
+  }
+  return engine_alive(ctx.config.state_dir, owner);
+}
+
 int cmd_retry(Context& ctx, const CliArgs& args) {
   if (serve_running(ctx.config.state_dir)) return -1;  // the bot resumes it: use the shared path
   std::string error;
@@ -454,7 +485,7 @@ int cmd_retry(Context& ctx, const CliArgs& args) {
   }
   // No bot is running: resume it here, in the foreground. A job still in flight whose jarvis
   // stopped is taken over from the dead engine; a failed or cancelled one is requeued.
-  bool stopped = is_active(j->state) && !engine_alive(ctx.config.state_dir, j->owner);
+  bool stopped = is_active(j->state) && !owner_alive(ctx, j->owner);
   return follow_job(ctx, [&](Engine& engine, std::string& err) -> int64_t {
     if (stopped) {
       if (!engine.take_over(j->id, err)) {
@@ -485,7 +516,7 @@ int cmd_cancel_orphan(Context& ctx, const CliArgs& args) {
   auto target = parse_target(args.words[0], error);
   if (!target) return -1;
   auto j = target->job ? ctx.store->job(target->job) : ctx.store->latest_for_host(target->host);
-  if (!j || !is_active(j->state) || engine_alive(ctx.config.state_dir, j->owner)) return -1;
+  if (!j || !is_active(j->state) || owner_alive(ctx, j->owner)) return -1;
   ctx.store->request_cancel(j->id, cli_identity());
   ctx.store->job_cancelled(j->id, now_ms(), "cancelled by " + cli_identity());
   audit_cli(*ctx.store, "cancel " + args.words[0], "ok: job " + std::to_string(j->id) + " cancelled");
@@ -495,9 +526,11 @@ int cmd_cancel_orphan(Context& ctx, const CliArgs& args) {
 
 int cmd_shared(Context& ctx, const CliArgs& args) {
   asio::io_context io;
-  AllDesignSources designs(io, ctx.config, std::nullopt);
+  // `plan loki` reads a bare name from designs_dir, as `run`/`deploy` and chat do.
+  AllDesignSources designs(io, ctx.config,
+                           args.words.empty() ? std::nullopt : cli_files_root(ctx.config, args.words[0]));
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, nullptr);
-  service.set_owner_check([&](const std::string& owner) { return engine_alive(ctx.config.state_dir, owner); });
+  service.set_owner_check([&](const std::string& owner) { return owner_alive(ctx, owner); });
   Requester who{cli_identity(), "cli", tty_place()};
   std::string text = args.command + (args.words.empty() ? "" : " " + join(args.words));
   if (args.pipeline) text += " --pipeline " + *args.pipeline;
@@ -509,6 +542,44 @@ int cmd_shared(Context& ctx, const CliArgs& args) {
   });
   io.run();
   return status;
+}
+
+// jarvis store migrate --from sqlite:PATH
+int cmd_store_migrate(Context& ctx, const CliArgs& args) {
+  auto* pg = dynamic_cast<PostgresJobStore*>(ctx.store.get());
+  if (!pg) {
+    std::cerr << "jarvis: store migrate copies into the PostgreSQL store of the config; set store: "
+                 "{kind: postgres, url_file: FILE} in " << (ctx.config.config_file.empty() ? "the config" : ctx.config.config_file) << '\n';
+    return 2;
+  }
+  if (args.from.rfind("sqlite:", 0) != 0 || args.from.size() <= 7) {
+    std::cerr << "jarvis: --from must be sqlite:PATH (the jarvis.db of a state dir), not \"" << args.from.substr(0, 80) << "\"\n";
+    return 2;
+  }
+  std::string path = args.from.substr(7);
+  if (!std::filesystem::exists(path)) {
+    std::cerr << "jarvis: there is no SQLite store " << path << '\n';
+    return 2;
+  }
+  // Brings an older SQLite store's schema up to date (columns added since) before the copy.
+  { SqliteJobStore source(path); }
+  PostgresJobStore::ImportResult r;
+  try {
+    r = pg->import_sqlite(path);
+  } catch (const std::exception& e) {
+    std::cerr << "jarvis: nothing was copied: " << e.what() << '\n';
+    audit_cli(*ctx.store, "store migrate --from " + args.from, std::string("error: ") + e.what());
+    return 1;
+  }
+  std::string what = std::to_string(r.jobs) + " jobs (" + std::to_string(r.in_flight) + " in flight), " +
+                     std::to_string(r.stages) + " stage runs, " + std::to_string(r.log_lines) + " log lines, " +
+                     std::to_string(r.audit) + " audit entries, " + std::to_string(r.events) + " events, " +
+                     std::to_string(r.tokens) + " API tokens, " + std::to_string(r.hook_deliveries) + " hook deliveries";
+  std::cout << "copied " << what << " from " << path << " into " << pg->where() << '\n';
+  if (r.in_flight)
+    std::cout << r.in_flight << " jobs in flight resume at their stage on the first jarvis serve that starts on this store\n";
+  audit_cli(*ctx.store, "store migrate --from " + args.from, "ok: " + what);
+  return 0;
 }
 
 int cmd_serve(Context& ctx) {
@@ -527,7 +598,8 @@ int cmd_serve(Context& ctx) {
   try {
     ctx.store->probe_write(0);
   } catch (const StoreError& e) {
-    if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy) {
+    if (e.kind() != StoreError::Kind::Full && e.kind() != StoreError::Kind::Busy &&
+        e.kind() != StoreError::Kind::Unreachable) {
       std::cerr << "jarvis: cannot serve: " << e.what() << '\n';
       return 2;
     }
@@ -540,7 +612,7 @@ int cmd_serve(Context& ctx) {
   Engine engine(io, *ctx.store, runner, ec);
   AllDesignSources designs(io, ctx.config, ctx.config.designs_dir);
   CommandService service(*ctx.store, ctx.pipelines, designs.all, ctx.config.workers_path, &engine);
-  service.set_owner_check([&](const std::string& owner) { return engine_alive(ctx.config.state_dir, owner); });
+  service.set_owner_check([&](const std::string& owner) { return owner_alive(ctx, owner); });
   ConsoleFront console(io, service, Requester{current_user(), "console", "stdin"},
                        [](const std::string& line) { std::cout << line << '\n' << std::flush; });
   engine.add_observer([&](const EngineEvent& e) { console.announce(e); });
@@ -552,6 +624,7 @@ int cmd_serve(Context& ctx) {
   std::unique_ptr<HttpClient> slack_http;  // outlives the adapter that uses it
   std::vector<std::unique_ptr<ChatAdapter>> adapters;
   std::vector<std::unique_ptr<ChatFront>> fronts;  // destroyed first: they use the adapters
+  const bool shared = ctx.store->shared();
   auto add_front = [&](std::unique_ptr<ChatAdapter> adapter, std::vector<std::string> rooms,
                        std::optional<OutboxLimits> pace) {
     ChatFrontConfig front_config = ctx.config.chat;
@@ -560,7 +633,8 @@ int cmd_serve(Context& ctx) {
     fronts.push_back(std::make_unique<ChatFront>(io, *adapter, service, acl, front_config));
     adapters.push_back(std::move(adapter));
     announcer.add_front(*fronts.back());
-    fronts.back()->start();
+    // On a shared store only the node that leads chat connects (below).
+    if (!shared) fronts.back()->start();
   };
   if (const auto& irc = ctx.config.irc) {
     log::info(log::kNoJob, "irc: connecting to {}:{} ({}) as {}", irc->server, irc->port,
@@ -579,7 +653,48 @@ int cmd_serve(Context& ctx) {
     // Slack's own limit is about one message a second per channel; 429s are honoured anyway.
     add_front(std::make_unique<SlackAdapter>(io, *slack_http, *slack), {}, OutboxLimits{4, 8, 1, 3, 3});
   }
-  engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
+  // Several nodes: every node stores its engine's events; the node that leads chat holds the
+  // connections and announces from the event table, whichever node ran the job.
+  EventPublisher publisher(io, *ctx.store);
+  std::unique_ptr<ChatLeadership> leadership;
+  std::unique_ptr<PgListener> listener;
+  int exit_code = 0;
+  if (!shared) {
+    engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
+  } else {
+    engine.add_observer([&](const EngineEvent& e) {
+      // The engine stores its events itself (Engine::emit), but not the failure of the store
+      // it writes them to: those are published once the store takes writes again.
+      if (e.kind == EngineEvent::Kind::StoreFailed || e.kind == EngineEvent::Kind::StoreLost) publisher.on_event(e);
+      // Worker log lines reach chat from the chat node's own engine only (other nodes' stay
+      // in their jobs' logs and the API's event stream).
+      if (e.kind == EngineEvent::Kind::StageLog && leadership && leadership->leading()) announcer.on_event(e);
+    });
+    if (!fronts.empty()) {
+      ChatLeadership::Hooks lead;
+      lead.gained = [&] {
+        log::info(log::kNoJob, "node {} leads chat: connecting {} chat front(s)", ctx.config.node_name, fronts.size());
+        for (auto& front : fronts) front->start();
+      };
+      lead.lost = [&] {
+        // Another node may hold the connections now: this one must not speak. It stops (exit
+        // 1) so that its supervisor restarts it as a follower; its jobs are adopted.
+        exit_code = 1;
+        std::cerr << "jarvis: node " << ctx.config.node_name << " lost the chat leadership; stopping\n";
+        engine.stop();
+        console.stop();
+        for (auto& front : fronts) front->stop();
+        io.stop();
+      };
+      lead.event = [&](const EngineEvent& e) {
+        if (e.kind != EngineEvent::Kind::StageLog) announcer.on_event(e);  // its own are announced live
+      };
+      leadership = std::make_unique<ChatLeadership>(io, *ctx.store, engine.id(), ctx.config.node_lease, lead);
+      if (auto* pg = dynamic_cast<PostgresJobStore*>(ctx.store.get()))
+        listener = std::make_unique<PgListener>(io, pg->url(), PostgresJobStore::kEventChannel,
+                                                [&] { if (leadership) leadership->poke(); });
+    }
+  }
 
   // Event hooks: queued in the store, delivered at least once (HTTP through libcurl on the
   // loop, commands through the same process runner as workers).
@@ -629,7 +744,6 @@ int cmd_serve(Context& ctx) {
   }
   // The database was deleted or replaced: the engine has stopped; give the announcement a
   // moment to reach chat, then stop everything and exit non-zero.
-  int exit_code = 0;
   asio::steady_timer lost_timer(io);
   engine.add_observer([&](const EngineEvent& e) {
     if (e.kind != EngineEvent::Kind::StoreLost) return;
@@ -652,11 +766,13 @@ int cmd_serve(Context& ctx) {
   std::string resumed;
   size_t resumed_count = 0;
   for (const auto& j : ctx.store->active_jobs())
-    if (!engine_alive(ctx.config.state_dir, j.owner) && ++resumed_count)
+    if (!owner_alive(ctx, j.owner) && ++resumed_count)
       resumed += (resumed.empty() ? "" : ", ") + j.host + " (job " + std::to_string(j.id) + ", stage " +
                  std::to_string(std::min(j.stage + 1, j.stage_count())) + "/" + std::to_string(j.stage_count()) + ")";
   if (hooks) hooks->start();  // what a serve that died left unqueued, before new events
   engine.start();
+  if (leadership) leadership->start();
+  if (listener) listener->start();
   if (resumed_count)
     announcer.say_everywhere("jarvis is back after a restart and resumed " + std::to_string(resumed_count) +
                              (resumed_count == 1 ? " job: " : " jobs: ") + resumed);
@@ -675,6 +791,8 @@ int cmd_serve(Context& ctx) {
     if (api) api->stop();
     if (hooks) hooks->stop();
     engine.stop();
+    if (leadership) leadership->stop();
+    if (listener) listener->stop();
     // wt-chat2: each front delivers what is queued (for chat.drain_timeout at most), then
     // says goodbye (IRC QUIT with the reason).
     std::string goodbye = "jarvis stopping (" + std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + ")" +
@@ -689,6 +807,14 @@ int cmd_serve(Context& ctx) {
       break;
     } catch (const std::exception& e) {
       log::error(log::kNoJob, "an event handler failed and was skipped: {}", e.what());
+    }
+  }
+  // The workers are gone: the other nodes may adopt this engine's jobs now, not after the lease.
+  if (shared && exit_code == 0) {
+    try {
+      ctx.store->drop_lease(engine.id());
+    } catch (const StoreError& e) {
+      log::warn(log::kNoJob, "could not give up this engine's lease ({}); its jobs are adopted after it", e.what());
     }
   }
   ::close(lock);
@@ -940,6 +1066,7 @@ int cli_main(int argc, char** argv) {
     if (args->command == "pipelines") return cmd_pipelines(*ctx);
     if (args->command == "prune") return cmd_prune(*ctx, *args);
     if (args->command == "token") return cmd_token(*ctx, *args);
+    if (args->command == "store") return cmd_store_migrate(*ctx, *args);
     if (args->command == "retry") {
       int rc = cmd_retry(*ctx, *args);
       if (rc >= 0) return rc;

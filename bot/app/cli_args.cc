@@ -66,6 +66,13 @@ const CommandSpec kCommands[] = {
      "token once and stores only its SHA-256; its identity is http:NAME (ACL rules, audit trail). Roles:\n"
      "read (status, jobs, log, plan, audit), operate (also deploy, cancel, retry), admin. \"token list\"\n"
      "shows names, roles and dates, never tokens; \"token revoke NAME\" ends one at once."},
+    {"store", "store migrate --from sqlite:PATH: copy a SQLite store into PostgreSQL",
+     "jarvis store migrate --from sqlite:PATH copies every job (with its id, stages, clipboards and\n"
+     "logs), the audit trail, the events, the HTTP API's tokens (their hashes) and the hooks' queue\n"
+     "of a SQLite job store into the PostgreSQL store of the\n"
+     "config (store: {kind: postgres, url_file: ...}), which must hold no jobs yet. One transaction:\n"
+     "all of it or nothing. Stop the jarvis serve using the SQLite store first; jobs it had in flight\n"
+     "are adopted at their stage by the first node that starts. See docs/scaling.md."},
     {"help", "this list, or one command in detail", "This list, or one command in detail."},
 };
 
@@ -159,6 +166,8 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
       ->check(CLI::IsMember({"add", "list", "revoke"}));
   subs["token"]->add_option("NAME", token_name, "the token's name: letters, digits, . _ -");
   subs["token"]->add_option("--role", a.role, "add: read, operate or admin")->check(CLI::IsMember({"read", "operate", "admin"}));
+  subs["store"]->add_option("ACTION", a.store_action, "migrate")->required()->check(CLI::IsMember({"migrate"}));
+  subs["store"]->add_option("--from", a.from, "the store to copy: sqlite:PATH (a jarvis.db)")->required();
   subs["prune"]->add_option("--older-than", a.older_than, "finished longer ago than this: 90d, 12h, 30m")->required();
   app.require_subcommand(1, 1);
 

@@ -19,6 +19,7 @@ struct CliArgs {
   std::string older_than;          // prune --older-than
   std::string role;                // token add --role
   bool online = false;             // check-config --online
+  std::string store_action, from;  // store migrate --from sqlite:PATH
 };
 
 struct ParsedCli {

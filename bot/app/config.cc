@@ -1,5 +1,7 @@
 #include "bot/app/config.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -416,6 +418,27 @@ void apply_hooks(const std::string& file, const YAML::Node& n, Config& c, const 
   }
 }
 
+void apply_store(const std::string& file, const YAML::Node& n, Config& c) {
+  if (!n.IsMap()) fail(file, n, "store must be a mapping: {kind: sqlite} or {kind: postgres, url_file: FILE}");
+  check_known(file, n, "store", {"kind", "url", "url_file", "url_env", "statement_timeout"});
+  StoreConfig& s = c.store;
+  std::string kind = n["kind"] ? text(file, n["kind"], "store.kind") : "sqlite";
+  if (kind == "sqlite") {
+    s.kind = StoreConfig::Kind::Sqlite;
+    if (n["url_file"] || n["url_env"] || n["url"]) fail(file, n, "store.url_file/url_env are for kind: postgres");
+  } else if (kind == "postgres") {
+    s.kind = StoreConfig::Kind::Postgres;
+    if (n["url"]) fail(file, n["url"], "store.url may not be written inline (it holds the password): use url_file or url_env");
+    if (!n["url_file"] && !n["url_env"]) fail(file, n, "store.kind postgres needs url_file (a file holding the libpq URL) or url_env");
+    s.url = secret(file, n, "url");
+    s.url_from = n["url_env"] ? "url_env " + n["url_env"].Scalar() : "url_file " + n["url_file"].Scalar();
+    if (s.url.empty()) fail(file, n["url_env"] ? n["url_env"] : n["url_file"], "store." + s.url_from + " is empty");
+  } else {
+    fail(file, n["kind"], "store.kind must be sqlite or postgres, not '" + kind + "'");
+  }
+  if (n["statement_timeout"]) s.statement_timeout = duration(file, n["statement_timeout"], "store.statement_timeout");
+}
+
 void apply_gist(const std::string& file, const YAML::Node& n, Config& c) {
   check_known(file, n, "gist", {"api_url", "gist_hosts", "url_hosts", "token", "token_env", "token_file",
                                 "ca_file", "timeout", "max_bytes", "max_redirects", "allow_http",
@@ -591,6 +614,14 @@ void apply_entry(const std::string& file, const std::string& key, const YAML::No
     else if (key == "acl") apply_acl(file, v, c);
     else if (key == "http") apply_http(file, v, c, rel);
     else if (key == "hooks") apply_hooks(file, v, c, rel);
+    else if (key == "store") apply_store(file, v, c);
+    else if (key == "node") {
+      if (!v.IsMap()) fail(file, v, "node must be a mapping: {name: runner-2}");
+      check_known(file, v, "node", {"name", "lease"});
+      if (v["name"]) c.node_name = text(file, v["name"], "node.name");
+      if (v["lease"]) c.node_lease = duration(file, v["lease"], "node.lease");
+      if (c.node_lease < Millis(2000)) fail(file, v["lease"], "node.lease must be at least 2s (it is renewed every 500ms)");
+    }
     else if (key == "secret_patterns") {
       c.secret_patterns = strings(file, v, "secret_patterns");
       if (c.secret_patterns.empty()) fail(file, v, "secret_patterns must name at least one pattern");
@@ -635,6 +666,31 @@ void apply_file(const std::string& file, Config& c) {
 
 }  // namespace
 
+// The password in a libpq URL (postgresql://user:PASSWORD@host/db) or key=value string
+// (password=PASSWORD), to redact it wherever it could show.
+std::string postgres_url_password(const std::string& url) {
+  auto scheme = url.find("://");
+  if (scheme != std::string::npos) {
+    auto at = url.find('@', scheme + 3);
+    auto colon = url.find(':', scheme + 3);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) return url.substr(colon + 1, at - colon - 1);
+    return {};
+  }
+  auto p = url.find("password=");
+  if (p == std::string::npos) return {};
+  p += 9;
+  std::string v;
+  if (p < url.size() && url[p] == '\'') {  // a quoted value: backslash escapes ' and backslash
+    for (++p; p < url.size() && url[p] != '\''; ++p) {
+      if (url[p] == '\\' && p + 1 < url.size()) ++p;
+      v += url[p];
+    }
+    return v;
+  }
+  auto end = url.find(' ', p);
+  return url.substr(p, end == std::string::npos ? std::string::npos : end - p);
+}
+
 EngineConfig Config::engine_config() const {
   EngineConfig e;
   e.workers_path = workers_path;
@@ -645,6 +701,8 @@ EngineConfig Config::engine_config() const {
   e.output_limits.max_bytes = process.stdout_cap;
   e.retry_backoff = retry_backoff;
   e.secret_patterns = SecretPatterns(secret_patterns);
+  e.node_name = node_name;
+  e.lease = node_lease;
   // The bot's own secrets are redacted from workers' output like the clipboards' (a worker
   // could print an inherited token, or a clipboard could echo one).
   auto secret = [&](const std::string& v) {
@@ -664,6 +722,10 @@ EngineConfig Config::engine_config() const {
   if (ldap) secret(ldap->connect.password);
   if (http) secret(http->metrics_token);
   for (const auto& h : hooks) secret(h.secret);
+  if (!store.url.empty()) {
+    secret(store.url);
+    secret(postgres_url_password(store.url));
+  }
   return e;
 }
 
@@ -681,6 +743,10 @@ Config load_config(const ConfigOverrides& o) {
   c.pipelines_dir = absolute(c.pipelines_dir);
   c.designs_dir = absolute(c.designs_dir);
   for (auto& p : c.workers_path) p = absolute(p);
+  if (c.node_name.empty()) {
+    char host[256] = {};
+    c.node_name = ::gethostname(host, sizeof host - 1) == 0 && host[0] ? host : "jarvis";
+  }
   return c;
 }
 

@@ -32,6 +32,16 @@ struct HttpConfig {
   std::string metrics_token;   // from metrics_token_file; empty: /metrics is open
 };
 
+// Where the job store is: SQLite in the state dir (the default), or PostgreSQL for several
+// nodes (docs/scaling.md). The PostgreSQL URL holds a password, so it comes only from a file
+// or the environment.
+struct StoreConfig {
+  enum class Kind { Sqlite, Postgres } kind = Kind::Sqlite;
+  std::string url;       // libpq URL or key=value string (postgres)
+  std::string url_from;  // "url_file /etc/jarvis/pg.url", for messages
+  Millis statement_timeout{2000};  // serve's bound on one statement; past it the write is Busy
+};
+
 struct Config {
   std::string config_file;  // the file read, if any (for messages)
   std::string state_dir = "state";
@@ -65,6 +75,11 @@ struct Config {
   std::vector<AclRule> acl_rules;
   std::vector<std::string> acl_open = Acl::default_open();
 
+  StoreConfig store;
+  // Several nodes on one PostgreSQL store: this node's name and its lease.
+  std::string node_name;
+  Millis node_lease{5000};
+
   std::string store_path() const { return state_dir + "/jarvis.db"; }
   EngineConfig engine_config() const;
 };
@@ -76,6 +91,8 @@ struct ConfigOverrides {
   std::optional<std::string> pipelines_dir;
   std::optional<std::string> log_format;
 };
+
+std::string postgres_url_password(const std::string& url);
 
 // Loads the file (if any) and applies the overrides; throws std::runtime_error with
 // "file:line: what is wrong" on a bad file.

@@ -376,6 +376,7 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
       auto missing = missing_workers(workers_path_, *p);
       r.lines.push_back(design->hostname + ": plan " + p->name + " (" +
                         std::to_string(p->tasks.size()) + " stages); nothing runs");
+      r.lines.push_back(design->hostname + ": " + pipelines_.explain(*p, design->root, c.pipeline));
       for (size_t i = 0; i < p->tasks.size(); ++i) {
         const auto& t = p->tasks[i];
         std::string line = std::to_string(i + 1) + "/" + std::to_string(p->tasks.size()) + " " +

@@ -130,6 +130,19 @@ void Engine::start() {
   lock_fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
   if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     throw std::runtime_error("cannot lock " + path + ": " + std::strerror(errno));
+  shared_ = store_.shared();
+  if (shared_) {
+    // Other nodes see this engine alive by its lease, and this connection writes only about
+    // the jobs this engine owns (the fencing).
+    store_.fence_writes(id_);
+    try {
+      store_.renew_lease(id_, config_.node_name, config_.lease);
+    } catch (const StoreError& e) {
+      store_failed(e, 0);
+    }
+    log::info(log::kNoJob, "node {}: engine {} on a shared store, lease {}", config_.node_name, id_,
+              format_duration(config_.lease));
+  }
   watch();
 }
 
@@ -186,7 +199,9 @@ SubmitResult Engine::submit(const Design& design, const Pipeline& pipeline,
              design.text, design.cluster};
   CreateResult created;
   try {
-    created = store_.create_job(job, id_);
+    // On a shared store a serve's job is nobody's yet: whichever node has a slot claims it.
+    // A `jarvis run` runs its own job.
+    created = store_.create_job(job, shared_ && config_.adopt_orphans ? std::string() : id_);
   } catch (const StoreError& e) {
     store_failed(e, design.text.size() * 2);
     result.error = "cannot accept deploys: " + std::string(e.what());
@@ -199,9 +214,88 @@ SubmitResult Engine::submit(const Design& design, const Pipeline& pipeline,
   result.job = created.id;
   log::info(created.id, "{} asked to deploy {} ({}) with pipeline {} from {}", requested_by,
             design.hostname, design.ref, pipeline.name, origin);
+  if (shared_ && config_.adopt_orphans) {
+    int free = config_.max_running - running_ - static_cast<int>(queue_.size());
+    int claimed = 0;
+    try {
+      claimed = claim_some();
+    } catch (const StoreError& e) {
+      store_failed(e, 0);  // in the store, unowned: this node or another claims it later
+    }
+    // Claimed here, or by another node (oldest first); it waits only when nobody has it
+    // after a claim this node had room for: the cluster-wide bound is reached.
+    if (jobs_.count(created.id)) {
+      result.queued = static_cast<int>(queue_.size()) > config_.max_running - running_;
+    } else if (free > 0 && claimed == 0) {
+      try {
+        auto rec = store_.job(created.id);
+        result.queued = rec && rec->owner.empty();
+      } catch (const StoreError& e) {
+        store_failed(e, 0);
+      }
+    }
+    return result;
+  }
   enqueue(created.id);
   result.queued = static_cast<int>(queue_.size()) > config_.max_running - running_;
   return result;
+}
+
+bool Engine::owner_alive(const std::string& owner) const {
+  if (shared_) return live_.count(owner) > 0;
+  return engine_alive(config_.state_dir, owner);
+}
+
+void Engine::keep_lease() {
+  if (!store_.renew_lease(id_, config_.node_name, config_.lease))
+    log::warn(log::kNoJob, "node {}: this engine's lease had expired (the node was stopped or cut off for "
+                           "longer than {}); jobs other nodes adopted meanwhile are theirs",
+              config_.node_name, format_duration(config_.lease));
+  auto live = store_.live_engines();
+  live_ = std::set<std::string>(live.begin(), live.end());
+  live_.insert(id_);
+}
+
+int Engine::claim_some() {
+  if (stopping_ || !store_problem_.empty()) return 0;
+  int free = config_.max_running - running_ - static_cast<int>(queue_.size());
+  if (free <= 0) return 0;
+  auto ids = store_.claim_queued(id_, free, config_.max_running);
+  for (int64_t id : ids) {
+    log::info(id, "claimed by node {} ({})", config_.node_name, id_);
+    enqueue(id);
+  }
+  return static_cast<int>(ids.size());
+}
+
+void Engine::drop_lost_jobs() {
+  std::vector<int64_t> stalled;
+  for (auto& [id, job] : jobs_)
+    if (job->stalled && !job->worker) stalled.push_back(id);
+  for (int64_t id : stalled) {
+    std::optional<JobRecord> rec;
+    try {
+      rec = store_.job(id);
+    } catch (const StoreError& e) {
+      store_failed(e, 0);
+      return;
+    }
+    if (rec && is_active(rec->state) && rec->owner == id_) continue;  // still ours: recovery resumes it
+    log::warn(id, "job {} is run by {} now: this node's write about stage {} was refused and it lets go",
+              id, rec ? rec->owner : std::string("nobody"), jobs_[id]->rec.stage + 1);
+    std::erase(queue_, id);
+    foreign_.erase(id);
+    jobs_.erase(id);
+  }
+  if (store_problem_.empty()) {
+    // Jobs stalled only because they were fenced: nothing to recover from.
+    for (auto& [id, job] : jobs_)
+      if (job->stalled && !job->worker) {
+        job->stalled = false;
+        if (std::find(queue_.begin(), queue_.end(), id) == queue_.end()) queue_.push_back(id);
+      }
+    pump();
+  }
 }
 
 void Engine::enqueue(int64_t id) {
@@ -604,7 +698,8 @@ bool Engine::take_over(int64_t id, std::string& error) {
     error = "job " + std::to_string(id) + " is not in flight";
     return false;
   }
-  if (engine_alive(config_.state_dir, rec->owner)) {
+  if (shared_) keep_lease();
+  if (owner_alive(rec->owner)) {
     error = "job " + std::to_string(id) + " is still run by a live jarvis (" + rec->owner + ")";
     return false;
   }
@@ -621,7 +716,10 @@ void Engine::watch() {
   try {
     store_.check_identity();
     keep_engine_lock();
+    if (shared_) keep_lease();
     auto watched = store_.jobs_to_watch();
+    bool may_adopt = config_.adopt_orphans && store_problem_.empty() &&
+                     std::chrono::steady_clock::now() >= adopt_after_;
     for (const auto& w : watched) {
       if (w.owner == id_) {
         auto it = jobs_.find(w.id);
@@ -629,12 +727,23 @@ void Engine::watch() {
           auto rec = store_.job(w.id);
           cancel(w.id, rec ? rec->cancelled_by : "someone");
         }
-      } else if (config_.adopt_orphans && store_problem_.empty() &&
-                 !engine_alive(config_.state_dir, w.owner)) {
+      } else if (shared_ && w.owner.empty()) {
+        continue;  // unowned and queued: claimed below, within the bounds
+      } else if (auto it = jobs_.find(w.id); shared_ && it != jobs_.end() && !it->second->stalled) {
+        // Ours in memory, another's in the store: this node was cut off past its lease and the
+        // job was adopted. Its worker stops; whatever it would write is refused anyway.
+        log::warn(w.id, "job {} was adopted by {} while this node was cut off; stopping its worker here",
+                  w.id, w.owner);
+        if (it->second->worker) it->second->worker->cancel();
+        stall(*it->second);
+        boost::asio::post(io_, [this] { drop_lost_jobs(); });
+      } else if (may_adopt && !owner_alive(w.owner)) {
         adopt(w.id, w.owner);
       }
     }
-    if (config_.adopt_orphans) follow_foreign(watched);
+    if (shared_ && config_.adopt_orphans) claim_some();
+    // On a shared store other engines' events come through the event table instead.
+    if (config_.adopt_orphans && !shared_) follow_foreign(watched);
   } catch (const StoreError& e) {
     store_failed(e, 0);
   } catch (const std::exception& e) {
@@ -724,6 +833,14 @@ int Engine::kill_left_workers(int64_t id) const {
 }
 
 void Engine::store_failed(const StoreError& error, size_t bytes) {
+  if (error.fenced()) {
+    // Not a store problem: the job is another node's now. The caller stalls it; the stalled
+    // job is dropped from the loop (the adopter announces it from now on).
+    log::warn(log::kNoJob, "{}", error.what());
+    fenced_ = true;  // the stall that follows is not a wait for the store
+    boost::asio::post(io_, [this] { drop_lost_jobs(); });
+    return;
+  }
   probe_bytes_ = std::max(probe_bytes_, bytes);
   if (error.kind() == StoreError::Kind::Gone) {
     if (store_lost_) return;
@@ -758,7 +875,8 @@ void Engine::stall(ActiveJob& job) {
   }
   job.retry_timer.cancel();
   job.waiting_retry = false;
-  if (!job.stalled) log::warn(job.rec.id, "waiting for the job store; the job resumes from what it holds");
+  if (!job.stalled && !fenced_) log::warn(job.rec.id, "waiting for the job store; the job resumes from what it holds");
+  fenced_ = false;
   job.stalled = true;
 }
 
@@ -785,6 +903,9 @@ void Engine::probe_store() {
 }
 
 void Engine::recover() {
+  // Other nodes' leases may have run out during the outage only because they could not renew:
+  // give them one lease to do so before adopting anything.
+  if (shared_) adopt_after_ = std::chrono::steady_clock::now() + config_.lease;
   std::string was = store_problem_;
   store_problem_.clear();
   probe_bytes_ = 0;

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,10 @@ struct EngineConfig {
   // Values redacted in every job besides the clipboards' secrets: the bot's own configured
   // passwords and tokens. The values of env_allow variables are added too.
   std::vector<std::string> secrets;
+  // Several nodes on a shared store (PostgreSQL): this node's name, and how long its lease
+  // lasts without renewal before other nodes adopt its jobs (renewed every watch_interval).
+  std::string node_name;
+  Millis lease{5000};
 };
 
 struct EngineEvent {
@@ -139,6 +144,12 @@ class Engine {
   void probe_store();
   void recover();
   void keep_engine_lock();
+  // Shared store: renews this engine's lease, then claims queued jobs for the free slots.
+  void keep_lease();
+  int claim_some();
+  // A write about a job was refused because another node owns it now: forget it here.
+  void drop_lost_jobs();
+  bool owner_alive(const std::string& owner) const;
   // Jobs other live engines run (a `jarvis run` from a shell): their progress is announced
   // here too, from what the store says, so chat sees every job.
   void follow_foreign(const std::vector<JobStore::Watched>& watched);
@@ -171,6 +182,10 @@ class Engine {
     int stage;
   };
   std::map<int64_t, Foreign> foreign_;
+  bool shared_ = false;
+  bool fenced_ = false;
+  std::set<std::string> live_;  // engines whose lease holds, as of the last watch
+  std::chrono::steady_clock::time_point adopt_after_{};  // no adoption before (after an outage)
   std::vector<Observer> observers_;
 };
 

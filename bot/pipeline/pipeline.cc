@@ -232,4 +232,27 @@ const Pipeline* PipelineSet::select(const YAML::Node& design,
   return best;
 }
 
+std::string PipelineSet::explain(const Pipeline& chosen, const YAML::Node& design,
+                                 const std::optional<std::string>& name) const {
+  if (name) return "pipeline " + chosen.name + " named with --pipeline (or \"with " + chosen.name + "\")";
+  std::string why = "chosen because ";
+  // The pipeline's own value, not the design's: they are equal but for case, and a design
+  // from a gist or LDAP is not echoed.
+  for (size_t i = 0; i < chosen.match.size(); ++i) {
+    const auto& [key, want] = chosen.match[i];
+    std::string path = key.find('.') == std::string::npos ? "instance." + key : key;
+    why += (i ? " and " : "") + path + " is '" + want + "'";
+  }
+  why += " (match of " + chosen.name + ")";
+  std::vector<std::string> others;
+  for (const auto& p : pipelines_)
+    if (&p != &chosen && !p.match.empty() && p.matches(design)) others.push_back(p.name);
+  if (!others.empty()) {
+    why += "; ";
+    for (size_t i = 0; i < others.size(); ++i) why += (i ? ", " : "") + others[i];
+    why += others.size() == 1 ? " matches too, less specifically" : " match too, less specifically";
+  }
+  return why;
+}
+
 }  // namespace jarvis

@@ -60,6 +60,13 @@ class PipelineSet {
   const Pipeline* select(const YAML::Node& design, const std::optional<std::string>& name,
                          std::string& error) const;
 
+  // Why select() chose `chosen` for this design, in one line for `plan`: named, or which
+  // design keys its match compared (with the pipeline's values), and the other matching
+  // pipelines it was more specific than ("chosen because instance.provider is 'linode'
+  // (match of redeploy-linode)").
+  std::string explain(const Pipeline& chosen, const YAML::Node& design,
+                      const std::optional<std::string>& name) const;
+
  private:
   std::vector<Pipeline> pipelines_;
 };

@@ -67,6 +67,17 @@ struct LogLine {
   std::string line;
 };
 
+// One row of the event table: what happened to a job, in the order it was stored, read with a
+// cursor (the id) by whoever announces or serves events: chat across nodes, the HTTP API's
+// event stream (resumable by id) and hooks.
+struct StoredEvent {
+  int64_t id = 0;
+  int64_t at_ms = 0;
+  int64_t job_id = 0;
+  std::string kind;
+  std::string json;
+};
+
 struct AuditEntry {
   int64_t at_ms = 0;
   std::string who;       // identity as the front knows it
@@ -105,15 +116,6 @@ struct AuditQuery {
   int limit = 100;
 };
 
-// An engine event as stored, for the HTTP API's event stream (resumable by id) and hooks.
-struct StoredEvent {
-  int64_t id = 0;
-  int64_t at_ms = 0;
-  int64_t job_id = 0;
-  std::string kind;
-  std::string json;
-};
-
 // One event to deliver to one hook (config `hooks:`), durable until delivered or dead.
 struct HookDelivery {
   int64_t id = 0;
@@ -146,12 +148,16 @@ class StoreError : public std::runtime_error {
     Busy,      // another process holds the lock past the bound
     Gone,      // the database file was deleted or replaced under us
     Io,        // an I/O error
+    Unreachable,  // the database server cannot be reached (PostgreSQL down, connection lost)
+    Fenced,    // the job is no longer this engine's (its lease expired and another node adopted it)
     Other,
   };
   StoreError(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
   Kind kind() const { return kind_; }
   // Transient problems clear by themselves (space freed, lock released); Gone never does.
   bool recoverable() const { return kind_ != Kind::Gone; }
+  // About one job, not the store: nothing to pause or probe.
+  bool fenced() const { return kind_ == Kind::Fenced; }
 
  private:
   Kind kind_;
@@ -233,11 +239,6 @@ class JobStore {
   // How many jobs the store holds in each state (for /metrics), without reading them.
   virtual std::map<JobState, int64_t> job_counts() = 0;
 
-  // Engine events, in the order appended; ids increase. Throws StoreError like every write.
-  virtual int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
-                               const std::string& json) = 0;
-  virtual std::vector<StoredEvent> events_after(int64_t after_id, int limit) = 0;
-
   // Hooks. queue_hook_deliveries queues event `event_id` for each of `hooks` and moves the
   // hooks' cursor (the last event looked at for hooks) to it, in one transaction; an event at
   // or before the cursor is ignored, so a crash between the event and this repeats nothing.
@@ -262,6 +263,45 @@ class JobStore {
   // store that failed a write of that size can tell when it would succeed again.
   virtual void check_identity() = 0;
   virtual void probe_write(size_t bytes) = 0;
+
+  // The event table: appended in id order (an id is never seen after a higher one was read),
+  // so a reader that remembers the last id it read misses nothing and sees nothing twice.
+  // append_event throws StoreError like every write.
+  virtual int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
+                               const std::string& json) = 0;
+  virtual std::vector<StoredEvent> events_after(int64_t after_id, int limit) = 0;
+
+  // Several nodes on one store (PostgreSQL; docs/scaling.md). A shared store keeps each
+  // engine's liveness as a lease it renews; a store that is not shared (SQLite) leaves
+  // liveness to the engine's lock file in the state dir, and these do nothing.
+  virtual bool shared() const { return false; }
+  // Renews `engine`'s lease for `ttl` from now (the server's clock); false when it had
+  // expired, so other nodes may have adopted its jobs.
+  virtual bool renew_lease(const std::string& /*engine*/, const std::string& /*node*/, Millis /*ttl*/) {
+    return true;
+  }
+  virtual void drop_lease(const std::string& /*engine*/) {}
+  // Engines whose lease has not expired.
+  virtual std::vector<std::string> live_engines() { return {}; }
+  // From now on this connection's writes about a job throw StoreError(Fenced) unless the job is
+  // still owned by `engine`: a node whose lease was lost cannot overwrite its adopter's work.
+  virtual void fence_writes(const std::string& /*engine*/) {}
+  // Claims for `engine` up to `n` queued jobs nobody owns, oldest first, while fewer than
+  // `max_total` jobs in flight are owned across all nodes; the ids claimed.
+  virtual std::vector<int64_t> claim_queued(const std::string& /*engine*/, int /*n*/, int /*max_total*/) {
+    return {};
+  }
+  // Leadership of a role ("chat": the chat connections) among nodes, as a lease row: true
+  // while `holder` leads (taken when free or expired, renewed when held). With it goes the
+  // cursor, the last event the leader announced, so the next leader continues after it.
+  virtual bool lead(const std::string& /*role*/, const std::string& /*holder*/, Millis /*ttl*/) { return true; }
+  virtual int64_t leader_cursor(const std::string& /*role*/) { return 0; }
+  // Gives the role up at once (a clean stop), so another node need not wait for the lease.
+  virtual void resign(const std::string& /*role*/, const std::string& /*holder*/) {}
+  // Moves the cursor; false (and unmoved) when `holder` no longer leads.
+  virtual bool save_leader_cursor(const std::string& /*role*/, const std::string& /*holder*/, int64_t /*cursor*/) {
+    return true;
+  }
 };
 
 }  // namespace jarvis

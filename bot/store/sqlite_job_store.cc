@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "bot/store/task_codec.h"
 #include "bot/util/duration.h"
 #include "bot/util/secrets.h"
 
@@ -111,33 +112,14 @@ CREATE TABLE IF NOT EXISTS audit (
   command TEXT NOT NULL,
   outcome TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_ms INTEGER NOT NULL,
+  job_id INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  json TEXT NOT NULL
+);
 )SQL";
-
-std::string encode_tasks(const std::vector<TaskSpec>& tasks) {
-  std::ostringstream out;
-  for (const auto& t : tasks)
-    out << t.name << '\t' << t.timeout.count() << '\t' << t.retries << '\t'
-        << (t.destructive ? 1 : 0) << '\n';
-  return out.str();
-}
-
-std::vector<TaskSpec> decode_tasks(const std::string& text) {
-  std::vector<TaskSpec> tasks;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    TaskSpec t;
-    int64_t timeout = 0;
-    int destructive = 0;
-    std::getline(fields, t.name, '\t');
-    fields >> timeout >> t.retries >> destructive;
-    t.timeout = Millis(timeout);
-    t.destructive = destructive != 0;
-    tasks.push_back(std::move(t));
-  }
-  return tasks;
-}
 
 }  // namespace
 
@@ -812,6 +794,7 @@ std::map<JobState, int64_t> SqliteJobStore::job_counts() {
 int64_t SqliteJobStore::append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                                      const std::string& json) {
   check_identity();
+  // One writer at a time (SQLite's lock): ids are committed in order.
   prepare("INSERT INTO events (at_ms, job_id, kind, json) VALUES (?, ?, ?, ?)")
       .bind(1, at_ms).bind(2, job_id).bind(3, kind).bind(4, json).run();
   return sqlite3_last_insert_rowid(db_);

@@ -70,9 +70,10 @@ mallory.expect("#ops", lambda t: t.startswith("loki: ready (job 1"), what="statu
 alice.say("jarvis", "log loki")  # a direct message: the reply comes back directly
 alice.expect("alice", lambda t: t.startswith("loki 3/3 step:run: stage 3 of loki"), what="log by DM")
 alice.say("#ops", "jarvis: plan loki")  # a long answer asked in a channel goes by DM
-alice.expect("#ops", lambda t: t == 'alice: I sent you the answer to "plan" (4 lines) in a direct message',
+alice.expect("#ops", lambda t: t == 'alice: I sent you the answer to "plan" (5 lines) in a direct message',
              what="one line in the channel about it")
 alice.expect("alice", lambda t: t == "loki: plan three (3 stages); nothing runs", what="plan by DM")
+alice.expect("alice", lambda t: t == "loki: chosen because instance.provider is 'test' (match of three)", what="why, by DM")
 
 # cancel and retry, with stage 2 held.
 open(f"{work}/hold", "w").close()

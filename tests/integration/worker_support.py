@@ -139,7 +139,11 @@ include "{self.key_file}";
 controls {{ }};
 {zones}""")
         self.log_path = os.path.join(self.dir, "named.log")
-        self.log = open(self.log_path, "w")
+        self.start()
+
+    def start(self):
+        """Starts named (again, after stop(): the same port, zones and journal)."""
+        self.log = open(self.log_path, "a")
         # -g: foreground, log to stderr; as root named would switch to user bind with -u only.
         self.proc = subprocess.Popen(["/usr/sbin/named", "-g", "-c", self.conf],
                                      stdout=self.log, stderr=subprocess.STDOUT,
@@ -148,7 +152,7 @@ controls {{ }};
         def up():
             if self.proc.poll() is not None:
                 fail(f"named exited {self.proc.returncode}:\n{self.log_tail()}")
-            return "running" in open(self.log_path).read() and self.dig(f"ns1.{zone}", "A")
+            return "running" in open(self.log_path).read() and self.dig(f"ns1.{self.zone}", "A")
         wait_for(up, 20, "named to answer")
 
     def log_tail(self, n=30):
@@ -210,7 +214,8 @@ class Sshd:
     runs unprivileged and can only log that user in). The client key (self.client_key) is in
     that user's test-only authorized_keys file."""
 
-    def __init__(self):
+    def __init__(self, address="127.0.0.1"):
+        self.address = address   # any of 127.0.0.0/8: a node "of its own" on loopback
         self.dir = tempfile.mkdtemp(prefix="jarvis-sshd-")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
@@ -242,7 +247,7 @@ class Sshd:
         self.conf = os.path.join(self.dir, "sshd_config")
         with open(self.conf, "w") as f:
             f.write(f"""Port {self.port}
-ListenAddress 127.0.0.1
+ListenAddress {self.address}
 {''.join(f'HostKey {self.dir}/host_{k}{chr(10)}' for k in ('ed25519', 'ecdsa', 'rsa'))}PidFile {self.dir}/sshd.pid
 AuthorizedKeysFile {self.auth_keys}
 PubkeyAuthentication yes
@@ -278,7 +283,7 @@ LogLevel VERBOSE
             if self.proc.poll() is not None:
                 fail(f"sshd exited {self.proc.returncode}:\n{open(self.log_path).read()[-3000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                with socket.create_connection((self.address, self.port), timeout=1) as s:
                     return s.recv(64).startswith(b"SSH-")
             except OSError:
                 return False
@@ -302,11 +307,11 @@ LogLevel VERBOSE
         with open(known, "w") as f:
             for k in ("ed25519", "ecdsa", "rsa"):
                 with open(f"{self.dir}/host_{k}.pub") as pub:
-                    f.write(f"[127.0.0.1]:{self.port} {' '.join(pub.read().split()[:2])}\n")
+                    f.write(f"[{self.address}]:{self.port} {' '.join(pub.read().split()[:2])}\n")
         return subprocess.run(["ssh", "-p", str(self.port), "-i", self.client_key, "-o",
                                "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o",
                                f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-                               f"{self.user}@127.0.0.1", *command], capture_output=True,
+                               f"{self.user}@{self.address}", *command], capture_output=True,
                               text=True, timeout=30, stdin=subprocess.DEVNULL)
 
     def cleanup(self, ok):
