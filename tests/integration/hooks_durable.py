@@ -1,7 +1,8 @@
 """Event hooks, durable: a receiver that fails the first deliveries and is down across a
 `kill -9` of serve; every event still arrives, each signature verifies, none is lost. A
 command hook gets the event on stdin; a hook whose receiver never answers ends as a dead
-letter, listed by the API and counted in /metrics."""
+letter, listed by the API and counted in /metrics. Run on SQLite and (argument "postgres") on a
+real PostgreSQL store, where the queue, the cursor and the dead letters live in the database."""
 import hashlib
 import hmac
 import json
@@ -21,6 +22,11 @@ from irc_support import free_port  # noqa: E402
 from jarvis_test import Jarvis, check, wait_for  # noqa: E402
 
 binary, source, build = sys.argv[1:4]
+store = sys.argv[4] if len(sys.argv) > 4 else "sqlite"
+pg = None
+if store == "postgres":
+    from pg_support import Postgres  # noqa: E402
+    pg = Postgres()
 j = Jarvis(binary, source, build)
 secret = "hook-secret-0b5e7c"
 with open(f"{j.tmp}/hook-secret", "w") as f:
@@ -54,6 +60,11 @@ hooks = f"""hooks:
 config, port, ctx = setup_bot(j, tls=False, designs={"loki": "sleep: 1.5\n"})
 with open(config, "a") as f:
     f.write(hooks)
+    if pg:
+        pg.create_database("hooks")
+        url_file = pg.write_url_file(os.path.join(j.tmp, "pg.url"), "hooks")
+        # The shortest lease: the restarted serve adopts the killed one's job soon after.
+        f.write(f"store: {{kind: postgres, url_file: {url_file}}}\nnode: {{name: n1, lease: 2s}}\n")
 op = add_token(j, config, "op", "operate")
 
 received = []  # (event id from the header, body id, signature ok)
@@ -111,10 +122,13 @@ def job_state():
 
 
 wait_for(lambda: job_state() == "ready", 40, "the job to finish after the restart")
-con = sqlite3.connect(os.path.join(j.state, "jarvis.db"))
-expected = {r[0] for r in con.execute(
-    "SELECT id FROM events WHERE kind IN ('job_started', 'stage_succeeded', 'job_ready') AND job_id = ?", (job,))}
-con.close()
+events_sql = "SELECT id FROM events WHERE kind IN ('job_started', 'stage_succeeded', 'job_ready') AND job_id = "
+if pg:
+    expected = {int(x) for x in pg.sql(events_sql + str(int(job)), "hooks").split()}
+else:
+    con = sqlite3.connect(os.path.join(j.state, "jarvis.db"))
+    expected = {r[0] for r in con.execute(events_sql + "?", (job,))}
+    con.close()
 check(len(expected) >= 5, f"events stored: {expected}")
 wait_for(lambda: expected <= {r[0] for r in received}, 30, f"every event delivered (want {sorted(expected)})")
 check(all(ok for _, _, ok, _ in received), f"a signature did not verify: {received}")
@@ -139,7 +153,13 @@ st, text, _ = bot.request("GET", "/metrics")
 check('jarvis_hook_dead_letters{hook="nowhere"} 1' in text.splitlines(), f"metrics: {text}")
 check('jarvis_hook_dead_letters{hook="receiver"} 0' in text.splitlines(), f"metrics: {text}")
 check(secret not in text and all(secret not in json.dumps(x) for x in letters), "the hook secret leaked")
+if pg:
+    rows = pg.sql("SELECT hook || ':' || state FROM hook_deliveries ORDER BY id", "hooks").split()
+    check("nowhere:dead" in rows and all(r.endswith(":delivered") for r in rows if not r.startswith("nowhere")),
+          f"the queue in PostgreSQL: {rows}")
 bot.stop()
 receiver.shutdown()
+if pg:
+    pg.cleanup()
 j.cleanup()
 print("ok")
