@@ -16,7 +16,11 @@ from http_support import SECRET, Serve, Sse, add_token, setup_bot  # noqa: E402
 from jarvis_test import Jarvis, check, wait_for  # noqa: E402
 
 binary, source, build = sys.argv[1:4]
-mode = sys.argv[4] if len(sys.argv) > 4 else "plain"
+mode = sys.argv[4] if len(sys.argv) > 4 else "plain"  # plain, tls, or postgres (plain, on PostgreSQL)
+pg = None
+if mode == "postgres":
+    from pg_support import Postgres  # noqa: E402
+    pg = Postgres()
 j = Jarvis(binary, source, build)
 marker = os.path.join(j.tmp, "failed-once")
 config, port, ctx = setup_bot(
@@ -25,11 +29,20 @@ config, port, ctx = setup_bot(
                "  requests_per_second: 50\n  request_burst: 300\n",
     designs={"loki": "sleep: 0.3\n", "slowpoke": "sleep: 30\n",
              "flaky": f"fail_at: 2\nfail_marker: {marker}\n"})
+if pg:
+    pg.create_database("api")
+    with open(config, "a") as f:
+        f.write(f"store: {{kind: postgres, url_file: {pg.write_url_file(os.path.join(j.tmp, 'pg.url'), 'api')}}}\n"
+                "node: {name: n1, lease: 2s}\n")
 tokens = {"reader": add_token(j, config, "reader", "read"),
           "op": add_token(j, config, "op", "operate"),
           "adm": add_token(j, config, "adm", "admin")}
 # Only hashes are stored.
-db = open(os.path.join(j.state, "jarvis.db"), "rb").read()
+if pg:
+    db = pg.sql("SELECT string_agg(name || ' ' || role || ' ' || hash, ',') FROM api_tokens", "api").encode()
+    check(db.count(b" ") == 6, f"three tokens in PostgreSQL: {db}")
+else:
+    db = open(os.path.join(j.state, "jarvis.db"), "rb").read()
 for t in tokens.values():
     check(t.encode() not in db, "a token must not be stored in clear")
 listing = subprocess.run([binary, "token", "list", "--config", config], capture_output=True, text=True).stdout
@@ -278,10 +291,13 @@ for body in seen:
         check(t not in body, "a token leaked in a response")
 
 # The events are in the store (they survive restarts): one row per id seen.
-con = sqlite3.connect(os.path.join(j.state, "jarvis.db"))
-stored = [r[0] for r in con.execute("SELECT id FROM events WHERE id <= ? ORDER BY id", (ids[-1],))]
+if pg:
+    stored = [int(x) for x in pg.sql(f"SELECT id FROM events WHERE id <= {int(ids[-1])} ORDER BY id", "api").split()]
+else:
+    con = sqlite3.connect(os.path.join(j.state, "jarvis.db"))
+    stored = [r[0] for r in con.execute("SELECT id FROM events WHERE id <= ? ORDER BY id", (ids[-1],))]
+    con.close()
 check(stored == ids, f"stored events {stored} == streamed {ids}")
-con.close()
 
 bot.stop()
 check(bot.proc.returncode == 0, f"serve exit status {bot.proc.returncode}")
@@ -294,5 +310,7 @@ with open(config) as f, open(bad, "w") as g:
     g.write(text)
 p = subprocess.run([binary, "check-config", "--config", bad], capture_output=True, text=True)
 check(p.returncode == 2 and "not loopback" in p.stderr, f"plain non-loopback: {p.returncode} {p.stderr}")
+if pg:
+    pg.cleanup()
 j.cleanup()
 print("ok")
