@@ -112,8 +112,9 @@ std::string prom_escape(const std::string& s) {
 
 Api::Api(boost::asio::io_context& io, JobStore& store, CommandService& commands, const Acl& acl, ApiConfig config)
     : io_(io), store_(store), commands_(commands), acl_(acl), config_(std::move(config)), catch_up_timer_(io),
-      heartbeat_timer_(io) {
+      heartbeat_timer_(io), poll_timer_(io) {
   heartbeat();
+  if (store_.shared()) poll();
 }
 
 Api::~Api() { stop(); }
@@ -121,6 +122,7 @@ Api::~Api() { stop(); }
 void Api::stop() {
   catch_up_timer_.cancel();
   heartbeat_timer_.cancel();
+  poll_timer_.cancel();
   for (auto& c : clients_) c.stream->close();
   clients_.clear();
 }
@@ -795,6 +797,10 @@ void Api::on_event(const EngineEvent& e) {
     }
   }
   if (clients_.empty()) return;
+  if (store_.shared()) {  // this node's events among the other nodes', from the table
+    poke();
+    return;
+  }
   std::string frame;
   for (auto& c : clients_) {
     if (!c.caught_up || c.stream->closed()) continue;
@@ -804,6 +810,45 @@ void Api::on_event(const EngineEvent& e) {
     if (frame.empty()) frame = sse_frame(e.id, std::string(event_kind_name(e.kind)), event_json(e));
     c.stream->push(frame);
   }
+}
+
+// A shared store: the streams that have caught up read the table from the lowest cursor
+// among them, once for all; each gets the events past its own cursor. Ids are committed in
+// order (PostgresJobStore::append_event), so none is skipped and none is sent twice.
+void Api::poke() {
+  if (!store_.shared()) return;
+  int64_t from = -1;
+  for (const auto& c : clients_)
+    if (c.caught_up && !c.stream->closed()) from = from < 0 ? c.last_id : std::min(from, c.last_id);
+  if (from < 0) return;
+  try {
+    for (int round = 0; round < 8; ++round) {
+      auto batch = store_.events_after(from, 500);
+      for (const auto& e : batch) {
+        std::string frame;
+        for (auto& c : clients_) {
+          if (!c.caught_up || c.stream->closed() || e.id <= c.last_id) continue;
+          c.last_id = e.id;
+          if (c.job && e.job_id != c.job) continue;
+          if (frame.empty()) frame = sse_frame(e.id, e.kind, e.json);
+          c.stream->push(frame);
+        }
+        from = e.id;
+      }
+      if (batch.size() < 500) break;
+    }
+  } catch (const StoreError& e) {
+    log::warn(log::kNoJob, "http: cannot read the event table for the event streams: {}; retrying", e.what());
+  }
+}
+
+void Api::poll() {
+  poll_timer_.expires_after(std::chrono::milliseconds(500));
+  poll_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    poke();
+    poll();
+  });
 }
 
 void Api::ready(Respond& respond) {

@@ -57,7 +57,11 @@ class Api {
   // More /metrics lines (the hooks').
   void set_more_metrics(std::function<std::string()> more) { more_metrics_ = std::move(more); }
   // Every engine event, after the engine stored it: to the event streams (and the metrics).
+  // On a shared store (several nodes) the streams read the event table instead, so that they
+  // carry every node's events in id order: this wakes them, and so does a poll every 500 ms.
   void on_event(const EngineEvent& e);
+  // Reads the event table past the streams' cursors now (shared store; NOTIFY from others).
+  void poke();
   void handle(const Request& request, Respond respond);
   // Closes the event streams and stops the timers (serve is stopping).
   void stop();
@@ -108,6 +112,7 @@ class Api {
   void events(const Request& r, Respond& respond);
   void top_up();
   void heartbeat();
+  void poll();
   void ready(Respond& respond);
   void metrics(const Request& r, Respond& respond);
   std::string job_json(const JobRecord& j, bool with_stages);
@@ -123,7 +128,7 @@ class Api {
   std::unordered_map<std::string, Refusals> refusals_;     // per caller (token or address)
   std::vector<EventClient> clients_;
   std::unordered_map<std::string, Session> sessions_;  // by the cookie's id
-  boost::asio::steady_timer catch_up_timer_, heartbeat_timer_;
+  boost::asio::steady_timer catch_up_timer_, heartbeat_timer_, poll_timer_;
   bool catching_up_ = false;
   // Metrics kept from events (the rest is read from the store at scrape time).
   struct StageStats {

@@ -139,6 +139,16 @@ while not everything or everything[-1][0] < ids[-1]:
     everything.append(full.next())
 full.close()
 check([e[0] for e in everything] == ids, f"resumed stream {ids} == stored events {[e[0] for e in everything]}")
+if pg:
+    # Another node's event (a row it appended to the shared table) reaches this node's streams
+    # too, in id order after this node's own.
+    other = Sse(bot, tokens["reader"], last_id=ids[-1])
+    row = pg.sql("INSERT INTO events (at_ms, job_id, kind, json) VALUES (1, 424242, 'job_ready', "
+                 "'{\"kind\":\"job_ready\",\"job\":424242,\"host\":\"elsewhere\"}') RETURNING id", "api")
+    got = other.next()
+    other.close()
+    check(got[0] == int(row.split()[0]) and got[1] == "job_ready" and got[2]["host"] == "elsewhere",
+          f"the other node's event {row}: {got}")
 kinds = [e[1] for e in first + second if e[2]["job"] == loki]
 check(kinds.count("stage_succeeded") == 3 and "job_started" in kinds, f"loki's events: {kinds}")
 
