@@ -84,6 +84,33 @@ TEST_F(PgStore, AStoreAtVersion2GetsTheHttpApiAndHookTablesAndKeepsItsJobs) {
   EXPECT_EQ(store.find_jobs(q).size(), 1u);
 }
 
+TEST_F(PgStore, NodesQueueingTheSameEventsTogetherQueueEachOnceAndSkipNone) {
+  std::vector<int64_t> events;
+  {
+    PostgresJobStore store(url);
+    store.queue_hook_deliveries(store.hook_cursor(), {}, 0);  // pinned before the events
+    for (int i = 0; i < 40; ++i) events.push_back(store.append_event(i, 1, "job_ready", "{}"));
+  }
+  // Four nodes catch up at once, each reading every event past the cursor in order.
+  std::vector<std::thread> nodes;
+  std::atomic<int> failed{0};
+  for (int n = 0; n < 4; ++n)
+    nodes.emplace_back([&] {
+      try {
+        PostgresJobStore s(url);
+        for (int64_t e : events) s.queue_hook_deliveries(e, {"a", "b"}, 0);
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    });
+  for (auto& t : nodes) t.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(server->sql(db, "SELECT count(*) FROM hook_deliveries"), std::to_string(2 * events.size()));
+  EXPECT_EQ(server->sql(db, "SELECT count(DISTINCT event_id) FROM hook_deliveries"), std::to_string(events.size()))
+      << "no event skipped by a node that saw the cursor past it";
+  EXPECT_EQ(server->sql(db, "SELECT event_id FROM hook_cursor"), std::to_string(events.back()));
+}
+
 TEST_F(PgStore, NodesStartingTogetherMigrateOnce) {
   std::vector<std::thread> nodes;
   std::atomic<int> failed{0};
