@@ -83,6 +83,44 @@ TEST(Durability, AStageWhoseResultCannotBeStoredRunsAgainAndIsNeverAnnouncedDone
   EXPECT_GT(h.submit("other", p).job, 0) << "deploys are accepted again";
 }
 
+TEST(Durability, EveryEventIsStoredWithItsIdAndAFailedEventWriteIsAStoreFailure) {
+  Harness h;
+  FaultyStore faulty(*h.store);
+  bool full = false;
+  faulty.fault = [&](const std::string& op) {
+    if (full && (op == "append_event" || op == "probe_write"))
+      throw StoreError(StoreError::Kind::Full, "the job store is full (state dir /x, 0 bytes free)");
+  };
+  h.engine_store = &faulty;
+  std::string runs = h.tmp.file("runs");
+  auto p = three_stages(h, runs);
+  h.start();
+  auto s = h.submit("ev", p);
+  ASSERT_GT(s.job, 0);
+  auto j = h.wait(s.job);
+  ASSERT_EQ(j.state, JobState::Ready);
+  auto stored = h.store->events_after(0, 1000);
+  std::vector<int64_t> heard;
+  for (const auto& e : h.events)
+    if (e.id) heard.push_back(e.id);
+  ASSERT_EQ(stored.size(), heard.size()) << "every event heard was stored first";
+  for (size_t i = 0; i < stored.size(); ++i) {
+    EXPECT_EQ(stored[i].id, heard[i]);
+    EXPECT_EQ(stored[i].job_id, s.job);
+  }
+  EXPECT_EQ(stored.back().kind, "job_ready");
+  EXPECT_NE(stored.back().json.find("\"host\":\"ev\""), std::string::npos) << stored.back().json;
+
+  // The disk fills: the next event cannot be stored, and the engine says so and waits.
+  full = true;
+  auto t = h.submit("ev2", p);
+  ASSERT_TRUE(h.run_until([&] { return count(h.events, K::StoreFailed) == 1; }));
+  EXPECT_FALSE(h.engine->store_problem().empty());
+  full = false;
+  ASSERT_EQ(h.wait(t.job).state, JobState::Ready);
+  EXPECT_EQ(count(h.events, K::StoreRecovered), 1);
+}
+
 TEST(Durability, ALockHeldByAnotherProcessIsWaitedOutNotFatal) {
   Harness h;
   h.store = std::make_unique<SqliteJobStore>(h.tmp.file("jarvis.db"), SqliteOptions{100});

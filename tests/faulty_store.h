@@ -125,14 +125,34 @@ class FaultyStore : public JobStore {
     hit("probe_write");
     real_.probe_write(bytes);
   }
-  int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
-                       const std::string& json) override {
+  std::vector<JobRecord> find_jobs(const JobQuery& q) override { return real_.find_jobs(q); }
+  std::vector<StageRecord> stages(int64_t id) override { return real_.stages(id); }
+  std::optional<std::string> clipboard_after(int64_t id, int stage) override {
+    return real_.clipboard_after(id, stage);
+  }
+  std::vector<AuditEntry> find_audit(const AuditQuery& q) override { return real_.find_audit(q); }
+  std::map<JobState, int64_t> job_counts() override { return real_.job_counts(); }
+  int64_t append_event(int64_t at_ms, int64_t job, const std::string& kind, const std::string& json) override {
     hit("append_event");
-    return real_.append_event(at_ms, job_id, kind, json);
+    return real_.append_event(at_ms, job, kind, json);
   }
-  std::vector<StoredEvent> events_after(int64_t after_id, int limit) override {
-    return real_.events_after(after_id, limit);
+  std::vector<StoredEvent> events_after(int64_t after, int limit) override { return real_.events_after(after, limit); }
+  void queue_hook_deliveries(int64_t event, const std::vector<std::string>& hooks, int64_t now) override {
+    hit("queue_hook_deliveries");
+    real_.queue_hook_deliveries(event, hooks, now);
   }
+  int64_t hook_cursor() override { return real_.hook_cursor(); }
+  std::vector<HookDelivery> due_hook_deliveries(int64_t now, int limit) override {
+    return real_.due_hook_deliveries(now, limit);
+  }
+  void hook_attempt_done(int64_t id, const std::string& state, int64_t next, const std::string& error) override {
+    hit("hook_attempt_done");
+    real_.hook_attempt_done(id, state, next, error);
+  }
+  std::vector<HookDelivery> dead_hook_deliveries(int limit) override { return real_.dead_hook_deliveries(limit); }
+  bool add_token(const ApiToken& t) override { return real_.add_token(t); }
+  std::vector<ApiToken> tokens() override { return real_.tokens(); }
+  bool revoke_token(const std::string& name) override { return real_.revoke_token(name); }
 
  private:
   void hit(const std::string& op) {

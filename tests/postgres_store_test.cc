@@ -63,6 +63,55 @@ TEST_F(PgStore, AFreshDatabaseIsMigratedOnceAndReopeningKeepsEverything) {
   EXPECT_EQ(again.job(id)->host, "loki");
 }
 
+TEST_F(PgStore, AStoreAtVersion3GetsTheHttpApiAndHookTablesAndKeepsItsJobs) {
+  int64_t id;
+  {
+    PostgresJobStore store(url);
+    id = store.create_job(job("loki"), "e1").id;
+  }
+  // As a jarvis with the safety catch but before the HTTP API left it: version 3, without
+  // the tables of version 4.
+  server->sql(db, "DROP TABLE api_tokens; DROP TABLE hook_deliveries; DROP TABLE hook_cursor; "
+                  "DROP INDEX jobs_by_requester; DELETE FROM schema_version WHERE version = 4");
+  ASSERT_EQ(server->sql(db, "SELECT max(version) FROM schema_version"), "3");
+  PostgresJobStore store(url);
+  EXPECT_EQ(store.schema_version(), 4);
+  EXPECT_EQ(store.job(id)->host, "loki");
+  EXPECT_TRUE(store.add_token({"ci", "read", "abc", 1}));
+  int64_t e = store.append_event(1, id, "job_ready", "{}");
+  EXPECT_EQ(store.hook_cursor(), e) << "hooks new to the store start after its history";
+  JobQuery q;
+  q.requested_by = "alice";
+  EXPECT_EQ(store.find_jobs(q).size(), 1u);
+}
+
+TEST_F(PgStore, NodesQueueingTheSameEventsTogetherQueueEachOnceAndSkipNone) {
+  std::vector<int64_t> events;
+  {
+    PostgresJobStore store(url);
+    store.queue_hook_deliveries(store.hook_cursor(), {}, 0);  // pinned before the events
+    for (int i = 0; i < 40; ++i) events.push_back(store.append_event(i, 1, "job_ready", "{}"));
+  }
+  // Four nodes catch up at once, each reading every event past the cursor in order.
+  std::vector<std::thread> nodes;
+  std::atomic<int> failed{0};
+  for (int n = 0; n < 4; ++n)
+    nodes.emplace_back([&] {
+      try {
+        PostgresJobStore s(url);
+        for (int64_t e : events) s.queue_hook_deliveries(e, {"a", "b"}, 0);
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    });
+  for (auto& t : nodes) t.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(server->sql(db, "SELECT count(*) FROM hook_deliveries"), std::to_string(2 * events.size()));
+  EXPECT_EQ(server->sql(db, "SELECT count(DISTINCT event_id) FROM hook_deliveries"), std::to_string(events.size()))
+      << "no event skipped by a node that saw the cursor past it";
+  EXPECT_EQ(server->sql(db, "SELECT event_id FROM hook_cursor"), std::to_string(events.back()));
+}
+
 TEST_F(PgStore, NodesStartingTogetherMigrateOnce) {
   std::vector<std::thread> nodes;
   std::atomic<int> failed{0};

@@ -260,6 +260,228 @@ TEST(SqliteStore, AStoreFromBeforeGroupsGetsTheColumn) {
   EXPECT_EQ(store.latest_in_group("web").size(), 1u);
 }
 
+TEST(SqliteStore, AStoreFromBeforeTheHttpApiGetsEventsAndTokens) {
+  TempDir dir;
+  {
+    SqliteJobStore store(dir.file("j.db"));
+    store.create_job(new_job("loki"), "e1");
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir.file("j.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE events; DROP TABLE api_tokens; DROP INDEX jobs_by_requester; "
+                             "DROP TABLE hook_deliveries; DROP TABLE hook_cursor", nullptr,
+                         nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  SqliteJobStore store(dir.file("j.db"));
+  EXPECT_TRUE(store.events_after(0, 10).empty());
+  int64_t a = store.append_event(1, 1, "job_queued", "{}");
+  int64_t b = store.append_event(2, 1, "job_started", "{\"x\":1}");
+  EXPECT_LT(a, b);
+  auto after = store.events_after(a, 10);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].id, b);
+  EXPECT_TRUE(store.add_token({"ci", "operate", "abc", 5}));
+  ASSERT_EQ(store.tokens().size(), 1u);
+  store.queue_hook_deliveries(b, {"h"}, 10);
+  EXPECT_EQ(store.due_hook_deliveries(10, 10).size(), 1u);
+}
+
+TEST_P(Store, ApiTokensAreKeptByNameWithTheirHashAndRevokedAtOnce) {
+  auto owned = open();
+  JobStore& store = *owned;
+  EXPECT_TRUE(store.tokens().empty());
+  EXPECT_TRUE(store.add_token({"ci", "operate", "abc", 5}));
+  EXPECT_FALSE(store.add_token({"ci", "read", "def", 6})) << "a name is taken until revoked";
+  EXPECT_FALSE(store.add_token({"other", "read", "abc", 6})) << "two tokens never share a hash";
+  EXPECT_TRUE(store.add_token({"bob", "read", "0123", 0}));
+  auto other = open();  // what another node or `jarvis token list` sees
+  auto t = other->tokens();
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].name, "bob") << "listed by name";
+  EXPECT_GT(t[0].created_ms, 0) << "stamped when added without a time";
+  EXPECT_EQ(t[1].name, "ci");
+  EXPECT_EQ(t[1].role, "operate");
+  EXPECT_EQ(t[1].hash, "abc");
+  EXPECT_EQ(t[1].created_ms, 5);
+  EXPECT_TRUE(other->revoke_token("ci"));
+  EXPECT_FALSE(store.revoke_token("ci"));
+  ASSERT_EQ(store.tokens().size(), 1u) << "revoked on one connection is gone on every other";
+  EXPECT_TRUE(store.add_token({"ci", "read", "def", 7})) << "the name is free again";
+}
+
+TEST_P(Store, HookDeliveriesAreQueuedOncePerEventAndKeptUntilDeliveredOrDead) {
+  auto owned = open();
+  JobStore& store = *owned;
+  int64_t e0 = store.append_event(1, 1, "job_queued", "{}");
+  EXPECT_EQ(store.hook_cursor(), e0) << "hooks new to a store start after its history";
+  int64_t e1 = store.append_event(1, 1, "job_ready", "{\"kind\":\"job_ready\"}");
+  int64_t e2 = store.append_event(2, 1, "job_failed", "{}");
+  store.queue_hook_deliveries(e1, {"a", "b"}, 100);
+  store.queue_hook_deliveries(e1, {"a", "b"}, 100);  // again after a crash: nothing twice
+  open()->queue_hook_deliveries(e1, {"a", "b"}, 100);  // or from another node
+  EXPECT_EQ(store.hook_cursor(), e1);
+  store.queue_hook_deliveries(e2, {}, 100);  // matched no hook: the cursor still moves
+  EXPECT_EQ(store.hook_cursor(), e2);
+  store.queue_hook_deliveries(e1, {"late"}, 100);  // behind the cursor: ignored
+  auto due = store.due_hook_deliveries(100, 10);
+  ASSERT_EQ(due.size(), 2u);
+  EXPECT_EQ(due[0].hook, "a");
+  EXPECT_EQ(due[0].event_id, e1);
+  EXPECT_EQ(due[0].state, "pending");
+  EXPECT_EQ(due[0].attempts, 0);
+  EXPECT_EQ(due[0].event_kind, "job_ready");
+  EXPECT_EQ(due[0].event_json, "{\"kind\":\"job_ready\"}");
+  EXPECT_TRUE(store.due_hook_deliveries(99, 10).empty()) << "not due before next_at";
+  EXPECT_EQ(store.due_hook_deliveries(100, 1).size(), 1u) << "the limit holds";
+  store.hook_attempt_done(due[0].id, "pending", 500, "HTTP status 500");
+  store.hook_attempt_done(due[1].id, "dead", 0, "connection refused");
+  EXPECT_TRUE(store.due_hook_deliveries(499, 10).empty());
+  {
+    // Durable: a restarted serve (a new connection) finds the retry where it was left.
+    auto reopened = open();
+    EXPECT_EQ(reopened->hook_cursor(), e2);
+    auto again = reopened->due_hook_deliveries(500, 10);
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_EQ(again[0].attempts, 1);
+    EXPECT_EQ(again[0].next_at_ms, 500);
+    EXPECT_EQ(again[0].last_error, "HTTP status 500");
+    reopened->hook_attempt_done(again[0].id, "delivered", 0, "");
+  }
+  EXPECT_TRUE(store.due_hook_deliveries(int64_t{1} << 40, 10).empty());
+  auto dead = store.dead_hook_deliveries(10);
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].hook, "b");
+  EXPECT_EQ(dead[0].state, "dead");
+  EXPECT_EQ(dead[0].attempts, 1);
+  EXPECT_EQ(dead[0].last_error, "connection refused");
+}
+
+TEST_P(Store, FindJobsFiltersAndPagesNewestFirst) {
+  auto owned = open();
+  JobStore& store = *owned;
+  std::vector<int64_t> ids;
+  for (const char* host : {"a", "b", "a", "c"}) {
+    NewJob j = new_job(host);
+    if (std::string(host) == "c") j.requested_by = "bob";
+    ids.push_back(store.create_job(j, "e").id);
+    store.stage_failed(ids.back(), 0, 1, 10, "x");  // frees the host for the next one
+  }
+  int64_t running = store.create_job(new_job("d"), "e").id;
+  store.mark_running(running, 20);
+  JobQuery q;
+  q.host = "a";
+  auto a = store.find_jobs(q);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].id, ids[2]);
+  EXPECT_EQ(a[1].id, ids[0]);
+  EXPECT_EQ(a[0].reason, "x");
+  q = {};
+  q.requested_by = "bob";
+  auto bob = store.find_jobs(q);
+  ASSERT_EQ(bob.size(), 1u);
+  EXPECT_EQ(bob[0].host, "c");
+  q = {};
+  q.limit = 2;
+  auto page = store.find_jobs(q);
+  ASSERT_EQ(page.size(), 2u);
+  EXPECT_EQ(page[0].id, running);
+  q.before_id = page.back().id;
+  auto next = store.find_jobs(q);
+  ASSERT_EQ(next.size(), 2u);
+  EXPECT_EQ(next[0].id, ids[2]);
+  EXPECT_EQ(next[1].id, ids[1]);
+  q.before_id = next.back().id;
+  auto last = store.find_jobs(q);
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].id, ids[0]);
+  q.before_id = last.back().id;
+  EXPECT_TRUE(store.find_jobs(q).empty()) << "past the oldest: an empty page";
+  q = {};
+  q.latest_per_host = true;
+  EXPECT_EQ(store.find_jobs(q).size(), 4u);
+  q.host = "a";
+  auto latest_a = store.find_jobs(q);
+  ASSERT_EQ(latest_a.size(), 1u);
+  EXPECT_EQ(latest_a[0].id, ids[2]);
+  q = {};
+  q.state = JobState::Ready;
+  EXPECT_TRUE(store.find_jobs(q).empty());
+  q.state = JobState::Running;
+  ASSERT_EQ(store.find_jobs(q).size(), 1u);
+  q = {};
+  q.host = "a";
+  q.requested_by = "bob";
+  EXPECT_TRUE(store.find_jobs(q).empty()) << "filters combine";
+  auto counts = store.job_counts();
+  EXPECT_EQ(counts[JobState::Failed], 4);
+  EXPECT_EQ(counts[JobState::Running], 1);
+  EXPECT_EQ(counts.count(JobState::Ready), 0u);
+}
+
+TEST_P(Store, ClipboardAfterAStageIsTheLastOneAStageChanged) {
+  auto owned = open();
+  JobStore& store = *owned;
+  int64_t id = store.create_job(new_job("loki"), "e1").id;
+  store.mark_running(id, 1);
+  store.stage_started(id, 0, 1, "m:t0", 1, 0);
+  std::string one = "one: 1\n";
+  store.stage_succeeded(id, 0, 1, 2, &one);
+  store.stage_started(id, 1, 1, "m:t1", 3, 0);
+  store.stage_will_retry(id, 1, 1, 4, "exit 1", 5);
+  store.stage_started(id, 1, 2, "m:t1", 5, 0);
+  store.stage_succeeded(id, 1, 2, 6, nullptr);  // unchanged
+  EXPECT_EQ(store.clipboard_after(id, 0), "instance: {hostname: loki}\n");
+  EXPECT_EQ(store.clipboard_after(id, 1), one);
+  EXPECT_EQ(store.clipboard_after(id, 2), one);
+  EXPECT_FALSE(store.clipboard_after(id, 3)) << "stage 3 has not run";
+  EXPECT_FALSE(store.clipboard_after(id + 100, 0)) << "no such job";
+  auto stages = store.stages(id);
+  ASSERT_EQ(stages.size(), 3u) << "every attempt";
+  EXPECT_EQ(stages[0].task, "m:t0");
+  EXPECT_EQ(stages[1].stage, 1);
+  EXPECT_EQ(stages[1].attempt, 1);
+  EXPECT_NE(stages[1].result, "ok");
+  EXPECT_EQ(stages[1].reason, "exit 1");
+  EXPECT_EQ(stages[2].attempt, 2);
+  EXPECT_EQ(stages[2].result, "ok");
+  EXPECT_EQ(stages[2].started_ms, 5);
+  EXPECT_EQ(stages[2].ended_ms, 6);
+  EXPECT_TRUE(store.stages(id + 100).empty());
+}
+
+TEST_P(Store, FindAuditByWhoHostAndSince) {
+  auto owned = open();
+  JobStore& store = *owned;
+  store.audit({100, "http:op", "http", "127.0.0.1", "deploy loki", "ok"});
+  store.audit({200, "irc:alice!a@h", "irc", "#ops", "deploy lokiX", "ok"});
+  store.audit({300, "http:op", "http", "127.0.0.1", "cancel loki", "ok"});
+  AuditQuery q;
+  q.host = "loki";
+  auto both = store.find_audit(q);
+  ASSERT_EQ(both.size(), 2u) << "loki as a word, not lokiX";
+  EXPECT_EQ(both[0].command, "cancel loki") << "newest first";
+  EXPECT_GT(both[0].id, both[1].id);
+  q.before_id = both[0].id;
+  auto older = store.find_audit(q);
+  ASSERT_EQ(older.size(), 1u);
+  EXPECT_EQ(older[0].command, "deploy loki");
+  EXPECT_EQ(older[0].at_ms, 100);
+  EXPECT_EQ(older[0].place, "127.0.0.1");
+  q = {};
+  q.host = "loki";
+  q.since_ms = 150;
+  auto rows = store.find_audit(q);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].command, "cancel loki");
+  q = {};
+  q.who = "irc:alice!a@h";
+  EXPECT_EQ(store.find_audit(q).size(), 1u);
+  q = {};
+  q.limit = 1;
+  EXPECT_EQ(store.find_audit(q).size(), 1u);
+  q.host = "%";  // no pattern syntax: a word matches only itself
+  EXPECT_TRUE(store.find_audit(q).empty());
+}
 
 TEST_P(Store, PruneRemovesOldFinishedJobsLogsAndClipboardsButKeepsWhatRanAndTheAudit) {
   auto owned = open();

@@ -31,6 +31,9 @@
 #include "bot/design/file_design_source.h"
 #include "bot/design/ldap_design_source.h"
 #include "bot/design/url_design_source.h"
+#include "bot/http/api.h"
+#include "bot/http/http_server.h"
+#include "bot/http/tokens.h"
 #include "bot/net/http_client.h"
 #include "bot/pipeline/engine.h"
 #include "bot/walks/walker.h"
@@ -580,7 +583,8 @@ int cmd_store_migrate(Context& ctx, const CliArgs& args) {
   }
   std::string what = std::to_string(r.jobs) + " jobs (" + std::to_string(r.in_flight) + " in flight), " +
                      std::to_string(r.stages) + " stage runs, " + std::to_string(r.log_lines) + " log lines, " +
-                     std::to_string(r.audit) + " audit entries, " + std::to_string(r.events) + " events";
+                     std::to_string(r.audit) + " audit entries, " + std::to_string(r.events) + " events, " +
+                     std::to_string(r.tokens) + " API tokens, " + std::to_string(r.hook_deliveries) + " hook deliveries";
   std::cout << "copied " << what << " from " << path << " into " << pg->where() << '\n';
   if (r.in_flight)
     std::cout << r.in_flight << " jobs in flight resume at their stage on the first jarvis serve that starts on this store\n";
@@ -672,17 +676,20 @@ int cmd_serve(Context& ctx) {
     engine.add_observer([&](const EngineEvent& e) { announcer.on_event(e); });
   } else {
     engine.add_observer([&](const EngineEvent& e) {
-      publisher.on_event(e);
-      // Worker log lines stay out of the event table: only the chat node's own reach chat.
+      // The engine stores its events itself (Engine::emit), but not the failure of the store
+      // it writes them to: those are published once the store takes writes again.
+      if (e.kind == EngineEvent::Kind::StoreFailed || e.kind == EngineEvent::Kind::StoreLost) publisher.on_event(e);
+      // Worker log lines reach chat from the chat node's own engine only (other nodes' stay
+      // in their jobs' logs and the API's event stream).
       if (e.kind == EngineEvent::Kind::StageLog && leadership && leadership->leading()) announcer.on_event(e);
     });
     if (!fronts.empty()) {
-      ChatLeadership::Hooks hooks;
-      hooks.gained = [&] {
+      ChatLeadership::Hooks lead;
+      lead.gained = [&] {
         log::info(log::kNoJob, "node {} leads chat: connecting {} chat front(s)", ctx.config.node_name, fronts.size());
         for (auto& front : fronts) front->start();
       };
-      hooks.lost = [&] {
+      lead.lost = [&] {
         // Another node may hold the connections now: this one must not speak. It stops (exit
         // 1) so that its supervisor restarts it as a follower; its jobs are adopted.
         exit_code = 1;
@@ -692,12 +699,61 @@ int cmd_serve(Context& ctx) {
         for (auto& front : fronts) front->stop();
         io.stop();
       };
-      hooks.event = [&](const EngineEvent& e) { announcer.on_event(e); };
-      leadership = std::make_unique<ChatLeadership>(io, *ctx.store, engine.id(), ctx.config.node_lease, hooks);
+      lead.event = [&](const EngineEvent& e) {
+        if (e.kind != EngineEvent::Kind::StageLog) announcer.on_event(e);  // its own are announced live
+      };
+      leadership = std::make_unique<ChatLeadership>(io, *ctx.store, engine.id(), ctx.config.node_lease, lead);
       if (auto* pg = dynamic_cast<PostgresJobStore*>(ctx.store.get()))
         listener = std::make_unique<PgListener>(io, pg->url(), PostgresJobStore::kEventChannel,
                                                 [&] { if (leadership) leadership->poke(); });
     }
+  }
+
+  // Event hooks: queued in the store, delivered at least once (HTTP through libcurl on the
+  // loop, commands through the same process runner as workers).
+  std::unique_ptr<HttpClient> hook_http;
+  std::unique_ptr<HookDispatcher> hooks;
+  if (!ctx.config.hooks.empty()) {
+    hook_http = std::make_unique<HttpClient>(io);
+    hooks = std::make_unique<HookDispatcher>(io, *ctx.store, *hook_http, runner, ctx.config.hooks);
+    engine.add_observer([&](const EngineEvent& e) { hooks->on_event(e); });
+    log::info(log::kNoJob, "hooks: {} configured", ctx.config.hooks.size());
+  }
+
+  // The HTTP API: the same command core, ACL and audit trail as chat, on the same loop.
+  std::unique_ptr<http::Api> api;
+  std::unique_ptr<http::Server> http_server;
+  if (const auto& hc = ctx.config.http) {
+    http::ApiConfig ac;
+    ac.requests_per_second = hc->requests_per_second;
+    ac.request_burst = hc->request_burst;
+    ac.max_event_clients = hc->max_event_streams;
+    ac.metrics_token = hc->metrics_token;
+    ac.secret_patterns = SecretPatterns(ctx.config.secret_patterns);
+    ac.secrets = ec.secrets;
+    api = std::make_unique<http::Api>(io, *ctx.store, service, acl, ac);
+    api->set_health([&] {
+      http::Health h;
+      h.store_problem = engine.store_problem();
+      for (const auto& f : fronts) h.fronts.push_back({f->protocol(), f->connected(), f->pending()});
+      h.running = engine.running();
+      h.queued = engine.queued();
+      return h;
+    });
+    engine.add_observer([&](const EngineEvent& e) { api->on_event(e); });
+    if (hooks) api->set_more_metrics([&] { return hooks->metrics(); });
+    http_server = std::make_unique<http::Server>(io, hc->server, [&](const http::Request& r, http::Respond respond) {
+      api->handle(r, std::move(respond));
+    });
+    try {
+      http_server->start();
+    } catch (const std::exception& e) {
+      std::cerr << "jarvis: cannot serve: " << e.what() << '\n';
+      return 2;
+    }
+    log::info(log::kNoJob, "http: API on {}://{}:{}/api/v1", http_server->tls() ? "https" : "http",
+              hc->server.address, http_server->port());
+    if (!http_server->tls()) log::warn(log::kNoJob, "http: plain HTTP; tokens are only safe on loopback or behind a TLS proxy");
   }
   // The database was deleted or replaced: the engine has stopped; give the announcement a
   // moment to reach chat, then stop everything and exit non-zero.
@@ -710,6 +766,8 @@ int cmd_serve(Context& ctx) {
     lost_timer.async_wait([&](const boost::system::error_code&) {
       console.stop();
       for (auto& front : fronts) front->stop();
+      if (http_server) http_server->stop();
+      if (api) api->stop();
       io.stop();
     });
   });
@@ -724,6 +782,7 @@ int cmd_serve(Context& ctx) {
     if (!owner_alive(ctx, j.owner) && ++resumed_count)
       resumed += (resumed.empty() ? "" : ", ") + j.host + " (job " + std::to_string(j.id) + ", stage " +
                  std::to_string(std::min(j.stage + 1, j.stage_count())) + "/" + std::to_string(j.stage_count()) + ")";
+  if (hooks) hooks->start();  // what a serve that died left unqueued, before new events
   engine.start();
   if (leadership) leadership->start();
   if (listener) listener->start();
@@ -759,6 +818,9 @@ int cmd_serve(Context& ctx) {
               sig == SIGINT ? "SIGINT" : "SIGTERM", in_flight);
     console.stop();
     walker.stop();
+    if (http_server) http_server->stop();
+    if (api) api->stop();
+    if (hooks) hooks->stop();
     engine.stop();
     if (leadership) leadership->stop();
     if (listener) listener->stop();
@@ -871,6 +933,7 @@ int cmd_check_config(Context& ctx, bool online) {
     if (c.irc) protocols.push_back("irc");
     if (c.xmpp) protocols.push_back("xmpp");
     if (c.slack) protocols.push_back("slack");
+    if (c.http) protocols.push_back("http");
     std::vector<std::string> with_accounts;
     if (c.irc && c.irc->accounts) with_accounts.push_back("irc");
     for (const auto& p : acl_rule_problems(c.acl_rules, protocols, with_accounts))
@@ -947,6 +1010,53 @@ int cmd_prune(Context& ctx, const CliArgs& args) {
   return 0;
 }
 
+// HTTP API tokens: shown once, stored as their SHA-256.
+int cmd_token(Context& ctx, const CliArgs& args) {
+  const std::string& action = args.words.at(0);
+  std::string name = args.words.size() > 1 ? args.words[1] : "";
+  if (action == "list") {
+    auto tokens = ctx.store->tokens();
+    if (tokens.empty()) std::cout << "no API tokens; add one with: jarvis token add NAME --role read|operate|admin\n";
+    for (const auto& t : tokens)
+      std::cout << t.name << "  " << t.role << "  http:" << t.name << "  added " << clock_utc(t.created_ms, now_ms()) << '\n';
+    return 0;
+  }
+  if (!http::valid_token_name(name)) {
+    std::cerr << "jarvis: token " << action << " needs a NAME of 1-64 letters, digits, '.', '_' or '-'\n";
+    return 2;
+  }
+  if (action == "revoke") {
+    bool ok = ctx.store->revoke_token(name);
+    audit_cli(*ctx.store, "token revoke " + name, ok ? "ok" : "refused: no such token");
+    if (!ok) {
+      std::cerr << "jarvis: there is no API token named " << name << " (jarvis token list shows them)\n";
+      return 1;
+    }
+    std::cout << "revoked the API token " << name << "; requests with it get 401 from now on\n";
+    return 0;
+  }
+  if (args.role.empty()) {
+    std::cerr << "jarvis: token add needs --role read, operate or admin\n";
+    return 2;
+  }
+  ApiToken t;
+  t.name = name;
+  t.role = args.role;
+  std::string secret = http::new_token();
+  t.hash = http::token_hash(secret);
+  t.created_ms = now_ms();
+  if (!ctx.store->add_token(t)) {
+    audit_cli(*ctx.store, "token add " + name + " --role " + args.role, "refused: the name is taken");
+    std::cerr << "jarvis: an API token named " << name << " exists; revoke it first (jarvis token revoke " << name << ")\n";
+    return 1;
+  }
+  audit_cli(*ctx.store, "token add " + name + " --role " + args.role, "ok");
+  std::cerr << "API token " << name << " (role " << args.role << ", identity http:" << name
+            << "); it is shown only now, jarvis keeps only its hash:\n";
+  std::cout << secret << '\n';
+  return 0;
+}
+
 int cmd_pipelines(Context& ctx) {
   warn_pipeline_errors(ctx);
   if (ctx.pipelines.all().empty()) std::cout << "no pipelines in " << ctx.config.pipelines_dir << '\n';
@@ -986,6 +1096,7 @@ int cli_main(int argc, char** argv) {
     if (args->command == "designs") return cmd_designs(*ctx);
     if (args->command == "pipelines") return cmd_pipelines(*ctx);
     if (args->command == "prune") return cmd_prune(*ctx, *args);
+    if (args->command == "token") return cmd_token(*ctx, *args);
     if (args->command == "store") return cmd_store_migrate(*ctx, *args);
     if (args->command == "retry") {
       int rc = cmd_retry(*ctx, *args);

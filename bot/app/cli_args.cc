@@ -71,9 +71,15 @@ const CommandSpec kCommands[] = {
      "Removes the logs, designs and clipboards of jobs that finished more than --older-than ago\n"
      "(90d, 12h, ...): they are what grows. The job rows (what ran, when, how it ended) and the\n"
      "audit trail stay; a pruned job cannot be retried. Prints what it removed."},
+    {"token", "HTTP API tokens: add NAME --role read|operate|admin, list, revoke NAME",
+     "Manages the tokens of the HTTP API (http: in the config). \"token add NAME --role ROLE\" prints a new\n"
+     "token once and stores only its SHA-256; its identity is http:NAME (ACL rules, audit trail). Roles:\n"
+     "read (status, jobs, log, plan, audit), operate (also deploy, cancel, retry), admin. \"token list\"\n"
+     "shows names, roles and dates, never tokens; \"token revoke NAME\" ends one at once."},
     {"store", "store migrate --from sqlite:PATH: copy a SQLite store into PostgreSQL",
      "jarvis store migrate --from sqlite:PATH copies every job (with its id, stages, clipboards and\n"
-     "logs), the audit trail and the events of a SQLite job store into the PostgreSQL store of the\n"
+     "logs), the audit trail, the events, the HTTP API's tokens (their hashes) and the hooks' queue\n"
+     "of a SQLite job store into the PostgreSQL store of the\n"
      "config (store: {kind: postgres, url_file: ...}), which must hold no jobs yet. One transaction:\n"
      "all of it or nothing. Stop the jarvis serve using the SQLite store first; jobs it had in flight\n"
      "are adopted at their stage by the first node that starts. See docs/scaling.md."},
@@ -92,7 +98,7 @@ bool is_command(const std::string& w) {
 
 // The global options that take a value, so that a scan for the command word skips values.
 const char* const kValueOptions[] = {"--config", "--state-dir", "--workers-path", "--pipelines-dir",
-                                     "--log-format", "--pipeline", "-n", "--lines", "--older-than"};
+                                     "--log-format", "--pipeline", "-n", "--lines", "--older-than", "--role"};
 
 std::optional<std::string> first_word(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
@@ -169,6 +175,11 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
                                  "also connect to each chat server, join every room and announce place, and report");
   subs["audit"]->add_option("HOST", target, "only entries about this host");
   subs["help"]->add_option("COMMAND", topic, "a command");
+  std::string token_action, token_name;
+  subs["token"]->add_option("ACTION", token_action, "add, list or revoke")->required()
+      ->check(CLI::IsMember({"add", "list", "revoke"}));
+  subs["token"]->add_option("NAME", token_name, "the token's name: letters, digits, . _ -");
+  subs["token"]->add_option("--role", a.role, "add: read, operate or admin")->check(CLI::IsMember({"read", "operate", "admin"}));
   subs["store"]->add_option("ACTION", a.store_action, "migrate")->required()->check(CLI::IsMember({"migrate"}));
   subs["store"]->add_option("--from", a.from, "the store to copy: sqlite:PATH (a jarvis.db)")->required();
   subs["prune"]->add_option("--older-than", a.older_than, "finished longer ago than this: 90d, 12h, 30m")->required();
@@ -227,6 +238,10 @@ ParsedCli parse_cli(int argc, char** argv, std::ostream& out, std::ostream& err)
   if (!design.empty()) a.words.push_back(design);
   if (!target.empty()) a.words.push_back(target);
   for (auto& w : freeze_words) a.words.push_back(std::move(w));
+  if (a.command == "token") {
+    a.words = {token_action};
+    if (!token_name.empty()) a.words.push_back(token_name);
+  }
   return {a, 0};
 }
 

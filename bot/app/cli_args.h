@@ -17,6 +17,7 @@ struct CliArgs {
   std::optional<std::string> pipeline;
   int lines = 20;                  // log -n
   std::string older_than;          // prune --older-than
+  std::string role;                // token add --role
   bool online = false;             // check-config --online
   std::string store_action, from;  // store migrate --from sqlite:PATH
 };

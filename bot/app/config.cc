@@ -10,6 +10,8 @@
 
 #include <strings.h>
 
+#include <boost/asio/ip/address.hpp>
+
 
 #include "bot/pipeline/worker_path.h"
 #include "bot/util/text.h"
@@ -324,6 +326,98 @@ void check_known(const std::string& file, const YAML::Node& n, const char* secti
       fail(file, it->first, "unknown key " + std::string(section) + "." + it->first.Scalar());
 }
 
+void apply_http(const std::string& file, const YAML::Node& n, Config& c, const std::function<std::string(const std::string&)>& rel) {
+  check_known(file, n, "http", {"listen", "tls_cert_file", "tls_key_file", "allow_plain", "max_body",
+                                "max_header", "max_connections", "request_timeout", "idle_timeout",
+                                "requests_per_second", "request_burst", "max_event_streams", "metrics_token",
+                                "metrics_token_env", "metrics_token_file"});
+  HttpConfig h;
+  if (n["listen"]) {
+    std::string listen = text(file, n["listen"], "http.listen");
+    auto colon = listen.rfind(':');
+    std::string host = colon == std::string::npos ? "" : listen.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    boost::system::error_code ec;
+    auto address = boost::asio::ip::make_address(host, ec);
+    int64_t port = -1;
+    try {
+      port = colon == std::string::npos ? -1 : std::stoll(listen.substr(colon + 1));
+    } catch (const std::exception&) {
+    }
+    if (ec || port < 0 || port > 65535)
+      fail(file, n["listen"], "http.listen must be ADDRESS:PORT, like 127.0.0.1:8088 or [::1]:8088 (port 0: any free one)");
+    h.server.address = address.to_string();
+    h.server.port = static_cast<uint16_t>(port);
+  }
+  if (n["tls_cert_file"]) h.server.tls_cert_file = rel(text(file, n["tls_cert_file"], "http.tls_cert_file"));
+  if (n["tls_key_file"]) h.server.tls_key_file = rel(text(file, n["tls_key_file"], "http.tls_key_file"));
+  if (h.server.tls_cert_file.empty() != h.server.tls_key_file.empty())
+    fail(file, n, "http needs both tls_cert_file and tls_key_file, or neither");
+  if (n["allow_plain"]) h.allow_plain = boolean(file, n["allow_plain"], "http.allow_plain");
+  boost::system::error_code ec;
+  bool loopback = boost::asio::ip::make_address(h.server.address, ec).is_loopback();
+  if (h.server.tls_cert_file.empty() && !loopback && !h.allow_plain)
+    fail(file, n["listen"] ? n["listen"] : n,
+         "http.listen " + h.server.address + " is not loopback: tokens would cross the network in clear. "
+         "Set tls_cert_file and tls_key_file, or allow_plain: true behind a TLS proxy");
+  auto& l = h.server.limits;
+  if (n["max_body"]) l.max_body = static_cast<size_t>(number(file, n["max_body"], "http.max_body", 1024, 16 << 20));
+  if (n["max_header"]) l.max_header = static_cast<size_t>(number(file, n["max_header"], "http.max_header", 1024, 1 << 20));
+  if (n["max_connections"]) l.max_connections = static_cast<size_t>(number(file, n["max_connections"], "http.max_connections", 1, 100000));
+  if (n["request_timeout"]) l.request_timeout = duration(file, n["request_timeout"], "http.request_timeout");
+  if (n["idle_timeout"]) l.idle_timeout = duration(file, n["idle_timeout"], "http.idle_timeout");
+  if (n["requests_per_second"]) h.requests_per_second = static_cast<double>(number(file, n["requests_per_second"], "http.requests_per_second", 1, 100000));
+  if (n["request_burst"]) h.request_burst = static_cast<double>(number(file, n["request_burst"], "http.request_burst", 1, 100000));
+  if (n["max_event_streams"]) h.max_event_streams = static_cast<size_t>(number(file, n["max_event_streams"], "http.max_event_streams", 1, 100000));
+  h.metrics_token = secret(file, n, "metrics_token");
+  c.http = std::move(h);
+}
+
+void apply_hooks(const std::string& file, const YAML::Node& n, Config& c, const std::function<std::string(const std::string&)>& rel) {
+  if (!n.IsSequence()) fail(file, n, "hooks must be a list of {name, url or command, ...}");
+  static const std::vector<std::string> kinds = {"job_queued", "job_started", "stage_started", "stage_log",
+                                                 "stage_succeeded", "stage_retrying", "job_ready", "job_failed",
+                                                 "job_cancelled", "store_recovered"};
+  for (const auto& h : n) {
+    check_known(file, h, "hooks[]", {"name", "url", "command", "secret", "secret_env", "secret_file", "events", "hosts",
+                                     "pipelines", "max_attempts", "timeout", "backoff", "backoff_max", "ca_file", "allow_http"});
+    HookConfig k;
+    k.file = file + ":" + std::to_string(h.Mark().line + 1);
+    if (!h["name"]) fail(file, h, "a hook needs a name");
+    k.name = text(file, h["name"], "hooks.name");
+    if (k.name.empty() || k.name.size() > 64 ||
+        k.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != std::string::npos)
+      fail(file, h["name"], "hook name '" + k.name + "' must be 1-64 letters, digits, '.', '_' or '-'");
+    for (const auto& other : c.hooks)
+      if (other.name == k.name) fail(file, h["name"], "two hooks are named " + k.name);
+    if (h["url"]) k.url = text(file, h["url"], "hooks.url");
+    if (h["command"]) k.command = strings(file, h["command"], "hooks.command");
+    if (k.url.empty() == k.command.empty()) fail(file, h, "hook " + k.name + " needs a url or a command (argv list), not both");
+    if (!k.command.empty() && (k.command.front().empty() || k.command.front()[0] != '/'))
+      fail(file, h["command"], "hook " + k.name + ": command[0] must be an absolute path (it is run without a shell)");
+    if (h["allow_http"]) k.allow_http = boolean(file, h["allow_http"], "hooks.allow_http");
+    if (!k.url.empty() && k.url.rfind("https://", 0) != 0 && !(k.allow_http && k.url.rfind("http://", 0) == 0))
+      fail(file, h["url"], "hook " + k.name + ": url must be https:// (or http:// with allow_http: true)");
+    k.secret = secret(file, h, "secret");
+    if (!k.url.empty() && k.secret.empty())
+      fail(file, h, "hook " + k.name + " needs secret_file or secret_env: receivers check X-Jarvis-Signature with it");
+    if (h["events"]) {
+      k.events = strings(file, h["events"], "hooks.events");
+      for (const auto& e : k.events)
+        if (std::find(kinds.begin(), kinds.end(), e) == kinds.end())
+          fail(file, h["events"], "hook " + k.name + ": unknown event kind '" + e + "' (job_ready, job_failed, stage_succeeded, ...)");
+    }
+    if (h["hosts"]) k.hosts = strings(file, h["hosts"], "hooks.hosts");
+    if (h["pipelines"]) k.pipelines = strings(file, h["pipelines"], "hooks.pipelines");
+    if (h["max_attempts"]) k.max_attempts = static_cast<int>(number(file, h["max_attempts"], "hooks.max_attempts", 1, 1000));
+    if (h["timeout"]) k.timeout = duration(file, h["timeout"], "hooks.timeout");
+    if (h["backoff"]) k.backoff = duration(file, h["backoff"], "hooks.backoff");
+    if (h["backoff_max"]) k.backoff_max = duration(file, h["backoff_max"], "hooks.backoff_max");
+    if (h["ca_file"]) k.ca_file = rel(text(file, h["ca_file"], "hooks.ca_file"));
+    c.hooks.push_back(std::move(k));
+  }
+}
+
 void apply_store(const std::string& file, const YAML::Node& n, Config& c) {
   if (!n.IsMap()) fail(file, n, "store must be a mapping: {kind: sqlite} or {kind: postgres, url_file: FILE}");
   check_known(file, n, "store", {"kind", "url", "url_file", "url_env", "statement_timeout"});
@@ -534,6 +628,8 @@ void apply_entry(const std::string& file, const std::string& key, const YAML::No
       if (!c.ldap->connect.ca_file.empty()) c.ldap->connect.ca_file = rel(c.ldap->connect.ca_file);
     }
     else if (key == "acl") apply_acl(file, v, c);
+    else if (key == "http") apply_http(file, v, c, rel);
+    else if (key == "hooks") apply_hooks(file, v, c, rel);
     else if (key == "store") apply_store(file, v, c);
     else if (key == "node") {
       if (!v.IsMap()) fail(file, v, "node must be a mapping: {name: runner-2}");
@@ -642,6 +738,8 @@ EngineConfig Config::engine_config() const {
   }
   secret(gist.token);
   if (ldap) secret(ldap->connect.password);
+  if (http) secret(http->metrics_token);
+  for (const auto& h : hooks) secret(h.secret);
   if (!store.url.empty()) {
     secret(store.url);
     secret(postgres_url_password(store.url));

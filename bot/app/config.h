@@ -13,12 +13,24 @@
 #include "bot/commands/acl.h"
 #include "bot/design/ldap_design_source.h"
 #include "bot/design/url_design_source.h"
+#include "bot/hooks/hook_dispatcher.h"
+#include "bot/http/http_server.h"
 #include "bot/pipeline/engine.h"
 #include "bot/pipeline/process_runner.h"
 #include "bot/util/log.h"
 #include "bot/util/secrets.h"
 
 namespace jarvis {
+
+// The HTTP API and dashboard of `jarvis serve` (off unless configured).
+struct HttpConfig {
+  http::ServerConfig server;   // listen address and port, TLS files, limits
+  bool allow_plain = false;    // plain HTTP on an address that is not loopback
+  double requests_per_second = 20;
+  double request_burst = 40;
+  size_t max_event_streams = 500;
+  std::string metrics_token;   // from metrics_token_file; empty: /metrics is open
+};
 
 // Where the job store is: SQLite in the state dir (the default), or PostgreSQL for several
 // nodes (docs/scaling.md). The PostgreSQL URL holds a password, so it comes only from a file
@@ -59,6 +71,8 @@ struct Config {
   AnnounceConfig announce;
   // Every announce place with where it was written ("jarvis.yaml:41"), for check-config.
   std::vector<std::pair<std::string, std::string>> announce_places_at;
+  std::optional<HttpConfig> http;
+  std::vector<HookConfig> hooks;
   std::vector<AclRule> acl_rules;
   std::vector<std::string> acl_open = Acl::default_open();
 

@@ -1,5 +1,7 @@
 #include "bot/cluster/event_relay.h"
 
+#include <algorithm>
+
 #include "bot/util/json.h"
 #include "bot/util/log.h"
 
@@ -9,40 +11,24 @@ using Kind = EngineEvent::Kind;
 namespace {
 constexpr Kind kKinds[] = {Kind::JobQueued,     Kind::JobStarted,     Kind::StageStarted, Kind::StageLog,
                            Kind::StageSucceeded, Kind::StageRetrying, Kind::JobReady,     Kind::JobFailed,
-                           Kind::JobCancelled,  Kind::StoreFailed,    Kind::StoreRecovered, Kind::StoreLost};
-constexpr const char* kNames[] = {"job_queued",     "job_started",  "stage_started", "stage_log",
-                                  "stage_succeeded", "stage_retrying", "job_ready",   "job_failed",
-                                  "job_cancelled",  "store_failed", "store_recovered", "store_lost"};
+                           Kind::JobCancelled,  Kind::StoreFailed,    Kind::StoreRecovered, Kind::StoreLost,
+                           Kind::ConfirmationNeeded, Kind::Confirmed, Kind::Notice};
 constexpr size_t kMaxBacklog = 10000;
 constexpr int kBatch = 500;
 }  // namespace
 
-std::string_view event_kind_name(Kind kind) {
-  for (size_t i = 0; i < std::size(kKinds); ++i)
-    if (kKinds[i] == kind) return kNames[i];
-  return "unknown";
-}
-
-std::string encode_event(const EngineEvent& e) {
-  auto q = [](const std::string& s) { return json_quote(s); };
-  return "{\"kind\":\"" + std::string(event_kind_name(e.kind)) + "\",\"job\":" + std::to_string(e.job) +
-         ",\"host\":" + q(e.host) + ",\"stage\":" + std::to_string(e.stage) +
-         ",\"stage_count\":" + std::to_string(e.stage_count) + ",\"task\":" + q(e.task) +
-         ",\"attempt\":" + std::to_string(e.attempt) + ",\"text\":" + q(e.text) +
-         ",\"elapsed_ms\":" + std::to_string(e.elapsed.count()) + ",\"delay_ms\":" + std::to_string(e.delay.count()) +
-         ",\"requested_by\":" + q(e.requested_by) + ",\"pipeline\":" + q(e.pipeline) + ",\"origin\":" + q(e.origin) + "}";
-}
+// One encoding for every reader of the event table: the engine's (bot/pipeline/engine.cc).
+std::string encode_event(const EngineEvent& e) { return event_json(e); }
 
 std::optional<EngineEvent> decode_event(const std::string& json) {
   try {
     YAML::Node n = parse_json_object(json, 256 * 1024);
     EngineEvent e;
     std::string kind = json_text(n, "kind");
-    size_t i = 0;
-    for (; i < std::size(kNames) && kind != kNames[i]; ++i) {
-    }
-    if (i == std::size(kNames)) return std::nullopt;
-    e.kind = kKinds[i];
+    // The names are the engine's own (event_kind_name), so the two cannot drift apart.
+    const Kind* k = std::find_if(std::begin(kKinds), std::end(kKinds), [&](Kind c) { return event_kind_name(c) == kind; });
+    if (k == std::end(kKinds)) return std::nullopt;
+    e.kind = *k;
     auto num = [&](const char* key) { return std::strtoll(json_text(n, key).c_str(), nullptr, 10); };
     e.job = num("job");
     e.host = json_text(n, "host");

@@ -20,13 +20,14 @@ namespace jarvis {
 
 std::string encode_event(const EngineEvent& event);
 std::optional<EngineEvent> decode_event(const std::string& json);
-std::string_view event_kind_name(EngineEvent::Kind kind);
 
 class EventPublisher {
  public:
   EventPublisher(boost::asio::io_context& io, JobStore& store);
   // Appends the event (not worker log lines: those stay in the job's log). While the store
-  // cannot be written they wait here, in order, up to 10,000.
+  // cannot be written they wait here, in order, up to 10,000. The engine stores its own
+  // events as it emits them (Engine::emit); serve gives this only the store failures, which
+  // the engine cannot store itself.
   void on_event(const EngineEvent& event);
   size_t backlog() const { return backlog_.size(); }
 

@@ -62,7 +62,7 @@ bool is_command_name(const std::string& c) {
 std::vector<AclProblem> acl_rule_problems(const std::vector<AclRule>& rules,
                                           const std::vector<std::string>& protocols,
                                           const std::vector<std::string>& with_accounts) {
-  static const std::vector<std::string> chat = {"irc", "xmpp", "slack"};
+  static const std::vector<std::string> chat = {"irc", "xmpp", "slack", "http"};
   std::vector<AclProblem> out;
   for (size_t i = 0; i < rules.size(); ++i) {
     const AclRule& r = rules[i];
@@ -73,7 +73,7 @@ std::vector<AclProblem> acl_rule_problems(const std::vector<AclRule>& rules,
       std::string proto = colon == std::string::npos ? "" : pattern.substr(0, colon);
       if (std::find(chat.begin(), chat.end(), proto) == chat.end())
         return std::string(what) + " '" + pattern + "' names no protocol, so it matches nothing: write " +
-               (std::string(what) == "who" ? "irc:nick!user@host, xmpp:user@example.com or slack:TEAM/USER"
+               (std::string(what) == "who" ? "irc:nick!user@host, xmpp:user@example.com, slack:TEAM/USER or http:TOKEN"
                                            : "irc:#ops, xmpp:room@conference.example.com, slack:C0OPS or direct");
       if (std::find(protocols.begin(), protocols.end(), proto) == protocols.end())
         return std::string(what) + " '" + pattern + "' is on " + proto + ", which this config does not connect to";

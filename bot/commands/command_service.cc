@@ -211,8 +211,10 @@ void CommandService::run(const Command& c, const Requester& who, Done done) {
   } catch (const StoreError& e) {
     r = Reply{{"cannot " + std::string(verb_name(c.verb)) + " now: " + e.what() +
                "; nothing was changed. Try again in a minute."}, false};
+    r.failure = Reply::Failure::Unavailable;
   } catch (const std::exception& e) {
     r = Reply{{"sorry, that failed inside jarvis: " + std::string(e.what())}, false};
+    r.failure = Reply::Failure::Internal;
   }
   if (r.ok && engine_ && !engine_->store_problem().empty() &&
       (c.verb == Verb::Status || c.verb == Verb::Jobs))
@@ -236,6 +238,20 @@ std::optional<JobRecord> CommandService::find_job(const std::string& argument,
   return j;
 }
 
+// A job or host that find_job could not find: a bad name is the request's fault, a good
+// name with no job is not found.
+Reply CommandService::not_found(const Command& c, const std::string& error) {
+  Reply r{{error}, false};
+  std::string ignored;
+  if (parse_target(c.argument, ignored)) {
+    r.failure = Reply::Failure::NotFound;
+  } else {
+    r.failure = Reply::Failure::BadRequest;
+    r.field = "target";
+  }
+  return r;
+}
+
 Reply CommandService::status(const Command& c) {
   std::string error;
   auto j = find_job(c.argument, error);
@@ -245,7 +261,7 @@ Reply CommandService::status(const Command& c) {
     if (auto t = parse_target(c.argument, ignored); t && !t->job)
       if (auto members = store_.latest_in_group(t->host); !members.empty())
         return cluster_status(t->host, members);
-    return {{error}, false};
+    return not_found(c, error);
   }
   int ahead = j->state == JobState::Queued ? store_.queued_ahead(j->id) : 0;
   return {{describe_job(*j, ahead, now_ms(), stopped(*j))}};
@@ -285,7 +301,7 @@ bool CommandService::stopped(const JobRecord& j) const {
 Reply CommandService::log(const Command& c, const Requester& who) {
   std::string error;
   auto j = find_job(c.argument, error);
-  if (!j) return {{error}, false};
+  if (!j) return not_found(c, error);
   Reply r;
   // The CLI shows what it is asked for, with times; a chat answer stays short.
   bool cli = who.protocol == "cli";
@@ -315,13 +331,12 @@ Reply CommandService::log(const Command& c, const Requester& who) {
 Reply CommandService::cancel(const Command& c, const Requester& who) {
   std::string error;
   auto j = find_job(c.argument, error);
-  if (!j) return {{error}, false};
+  if (!j) return not_found(c, error);
   if (!is_active(j->state))
-    return {{j->host + ": job " + std::to_string(j->id) + " is not in flight (" +
-             std::string(to_string(j->state)) + "); nothing to cancel"},
-            false};
+    return conflict({j->host + ": job " + std::to_string(j->id) + " is not in flight (" +
+                     std::string(to_string(j->state)) + "); nothing to cancel"}, 0);
   bool ok = engine_ ? engine_->cancel(j->id, who.who) : store_.request_cancel(j->id, who.who);
-  if (!ok) return {{j->host + ": job " + std::to_string(j->id) + " finished meanwhile"}, false};
+  if (!ok) return conflict({j->host + ": job " + std::to_string(j->id) + " finished meanwhile"}, 0);
   return {{j->host + ": cancelling job " + std::to_string(j->id) + " at stage " +
            std::to_string(std::min(j->stage + 1, j->stage_count())) + "/" +
            std::to_string(j->stage_count())}};
@@ -330,12 +345,12 @@ Reply CommandService::cancel(const Command& c, const Requester& who) {
 Reply CommandService::retry(const Command& c) {
   std::string error;
   auto j = find_job(c.argument, error);
-  if (!j) return {{error}, false};
+  if (!j) return not_found(c, error);
   auto r = engine_ ? engine_->retry(j->id) : store_.requeue(j->id, "");
   if (!r.ok) {
     std::string line = j->host + ": cannot retry: " + r.error;
     if (r.conflict) line += " (job " + std::to_string(r.conflict->id) + ")";
-    return {{line}, false};
+    return conflict({line}, r.conflict ? r.conflict->id : 0);
   }
   std::string line = j->host + ": retrying job " + std::to_string(j->id) + " from stage " +
                      std::to_string(j->stage + 1) + "/" + std::to_string(j->stage_count()) + " " +
@@ -348,12 +363,15 @@ Reply CommandService::retry(const Command& c) {
 void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done done) {
   if (c.verb != Verb::Plan && !engine_) {
     Reply r{{"deploy needs a running engine: use \"jarvis run DESIGN\" or ask jarvis serve"}, false};
+    r.failure = Reply::Failure::Unavailable;
     audit(who, c, r);
     done(std::move(r));
     return;
   }
   if (!designs_.handles(c.argument)) {
     Reply r{{"'" + std::string(utf8_prefix(c.argument, 80)) + "' is not a design I can load"}, false};
+    r.failure = Reply::Failure::BadRequest;
+    r.field = "design";
     audit(who, c, r);
     done(std::move(r));
     return;
@@ -375,14 +393,19 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
       r = c.verb == Verb::Plan ? plan_cluster(c, *design) : deploy_cluster(c, who, *design);
     } else if (!design) {
       r = {{"cannot " + std::string(verb_name(c.verb)) + ": " + error}, false};
+      r.failure = Reply::Failure::BadRequest;
+      r.field = "design";
     } else if (const Pipeline* p = pipelines_.select(design->root, c.pipeline, error); !p) {
       r = {{design->hostname + ": cannot " + std::string(verb_name(c.verb)) + ": " +
             without_values(error, designs_.remote(c.argument))},
            false};
+      r.failure = Reply::Failure::BadRequest;
+      r.field = "pipeline";
     } else if (auto frozen = c.verb == Verb::Deploy ? freeze_on(design->hostname, "") : std::nullopt) {
       r = {{design->hostname + ": not deploying: " + describe_freeze(*frozen, now_ms()) +
             ". Nothing was started; an admin can force it with \"deploy! " + design->hostname + "\"."},
            false};
+      r.failure = Reply::Failure::Conflict;  // HTTP 409: the host is frozen
     } else if (c.verb == Verb::Plan) {
       auto missing = missing_workers(workers_path_, *p);
       r.lines.push_back(design->hostname + ": plan " + p->name + " (" +
@@ -423,10 +446,15 @@ void CommandService::deploy_or_plan(const Command& c, const Requester& who, Done
                   describe_job(*s.conflict, 0, now),
               "say \"cancel " + design->hostname + "\" first, or wait for it"},
              false};
+        r.failure = Reply::Failure::Conflict;
+        r.conflict_job = s.conflict->id;
       } else if (!s.job && s.error.rfind("cannot accept deploys", 0) == 0) {
         r = {{design->hostname + ": " + s.error}, false};
+        r.failure = Reply::Failure::Unavailable;
       } else if (!s.job) {
         r = {{design->hostname + ": cannot deploy: " + s.error}, false};
+        r.failure = Reply::Failure::BadRequest;
+        r.field = "design";
       } else {
         std::string state = s.queued ? "queued (all " + std::to_string(engine_->config().max_running) +
                                            " slots busy)"

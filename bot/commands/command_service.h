@@ -35,6 +35,12 @@ struct Reply {
   // ("alice: deploying" + "web01" + job 3 -> "alice: deploying web01, web02 (jobs 3, 4)").
   std::string group, item;
   int64_t job = 0;
+  // Why it was refused, for fronts that answer with a status (the HTTP API): the wording
+  // stays in `lines`.
+  enum class Failure { None, BadRequest, NotFound, Conflict, Unavailable, Internal };
+  Failure failure = Failure::None;
+  std::string field;         // BadRequest: what was wrong ("design", "pipeline", "target")
+  int64_t conflict_job = 0;  // Conflict: the job in flight that holds the host
 };
 
 // status/log/jobs lines, shared with the CLI's progress output. `stopped`: the job is in
@@ -90,6 +96,13 @@ class CommandService {
   Reply deploy_cluster(const Command& c, const Requester& who, const Design& cluster);
   Reply cluster_status(const std::string& group, const std::vector<JobRecord>& members);
   std::optional<JobRecord> find_job(const std::string& argument, std::string& error);
+  Reply not_found(const Command& c, const std::string& error);
+  static Reply conflict(std::vector<std::string> lines, int64_t job) {
+    Reply r{std::move(lines), false};
+    r.failure = Reply::Failure::Conflict;
+    r.conflict_job = job;
+    return r;
+  }
   void audit(const Requester& who, const Command& c, const Reply& reply);
 
   JobStore& store_;

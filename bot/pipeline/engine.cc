@@ -21,6 +21,7 @@
 #include "bot/pipeline/process_runner.h"
 #include "bot/pipeline/worker_path.h"
 #include "bot/pipeline/worker_sweep.h"
+#include "bot/util/json.h"
 #include "bot/util/log.h"
 
 namespace jarvis {
@@ -1140,7 +1141,54 @@ EngineEvent Engine::event_for(const JobRecord& rec, Kind kind) const {
 
 EngineEvent Engine::event_for(const ActiveJob& job, Kind kind) const { return event_for(job.rec, kind); }
 
+std::string_view event_kind_name(EngineEvent::Kind kind) {
+  using K = EngineEvent::Kind;
+  switch (kind) {
+    case K::JobQueued: return "job_queued";
+    case K::JobStarted: return "job_started";
+    case K::StageStarted: return "stage_started";
+    case K::StageLog: return "stage_log";
+    case K::StageSucceeded: return "stage_succeeded";
+    case K::StageRetrying: return "stage_retrying";
+    case K::JobReady: return "job_ready";
+    case K::JobFailed: return "job_failed";
+    case K::JobCancelled: return "job_cancelled";
+    case K::StoreFailed: return "store_failed";
+    case K::StoreRecovered: return "store_recovered";
+    case K::StoreLost: return "store_lost";
+    case K::ConfirmationNeeded: return "confirmation_needed";
+    case K::Confirmed: return "confirmed";
+    case K::Notice: return "notice";
+  }
+  return "unknown";
+}
+
+std::string event_json(const EngineEvent& e) {
+  std::string out = "{\"kind\":\"" + std::string(event_kind_name(e.kind)) + "\",\"at_ms\":" +
+                    std::to_string(e.at_ms) + ",\"job\":" + std::to_string(e.job) +
+                    ",\"host\":" + json_quote(e.host) + ",\"stage\":" + std::to_string(e.stage) +
+                    ",\"stage_count\":" + std::to_string(e.stage_count) + ",\"task\":" + json_quote(e.task) +
+                    ",\"attempt\":" + std::to_string(e.attempt) + ",\"text\":" + json_quote(e.text) +
+                    ",\"elapsed_ms\":" + std::to_string(e.elapsed.count()) +
+                    ",\"delay_ms\":" + std::to_string(e.delay.count()) +
+                    ",\"requested_by\":" + json_quote(e.requested_by) +
+                    ",\"pipeline\":" + json_quote(e.pipeline) + ",\"origin\":" + json_quote(e.origin) + "}";
+  return out;
+}
+
 void Engine::emit(EngineEvent event) {
+  event.at_ms = now_ms();
+  // Every event goes to the store first (the API's event stream resumes from it), like any
+  // other write: one that fails takes the store-failure path, and the event is still heard
+  // live. A store that cannot be written is not asked to record that it cannot.
+  if (event.kind != Kind::StoreFailed && event.kind != Kind::StoreLost && !store_lost_) {
+    std::string json = event_json(event);
+    try {
+      event.id = store_.append_event(event.at_ms, event.job, std::string(event_kind_name(event.kind)), json);
+    } catch (const StoreError& e) {
+      store_failed(e, json.size());
+    }
+  }
   for (const auto& o : observers_) o(event);
 }
 

@@ -82,7 +82,14 @@ struct EngineEvent {
   std::string requested_by;
   std::string pipeline;
   std::string origin;  // where the job was asked for: "irc:#ops", "irc:@alice", "cli:tty"
+  int64_t id = 0;      // its row in the store's events (0: not stored, e.g. StoreFailed)
+  int64_t at_ms = 0;   // when it was emitted
 };
+
+// "stage_succeeded": the event's kind as the API and the store name it.
+std::string_view event_kind_name(EngineEvent::Kind kind);
+// The event as one JSON object (without its id), as stored and sent to API clients.
+std::string event_json(const EngineEvent& event);
 
 struct SubmitResult {
   int64_t job = 0;                    // 0 when refused

@@ -2,6 +2,7 @@
 // The job store: the single source of truth for jobs, their stages, clipboards, logs and the
 // audit trail. Every front and every `jarvis` process reads and writes jobs through it.
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -93,7 +94,8 @@ struct LogLine {
 };
 
 // One row of the event table: what happened to a job, in the order it was stored, read with a
-// cursor (the id) by whoever announces or serves events.
+// cursor (the id) by whoever announces or serves events: chat across nodes, the HTTP API's
+// event stream (resumable by id) and hooks.
 struct StoredEvent {
   int64_t id = 0;
   int64_t at_ms = 0;
@@ -109,6 +111,55 @@ struct AuditEntry {
   std::string place;     // channel, room, tty
   std::string command;   // the command as typed
   std::string outcome;   // accepted, refused: ..., error: ...
+  int64_t id = 0;        // its row, for paging (set when read back)
+};
+
+// One attempt of one stage, as the stages table keeps it.
+struct StageRecord {
+  int stage = 0;  // 0-based, like JobRecord::stage
+  int attempt = 0;
+  std::string task;
+  int64_t started_ms = 0, ended_ms = 0;
+  std::string result;  // running, ok, failed, cancelled, interrupted
+  std::string reason;
+};
+
+// Which jobs find_jobs returns: newest first, ids below `before_id` (0: from the newest).
+struct JobQuery {
+  std::string host, requested_by;  // exact; empty: any
+  std::optional<JobState> state;
+  bool latest_per_host = false;    // only each host's latest job (the host list)
+  int64_t before_id = 0;
+  int limit = 50;
+};
+
+// Which audit rows find_audit returns: newest first, ids below `before_id` (0: from the newest).
+struct AuditQuery {
+  std::string who;      // exact identity ("http:alice", "irc:alice!a@host")
+  std::string host;     // the host as a word of the command
+  int64_t since_ms = 0;
+  int64_t before_id = 0;
+  int limit = 100;
+};
+
+// One event to deliver to one hook (config `hooks:`), durable until delivered or dead.
+struct HookDelivery {
+  int64_t id = 0;
+  std::string hook;
+  int64_t event_id = 0;
+  std::string state;  // pending, delivered, dead
+  int attempts = 0;
+  int64_t next_at_ms = 0;
+  std::string last_error;
+  std::string event_kind, event_json;  // the event's, from events
+};
+
+// An HTTP API token: only the SHA-256 of the secret is kept.
+struct ApiToken {
+  std::string name;
+  std::string role;  // read, operate, admin
+  std::string hash;  // hex SHA-256 of the token
+  int64_t created_ms = 0;
 };
 
 // A store operation that did not happen. Every write either completes (COMMIT included) or
@@ -222,6 +273,35 @@ class JobStore {
   };
   virtual PruneResult prune_finished(int64_t before_ms) = 0;
 
+  // Read side of the HTTP API.
+  virtual std::vector<JobRecord> find_jobs(const JobQuery& query) = 0;
+  virtual std::vector<StageRecord> stages(int64_t id) = 0;  // every attempt, in order
+  // The clipboard as it was after stage `stage` (1-based) succeeded; 0: the design as submitted.
+  // Empty when the stage has not succeeded or the job was pruned.
+  virtual std::optional<std::string> clipboard_after(int64_t id, int stage) = 0;
+  virtual std::vector<AuditEntry> find_audit(const AuditQuery& query) = 0;
+  // How many jobs the store holds in each state (for /metrics), without reading them.
+  virtual std::map<JobState, int64_t> job_counts() = 0;
+
+  // Hooks. queue_hook_deliveries queues event `event_id` for each of `hooks` and moves the
+  // hooks' cursor (the last event looked at for hooks) to it, in one transaction; an event at
+  // or before the cursor is ignored, so a crash between the event and this repeats nothing.
+  virtual void queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now_ms) = 0;
+  // The cursor; before the first queue_hook_deliveries, the newest event (a hook added to a
+  // store with a history starts with what comes next).
+  virtual int64_t hook_cursor() = 0;
+  virtual std::vector<HookDelivery> due_hook_deliveries(int64_t now_ms, int limit) = 0;
+  // After an attempt: state delivered, pending again (retry at next_at_ms) or dead.
+  virtual void hook_attempt_done(int64_t id, const std::string& state, int64_t next_at_ms,
+                                 const std::string& error) = 0;
+  virtual std::vector<HookDelivery> dead_hook_deliveries(int limit) = 0;
+
+  // HTTP API tokens. add_token is false when a token of that name exists already;
+  // revoke_token false when there is none.
+  virtual bool add_token(const ApiToken& token) = 0;
+  virtual std::vector<ApiToken> tokens() = 0;
+  virtual bool revoke_token(const std::string& name) = 0;
+
   // Health. check_identity throws StoreError(Gone) when the database file was deleted or
   // replaced since it was opened; probe_write commits (and removes) `bytes` of data, so a
   // store that failed a write of that size can tell when it would succeed again.
@@ -230,6 +310,7 @@ class JobStore {
 
   // The event table: appended in id order (an id is never seen after a higher one was read),
   // so a reader that remembers the last id it read misses nothing and sees nothing twice.
+  // append_event throws StoreError like every write.
   virtual int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                                const std::string& json) = 0;
   virtual std::vector<StoredEvent> events_after(int64_t after_id, int limit) = 0;

@@ -5,6 +5,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -419,6 +420,38 @@ void SqliteJobStore::migrate() {
   for (const auto& [column, sql] : kAdded)
     if (!have.count(column)) exec(sql);
   exec("CREATE INDEX IF NOT EXISTS jobs_by_group ON jobs(group_name, host) WHERE group_name != ''");
+  // Since the HTTP API: the engine's events (the API's event stream resumes from them) and
+  // the API's tokens (their SHA-256 only). Stores from before get both tables empty.
+  exec(R"SQL(
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_ms INTEGER NOT NULL,
+  job_id INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+  name TEXT NOT NULL UNIQUE,
+  role TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_requester ON jobs(requested_by, id);
+CREATE TABLE IF NOT EXISTS hook_deliveries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  hook TEXT NOT NULL,
+  event_id INTEGER NOT NULL,
+  state TEXT NOT NULL DEFAULT 'pending',
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at_ms INTEGER NOT NULL,
+  last_error TEXT NOT NULL DEFAULT '',
+  UNIQUE (hook, event_id)
+);
+CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries(next_at_ms) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS hook_cursor (one INTEGER PRIMARY KEY CHECK (one = 1), event_id INTEGER NOT NULL);
+)SQL");
+  // Nothing here writes once the tables exist: a CLI opening a store another process holds
+  // locked must still be able to read it.
 }
 
 void SqliteJobStore::exec(const char* sql) {
@@ -715,7 +748,7 @@ std::vector<AuditEntry> SqliteJobStore::audit_trail(int limit) {
   s.bind(1, limit);
   std::vector<AuditEntry> out;
   while (s.step())
-    out.push_back({s.i64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5)});
+    out.push_back({s.i64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), 0});
   s.reset();
   return out;
 }
@@ -780,8 +813,81 @@ std::vector<JobStore::Watched> SqliteJobStore::jobs_to_watch() {
   return out;
 }
 
+std::vector<JobRecord> SqliteJobStore::find_jobs(const JobQuery& q) {
+  // One statement for every combination of filters: an empty filter matches everything.
+  auto& s = prepare(JOB_SELECT
+                    "WHERE (?1 = '' OR host = ?1) AND (?2 = '' OR requested_by = ?2) AND "
+                    "(?3 = '' OR state = ?3) AND (?4 = 0 OR id < ?4) AND "
+                    "(?5 = 0 OR id IN (SELECT max(id) FROM jobs GROUP BY host)) "
+                    "ORDER BY id DESC LIMIT ?6");
+  s.bind(1, q.host).bind(2, q.requested_by)
+      .bind(3, q.state ? std::string(to_string(*q.state)) : std::string())
+      .bind(4, q.before_id).bind(5, int64_t{q.latest_per_host ? 1 : 0})
+      .bind(6, int64_t{std::clamp(q.limit, 1, 1000)});
+  std::vector<JobRecord> out;
+  while (s.step()) out.push_back(read_job(s));
+  s.reset();
+  return out;
+}
+
+std::vector<StageRecord> SqliteJobStore::stages(int64_t id) {
+  auto& s = prepare("SELECT stage, attempt, task, started_ms, ended_ms, result, reason FROM stages "
+                    "WHERE job_id = ? ORDER BY stage, attempt");
+  s.bind(1, id);
+  std::vector<StageRecord> out;
+  while (s.step())
+    out.push_back({static_cast<int>(s.i64(0)), static_cast<int>(s.i64(1)), s.text(2), s.i64(3), s.i64(4),
+                   s.text(5), s.text(6)});
+  s.reset();
+  return out;
+}
+
+std::optional<std::string> SqliteJobStore::clipboard_after(int64_t id, int stage) {
+  auto& docs = prepare("SELECT design FROM job_documents WHERE job_id = ?");
+  docs.bind(1, id);
+  std::optional<std::string> design;
+  if (docs.step()) design = docs.text(0);
+  docs.reset();
+  if (!design || stage <= 0) return design;  // pruned, or the design itself
+  // The last stage at or before `stage` that changed the clipboard; the design if none did.
+  auto& ok = prepare("SELECT count(*) FROM stages WHERE job_id = ? AND stage = ? AND result = 'ok'");
+  ok.bind(1, id).bind(2, int64_t{stage - 1});
+  bool succeeded = ok.step() && ok.i64(0) > 0;
+  ok.reset();
+  if (!succeeded) return std::nullopt;
+  auto& s = prepare("SELECT clipboard_after FROM stages WHERE job_id = ? AND stage <= ? AND result = 'ok' "
+                    "AND clipboard_after IS NOT NULL ORDER BY stage DESC LIMIT 1");
+  s.bind(1, id).bind(2, int64_t{stage - 1});
+  std::optional<std::string> out = s.step() ? std::optional<std::string>(s.text(0)) : design;
+  s.reset();
+  return out;
+}
+
+std::vector<AuditEntry> SqliteJobStore::find_audit(const AuditQuery& q) {
+  auto& s = prepare("SELECT at_ms, who, protocol, place, command, outcome, id FROM audit WHERE "
+                    "(?1 = '' OR who = ?1) AND (?2 = '' OR instr(' ' || command || ' ', ' ' || ?2 || ' ') > 0) "
+                    "AND at_ms >= ?3 AND (?4 = 0 OR id < ?4) ORDER BY id DESC LIMIT ?5");
+  s.bind(1, q.who).bind(2, q.host).bind(3, q.since_ms).bind(4, q.before_id)
+      .bind(5, int64_t{std::clamp(q.limit, 1, 1000)});
+  std::vector<AuditEntry> out;
+  while (s.step())
+    out.push_back({s.i64(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), s.i64(6)});
+  s.reset();
+  return out;
+}
+
+std::map<JobState, int64_t> SqliteJobStore::job_counts() {
+  auto& s = prepare("SELECT state, count(*) FROM jobs GROUP BY state");  // jobs_by_state covers it
+  std::map<JobState, int64_t> out;
+  while (s.step())
+    if (auto st = parse_job_state(s.text(0))) out[*st] = s.i64(1);
+  s.reset();
+  return out;
+}
+
 int64_t SqliteJobStore::append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                                      const std::string& json) {
+  check_identity();
   // One writer at a time (SQLite's lock): ids are committed in order.
   prepare("INSERT INTO events (at_ms, job_id, kind, json) VALUES (?, ?, ?, ?)")
       .bind(1, at_ms).bind(2, job_id).bind(3, kind).bind(4, json).run();
@@ -790,11 +896,91 @@ int64_t SqliteJobStore::append_event(int64_t at_ms, int64_t job_id, const std::s
 
 std::vector<StoredEvent> SqliteJobStore::events_after(int64_t after_id, int limit) {
   auto& s = prepare("SELECT id, at_ms, job_id, kind, json FROM events WHERE id > ? ORDER BY id LIMIT ?");
-  s.bind(1, after_id).bind(2, limit);
+  s.bind(1, after_id).bind(2, int64_t{std::clamp(limit, 1, 100000)});
   std::vector<StoredEvent> out;
   while (s.step()) out.push_back({s.i64(0), s.i64(1), s.i64(2), s.text(3), s.text(4)});
   s.reset();
   return out;
+}
+
+void SqliteJobStore::queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now) {
+  Transaction tx(*this);
+  auto& cursor = prepare("INSERT INTO hook_cursor (one, event_id) VALUES (1, ?1) ON CONFLICT (one) DO UPDATE "
+                         "SET event_id = excluded.event_id WHERE event_id < excluded.event_id");
+  cursor.bind(1, event_id).run();
+  if (sqlite3_changes(db_) == 0) return;  // queued before (a catch-up after a crash): nothing twice
+  for (const auto& h : hooks)
+    prepare("INSERT OR IGNORE INTO hook_deliveries (hook, event_id, next_at_ms) VALUES (?, ?, ?)")
+        .bind(1, h).bind(2, event_id).bind(3, now).run();
+  tx.commit();
+}
+
+int64_t SqliteJobStore::hook_cursor() {
+  // No row yet: hooks never queued anything in this store, and they start with the events
+  // that come next, not with its whole history.
+  auto& s = prepare("SELECT coalesce((SELECT event_id FROM hook_cursor WHERE one = 1), "
+                    "(SELECT coalesce(max(id), 0) FROM events))");
+  int64_t v = s.step() ? s.i64(0) : 0;
+  s.reset();
+  return v;
+}
+
+namespace {
+#define HOOK_SELECT                                                                                       \
+  "SELECT d.id, d.hook, d.event_id, d.state, d.attempts, d.next_at_ms, d.last_error, coalesce(e.kind, ''), " \
+  "coalesce(e.json, '') FROM hook_deliveries d LEFT JOIN events e ON e.id = d.event_id "
+template <typename Stmt>
+HookDelivery read_delivery(const Stmt& s) {
+  return {s.i64(0), s.text(1), s.i64(2), s.text(3), static_cast<int>(s.i64(4)), s.i64(5), s.text(6), s.text(7), s.text(8)};
+}
+}  // namespace
+
+std::vector<HookDelivery> SqliteJobStore::due_hook_deliveries(int64_t now, int limit) {
+  auto& s = prepare(HOOK_SELECT "WHERE d.state = 'pending' AND d.next_at_ms <= ? ORDER BY d.next_at_ms, d.id LIMIT ?");
+  s.bind(1, now).bind(2, int64_t{std::clamp(limit, 1, 1000)});
+  std::vector<HookDelivery> out;
+  while (s.step()) out.push_back(read_delivery(s));
+  s.reset();
+  return out;
+}
+
+void SqliteJobStore::hook_attempt_done(int64_t id, const std::string& state, int64_t next_at_ms,
+                                       const std::string& error) {
+  prepare("UPDATE hook_deliveries SET state = ?1, attempts = attempts + 1, next_at_ms = ?2, last_error = ?3 "
+          "WHERE id = ?4")
+      .bind(1, state).bind(2, next_at_ms).bind(3, error).bind(4, id).run();
+}
+
+std::vector<HookDelivery> SqliteJobStore::dead_hook_deliveries(int limit) {
+  auto& s = prepare(HOOK_SELECT "WHERE d.state = 'dead' ORDER BY d.id DESC LIMIT ?");
+  s.bind(1, int64_t{std::clamp(limit, 1, 10000)});
+  std::vector<HookDelivery> out;
+  while (s.step()) out.push_back(read_delivery(s));
+  s.reset();
+  return out;
+}
+
+bool SqliteJobStore::add_token(const ApiToken& t) {
+  try {
+    prepare("INSERT INTO api_tokens (name, role, hash, created_ms) VALUES (?, ?, ?, ?)")
+        .bind(1, t.name).bind(2, t.role).bind(3, t.hash).bind(4, t.created_ms ? t.created_ms : now_ms()).run();
+  } catch (const Statement::UniqueViolation&) {
+    return false;
+  }
+  return true;
+}
+
+std::vector<ApiToken> SqliteJobStore::tokens() {
+  auto& s = prepare("SELECT name, role, hash, created_ms FROM api_tokens ORDER BY name");
+  std::vector<ApiToken> out;
+  while (s.step()) out.push_back({s.text(0), s.text(1), s.text(2), s.i64(3)});
+  s.reset();
+  return out;
+}
+
+bool SqliteJobStore::revoke_token(const std::string& name) {
+  prepare("DELETE FROM api_tokens WHERE name = ?").bind(1, name).run();
+  return sqlite3_changes(db_) > 0;
 }
 
 std::string SqliteJobStore::initial_clipboard(int64_t id) {

@@ -68,9 +68,22 @@ class SqliteJobStore : public JobStore {
   void check_identity() override;
   PruneResult prune_finished(int64_t before_ms) override;
   void probe_write(size_t bytes) override;
+  std::vector<JobRecord> find_jobs(const JobQuery& query) override;
+  std::vector<StageRecord> stages(int64_t id) override;
+  std::optional<std::string> clipboard_after(int64_t id, int stage) override;
+  std::vector<AuditEntry> find_audit(const AuditQuery& query) override;
+  std::map<JobState, int64_t> job_counts() override;
   int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                        const std::string& json) override;
   std::vector<StoredEvent> events_after(int64_t after_id, int limit) override;
+  void queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now_ms) override;
+  int64_t hook_cursor() override;
+  std::vector<HookDelivery> due_hook_deliveries(int64_t now_ms, int limit) override;
+  void hook_attempt_done(int64_t id, const std::string& state, int64_t next_at_ms, const std::string& error) override;
+  std::vector<HookDelivery> dead_hook_deliveries(int limit) override;
+  bool add_token(const ApiToken& token) override;
+  std::vector<ApiToken> tokens() override;
+  bool revoke_token(const std::string& name) override;
 
   // The clipboards saved after each completed stage, in order (for tests and `log`).
   std::vector<std::string> stage_clipboards(int64_t id);

@@ -1,8 +1,12 @@
 """jarvis store migrate --from sqlite:PATH: a SQLite store with a finished and a failed job is
 copied into a real PostgreSQL; from there status, log and audit show the same, the failed job
-resumes at its failed stage with its saved clipboard, new jobs continue the ids, and a second
-migrate into the now non-empty store is refused with nothing copied."""
+resumes at its failed stage with its saved clipboard, new jobs continue the ids, the HTTP API's
+tokens come along as their hashes (list shows them, revoke works) and so do the hooks' queue,
+dead letters and cursor; a second migrate into the now non-empty store is refused with nothing
+copied."""
+import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -40,6 +44,22 @@ b = jr("deploy", "beta", *sq)
 check(b.returncode == 1 and "stage 2" in b.stdout + b.stderr, b.stdout + b.stderr)
 os.remove(fail_flag)
 
+# An API token and the hooks' queue: one delivery pending (a retry due later), one dead letter.
+t = jr("token", "add", "ci", "--role", "operate", *sq)
+check(t.returncode == 0, t.stdout + t.stderr)
+token = t.stdout.strip()
+db = sqlite3.connect(f"{j.state}/jarvis.db")
+last_event = db.execute("SELECT max(id) FROM events").fetchone()[0]
+check(last_event and last_event >= 2, f"the SQLite deploys stored their events ({last_event})")
+db.execute("INSERT INTO hook_deliveries (hook, event_id, state, attempts, next_at_ms, last_error) "
+           "VALUES ('ops', ?, 'pending', 2, 4102444800000, 'HTTP status 503')", (last_event - 1,))
+db.execute("INSERT INTO hook_deliveries (hook, event_id, state, attempts, next_at_ms, last_error) "
+           "VALUES ('ops', ?, 'dead', 5, 0, 'connection refused')", (last_event,))
+db.execute("INSERT INTO hook_cursor (one, event_id) VALUES (1, ?) ON CONFLICT (one) DO UPDATE "
+           "SET event_id = excluded.event_id", (last_event,))
+db.commit()
+db.close()
+
 pg.create_database("migrated")
 url_file = pg.write_url_file(os.path.join(j.tmp, "pg.url"), "migrated")
 pg_config = os.path.join(j.tmp, "pg.yaml")
@@ -54,6 +74,19 @@ check(m.returncode == 0, f"migrate: {m.stdout}{m.stderr}")
 check("copied 2 jobs (0 in flight)" in m.stdout, m.stdout)
 check(PASSWORD not in m.stdout + m.stderr, "the password must never be printed")
 check(pg.sql("SELECT count(*) FROM jobs", "migrated") == "2", "two job rows in PostgreSQL")
+check("1 API tokens, 2 hook deliveries" in m.stdout, m.stdout)
+check(token not in m.stdout + m.stderr, "the token itself is never printed again")
+check(pg.sql("SELECT hash FROM api_tokens WHERE name = 'ci'", "migrated") == hashlib.sha256(token.encode()).hexdigest(),
+      "the token's SHA-256 was copied, so the same token works against the new store")
+check(token not in pg.sql("SELECT string_agg(name || role || hash, ',') FROM api_tokens", "migrated"),
+      "only the hash is stored")
+tl = jr("token", "list", *pc).stdout
+check("ci  operate  http:ci" in tl, tl)
+check(pg.sql("SELECT string_agg(state || ':' || attempts || ':' || last_error, ',' ORDER BY id) FROM hook_deliveries",
+             "migrated") == "pending:2:HTTP status 503,dead:5:connection refused", "hook deliveries copied as they were")
+check(pg.sql("SELECT event_id FROM hook_cursor", "migrated") == str(last_event), "the hooks' cursor copied")
+check(int(pg.sql("SELECT nextval(pg_get_serial_sequence('hook_deliveries', 'id'))", "migrated")) > 2,
+      "new deliveries continue after the copied ids")
 
 st = jr("status", "alpha", *pc).stdout
 check(st.startswith("alpha: ready"), st)
@@ -71,6 +104,9 @@ check(r.returncode == 0, r.stdout + r.stderr)
 after = open(runs).read().splitlines()[len(before):]
 check(after == ["beta 2 1", "beta 3 2"], f"resumed stages: {after}")
 check(jr("status", "beta", *pc).stdout.startswith("beta: ready"), "beta ready on PostgreSQL")
+
+rv = jr("token", "revoke", "ci", *pc)
+check(rv.returncode == 0 and pg.sql("SELECT count(*) FROM api_tokens", "migrated") == "0", rv.stdout + rv.stderr)
 
 g = jr("deploy", "gamma", *pc)
 check(g.returncode == 0 and "(job 3)" in g.stdout + g.stderr, g.stdout + g.stderr)

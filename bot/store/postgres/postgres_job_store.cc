@@ -147,6 +147,29 @@ CREATE TABLE walk_results (
   PRIMARY KEY (walk, host)
 );
 )SQL",
+    // 4: the HTTP API's tokens (their SHA-256 only), the job list by requester, and durable
+    // event hooks: one delivery row per (hook, event), and the hooks' cursor in the events.
+    R"SQL(
+CREATE TABLE api_tokens (
+  name TEXT NOT NULL UNIQUE,
+  role TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  created_ms BIGINT NOT NULL
+);
+CREATE INDEX jobs_by_requester ON jobs(requested_by, id);
+CREATE TABLE hook_deliveries (
+  id BIGSERIAL PRIMARY KEY,
+  hook TEXT NOT NULL,
+  event_id BIGINT NOT NULL,
+  state TEXT NOT NULL DEFAULT 'pending',
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at_ms BIGINT NOT NULL,
+  last_error TEXT NOT NULL DEFAULT '',
+  UNIQUE (hook, event_id)
+);
+CREATE INDEX hook_deliveries_due ON hook_deliveries(next_at_ms) WHERE state = 'pending';
+CREATE TABLE hook_cursor (one INTEGER PRIMARY KEY CHECK (one = 1), event_id BIGINT NOT NULL);
+)SQL",
 };
 static_assert(static_cast<int>(std::size(kMigrations)) == PostgresJobStore::kSchemaVersion);
 
@@ -907,7 +930,8 @@ PostgresJobStore::ImportResult PostgresJobStore::import_sqlite(const std::string
   ImportResult r;
   Transaction tx(*this);
   // Nobody else writes while the copy runs; a node started meanwhile waits for the lock.
-  run("LOCK TABLE jobs, job_documents, stages, log, audit, events, freezes, walk_results IN EXCLUSIVE MODE");
+  run("LOCK TABLE jobs, job_documents, stages, log, audit, events, freezes, walk_results, api_tokens, "
+      "hook_deliveries, hook_cursor IN EXCLUSIVE MODE");
   int64_t existing = run("SELECT count(*) FROM jobs").i64(0, 0);
   if (existing > 0)
     throw std::runtime_error("the PostgreSQL store " + where_ + " already holds " + std::to_string(existing) +
@@ -989,8 +1013,31 @@ PostgresJobStore::ImportResult PostgresJobStore::import_sqlite(const std::string
       run("INSERT INTO events (id, at_ms, job_id, kind, json) VALUES ($1, $2, $3, $4, $5)",
           Params().add(num(s, 0)).add(num(s, 1)).add(num(s, 2)).add(col(s, 3)).add(col(s, 4)));
     });
+  // The HTTP API's tokens (hashes only: the tokens themselves were never stored) and the
+  // hooks' queue with its dead letters and cursor, from a store that has them.
+  if (src.has_table("api_tokens"))
+    src.each("SELECT name, role, hash, created_ms FROM api_tokens ORDER BY name", [&](sqlite3_stmt* s) {
+      ++r.tokens;
+      run("INSERT INTO api_tokens (name, role, hash, created_ms) VALUES ($1, $2, $3, $4)",
+          Params().add(col(s, 0)).add(col(s, 1)).add(col(s, 2)).add(num(s, 3)));
+    });
+  if (src.has_table("hook_deliveries"))
+    src.each("SELECT id, hook, event_id, state, attempts, next_at_ms, last_error FROM hook_deliveries ORDER BY id",
+             [&](sqlite3_stmt* s) {
+               ++r.hook_deliveries;
+               run("INSERT INTO hook_deliveries (id, hook, event_id, state, attempts, next_at_ms, last_error) "
+                   "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                   Params().add(num(s, 0)).add(col(s, 1)).add(num(s, 2)).add(col(s, 3)).add(num(s, 4))
+                       .add(num(s, 5)).add(col(s, 6)));
+             });
+  if (src.has_table("hook_cursor"))
+    src.each("SELECT event_id FROM hook_cursor WHERE one = 1", [&](sqlite3_stmt* s) {
+      run("INSERT INTO hook_cursor (one, event_id) VALUES (1, $1) ON CONFLICT (one) DO UPDATE "
+          "SET event_id = EXCLUDED.event_id",
+          Params().add(num(s, 0)));
+    });
   // New rows continue after the copied ids.
-  for (const char* table : {"jobs", "log", "audit", "events", "freezes"}) {
+  for (const char* table : {"jobs", "log", "audit", "events", "freezes", "hook_deliveries"}) {
     std::string sql = std::string("SELECT setval(pg_get_serial_sequence('") + table + "', 'id'), " +
                       "COALESCE((SELECT max(id) FROM " + table + "), 0) + 1, false)";
     Result done(PQexec(conn_, sql.c_str()));
@@ -1079,6 +1126,139 @@ bool PostgresJobStore::save_leader_cursor(const std::string& role, const std::st
   return run("UPDATE leaders SET cursor = $1 WHERE role = $2 AND holder = $3 AND cursor <= $1",
              Params().add(cursor).add(role).add(holder))
              .affected() > 0;
+}
+
+std::vector<JobRecord> PostgresJobStore::find_jobs(const JobQuery& q) {
+  // One statement for every combination of filters: an empty filter matches everything.
+  return query_jobs(JOB_SELECT
+                    "WHERE ($1::text = '' OR host = $1) AND ($2::text = '' OR requested_by = $2) AND "
+                    "($3::text = '' OR state = $3) AND ($4::bigint = 0 OR id < $4) AND "
+                    "($5::int = 0 OR id IN (SELECT max(id) FROM jobs GROUP BY host)) "
+                    "ORDER BY id DESC LIMIT $6",
+                    Params().add(q.host).add(q.requested_by)
+                        .add(q.state ? std::string(to_string(*q.state)) : std::string())
+                        .add(q.before_id).add(q.latest_per_host ? 1 : 0).add(std::clamp(q.limit, 1, 1000)));
+}
+
+std::vector<StageRecord> PostgresJobStore::stages(int64_t id) {
+  Result r = run("SELECT stage, attempt, task, started_ms, ended_ms, result, reason FROM stages "
+                 "WHERE job_id = $1 ORDER BY stage, attempt",
+                 Params().add(id));
+  std::vector<StageRecord> out;
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back({static_cast<int>(r.i64(i, 0)), static_cast<int>(r.i64(i, 1)), r.text(i, 2), r.i64(i, 3),
+                   r.i64(i, 4), r.text(i, 5), r.text(i, 6)});
+  return out;
+}
+
+std::optional<std::string> PostgresJobStore::clipboard_after(int64_t id, int stage) {
+  Result docs = run("SELECT design FROM job_documents WHERE job_id = $1", Params().add(id));
+  if (!docs.rows()) return std::nullopt;  // pruned
+  std::string design = docs.bytes(0, 0);
+  if (stage <= 0) return design;
+  // The last stage at or before `stage` that changed the clipboard; the design if none did.
+  if (run("SELECT count(*) FROM stages WHERE job_id = $1 AND stage = $2 AND result = 'ok'",
+          Params().add(id).add(stage - 1)).i64(0, 0) == 0)
+    return std::nullopt;
+  Result r = run("SELECT clipboard_after FROM stages WHERE job_id = $1 AND stage <= $2 AND result = 'ok' "
+                 "AND clipboard_after IS NOT NULL ORDER BY stage DESC LIMIT 1",
+                 Params().add(id).add(stage - 1));
+  return r.rows() ? r.bytes(0, 0) : design;
+}
+
+std::vector<AuditEntry> PostgresJobStore::find_audit(const AuditQuery& q) {
+  Result r = run("SELECT at_ms, who, protocol, place, command, outcome, id FROM audit WHERE "
+                 "($1::text = '' OR who = $1) AND ($2::text = '' OR strpos(' ' || command || ' ', ' ' || $2 || ' ') > 0) "
+                 "AND at_ms >= $3 AND ($4::bigint = 0 OR id < $4) ORDER BY id DESC LIMIT $5",
+                 Params().add(q.who).add(q.host).add(q.since_ms).add(q.before_id).add(std::clamp(q.limit, 1, 1000)));
+  std::vector<AuditEntry> out;
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back({r.i64(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3), r.text(i, 4), r.text(i, 5), r.i64(i, 6)});
+  return out;
+}
+
+std::map<JobState, int64_t> PostgresJobStore::job_counts() {
+  Result r = run("SELECT state, count(*) FROM jobs GROUP BY state");
+  std::map<JobState, int64_t> out;
+  for (int i = 0; i < r.rows(); ++i)
+    if (auto st = parse_job_state(r.text(i, 0))) out[*st] = r.i64(i, 1);
+  return out;
+}
+
+void PostgresJobStore::queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now) {
+  Transaction tx(*this);
+  // The cursor's row is locked by the upsert until COMMIT: of several nodes queueing the same
+  // event, one moves the cursor and queues it; the others see it moved and queue nothing.
+  Result cursor = run("INSERT INTO hook_cursor (one, event_id) VALUES (1, $1) ON CONFLICT (one) DO UPDATE "
+                      "SET event_id = EXCLUDED.event_id WHERE hook_cursor.event_id < EXCLUDED.event_id",
+                      Params().add(event_id));
+  if (cursor.affected() == 0) return;  // queued before (a catch-up after a crash): nothing twice
+  for (const auto& h : hooks)
+    run("INSERT INTO hook_deliveries (hook, event_id, next_at_ms) VALUES ($1, $2, $3) "
+        "ON CONFLICT (hook, event_id) DO NOTHING",
+        Params().add(h).add(event_id).add(now));
+  tx.commit();
+}
+
+int64_t PostgresJobStore::hook_cursor() {
+  // No row yet: hooks never queued anything in this store, and they start with the events
+  // that come next, not with its whole history.
+  return run("SELECT coalesce((SELECT event_id FROM hook_cursor WHERE one = 1), "
+             "(SELECT coalesce(max(id), 0) FROM events))")
+      .i64(0, 0);
+}
+
+#define PG_HOOK_SELECT                                                                                     \
+  "SELECT d.id, d.hook, d.event_id, d.state, d.attempts, d.next_at_ms, d.last_error, coalesce(e.kind, ''), " \
+  "coalesce(e.json, '') FROM hook_deliveries d LEFT JOIN events e ON e.id = d.event_id "
+
+namespace {
+std::vector<HookDelivery> read_deliveries(const PostgresJobStore::Result& r) {
+  std::vector<HookDelivery> out;
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back({r.i64(i, 0), r.text(i, 1), r.i64(i, 2), r.text(i, 3), static_cast<int>(r.i64(i, 4)),
+                   r.i64(i, 5), r.text(i, 6), r.text(i, 7), r.text(i, 8)});
+  return out;
+}
+}  // namespace
+
+std::vector<HookDelivery> PostgresJobStore::due_hook_deliveries(int64_t now, int limit) {
+  return read_deliveries(run(PG_HOOK_SELECT "WHERE d.state = 'pending' AND d.next_at_ms <= $1 "
+                                            "ORDER BY d.next_at_ms, d.id LIMIT $2",
+                             Params().add(now).add(std::clamp(limit, 1, 1000))));
+}
+
+void PostgresJobStore::hook_attempt_done(int64_t id, const std::string& state, int64_t next_at_ms,
+                                         const std::string& error) {
+  run("UPDATE hook_deliveries SET state = $1, attempts = attempts + 1, next_at_ms = $2, last_error = $3 "
+      "WHERE id = $4",
+      Params().add(state).add(next_at_ms).add(error).add(id));
+}
+
+std::vector<HookDelivery> PostgresJobStore::dead_hook_deliveries(int limit) {
+  return read_deliveries(run(PG_HOOK_SELECT "WHERE d.state = 'dead' ORDER BY d.id DESC LIMIT $1",
+                             Params().add(std::clamp(limit, 1, 10000))));
+}
+
+bool PostgresJobStore::add_token(const ApiToken& t) {
+  try {
+    run("INSERT INTO api_tokens (name, role, hash, created_ms) VALUES ($1, $2, $3, $4)",
+        Params().add(t.name).add(t.role).add(t.hash).add(t.created_ms ? t.created_ms : now_ms()));
+  } catch (const UniqueViolation&) {
+    return false;
+  }
+  return true;
+}
+
+std::vector<ApiToken> PostgresJobStore::tokens() {
+  Result r = run("SELECT name, role, hash, created_ms FROM api_tokens ORDER BY name");
+  std::vector<ApiToken> out;
+  for (int i = 0; i < r.rows(); ++i) out.push_back({r.text(i, 0), r.text(i, 1), r.text(i, 2), r.i64(i, 3)});
+  return out;
+}
+
+bool PostgresJobStore::revoke_token(const std::string& name) {
+  return run("DELETE FROM api_tokens WHERE name = $1", Params().add(name)).affected() > 0;
 }
 
 std::string PostgresJobStore::initial_clipboard(int64_t id) {

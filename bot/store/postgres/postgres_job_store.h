@@ -24,7 +24,7 @@ struct PostgresOptions {
 class PostgresJobStore : public JobStore {
  public:
   // The schema version this binary writes; a database at a newer one is refused.
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Connects (libpq URL or key=value string) and brings the schema up to kSchemaVersion.
   // Throws StoreError: Unreachable when the server cannot be reached, Other when the schema is
@@ -76,6 +76,19 @@ class PostgresJobStore : public JobStore {
   int64_t append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                        const std::string& json) override;
   std::vector<StoredEvent> events_after(int64_t after_id, int limit) override;
+  std::vector<JobRecord> find_jobs(const JobQuery& query) override;
+  std::vector<StageRecord> stages(int64_t id) override;
+  std::optional<std::string> clipboard_after(int64_t id, int stage) override;
+  std::vector<AuditEntry> find_audit(const AuditQuery& query) override;
+  std::map<JobState, int64_t> job_counts() override;
+  void queue_hook_deliveries(int64_t event_id, const std::vector<std::string>& hooks, int64_t now_ms) override;
+  int64_t hook_cursor() override;
+  std::vector<HookDelivery> due_hook_deliveries(int64_t now_ms, int limit) override;
+  void hook_attempt_done(int64_t id, const std::string& state, int64_t next_at_ms, const std::string& error) override;
+  std::vector<HookDelivery> dead_hook_deliveries(int limit) override;
+  bool add_token(const ApiToken& token) override;
+  std::vector<ApiToken> tokens() override;
+  bool revoke_token(const std::string& name) override;
   bool shared() const override { return true; }
   bool renew_lease(const std::string& engine, const std::string& node, Millis ttl) override;
   void drop_lease(const std::string& engine) override;
@@ -94,11 +107,13 @@ class PostgresJobStore : public JobStore {
   std::vector<std::string> stage_clipboards(int64_t id);
   std::string initial_clipboard(int64_t id);
   // `jarvis store migrate --from sqlite:PATH`: copies every row of a SQLite store (jobs with
-  // their ids, documents, stages, logs, audit, events) into this one, which must hold no jobs,
+  // their ids, documents, stages, logs, audit, events; the API's tokens as their hashes; hook
+  // deliveries and the hooks' cursor) into this one, which must hold no jobs,
   // in one transaction: all of it or nothing. Jobs in flight lose their owner, so the first
   // node that starts adopts them at their stage. Throws StoreError or std::runtime_error.
   struct ImportResult {
     int64_t jobs = 0, stages = 0, log_lines = 0, audit = 0, events = 0, in_flight = 0;
+    int64_t tokens = 0, hook_deliveries = 0;
   };
   ImportResult import_sqlite(const std::string& sqlite_path);
   // The server's schema version (for `jarvis store migrate` and tests).
