@@ -31,6 +31,12 @@ try:
     threading.Thread(target=read, daemon=True).start()
     bot.stdin.write("deploy loki\n")
     bot.stdin.flush()
+    # loki is in production (its CMDB entry): stages 4 and 5 (stop and terminate) wait for a
+    # second person; the CLI confirms, as someone other than the console that asked.
+    prompt = wait_for(lambda: next((l for l in lines if "is in production" in l), None), 120, "the confirmation prompt")
+    check("stage 4/19 ec2:power_off will power it off, then stage 5 deletes it. Say `confirm 1`" in prompt, prompt)
+    confirmed = subprocess.run([binary, "confirm", "1", "--config", cfg], capture_output=True, text=True, timeout=60)
+    check(confirmed.returncode == 0, confirmed.stdout + confirmed.stderr)
     wait_for(lambda: any("loki: ready" in l or "loki: failed" in l for l in lines), 180, "the job to end")
     log = j.run("log", "loki", "-n", "400").stdout
     check(lines[0] == "loki: deploying with redeploy-ec2, 19 stages (job 1)", lines[0])
