@@ -22,6 +22,7 @@
 #include "bot/pipeline/worker_path.h"
 #include "bot/pipeline/worker_sweep.h"
 #include "bot/util/json.h"
+#include "bot/util/duration.h"
 #include "bot/util/log.h"
 
 namespace jarvis {
@@ -45,15 +46,6 @@ struct Engine::ActiveJob {
 };
 
 namespace {
-
-std::string clock_text(int64_t at_ms) {
-  time_t secs = static_cast<time_t>(at_ms / 1000);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%H:%M:%S UTC", &tm);
-  return buf;
-}
 
 std::string random_suffix() {
   std::random_device rd;
@@ -658,10 +650,10 @@ void Engine::await_confirmation(ActiveJob& job, const ProductionFact& fact) {
     }
     rec.confirm_until_ms = until;
     rec.confirm_prompt = prompt;
-    log::warn(id, "waiting for a confirmation until {}: {}", clock_text(until), prompt);
-    audit_engine(rec, "confirmation requested for", "waiting until " + clock_text(until) + ": " + fact.source);
+    log::warn(id, "waiting for a confirmation until {}: {}", utc_time_of_day(until), prompt);
+    audit_engine(rec, "confirmation requested for", "waiting until " + utc_time_of_day(until) + ": " + fact.source);
   } else {
-    log::info(id, "still waiting for a confirmation (until {})", clock_text(rec.confirm_until_ms));
+    log::info(id, "still waiting for a confirmation (until {})", utc_time_of_day(rec.confirm_until_ms));
   }
   job.waiting_confirm = true;
   auto ev = event_for(job, Kind::ConfirmationNeeded);

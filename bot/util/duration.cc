@@ -1,5 +1,7 @@
 #include "bot/util/duration.h"
 
+#include <ctime>
+
 #include <charconv>
 #include <cstdio>
 
@@ -48,6 +50,15 @@ std::string format_bytes(size_t bytes) {
 int64_t now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string utc_time_of_day(int64_t at_ms) {
+  time_t secs = static_cast<time_t>(at_ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%H:%M:%S UTC", &tm);
+  return buf;
 }
 
 }  // namespace jarvis

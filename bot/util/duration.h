@@ -20,4 +20,7 @@ std::string format_bytes(size_t bytes);
 // Milliseconds since the Unix epoch (what the store records).
 int64_t now_ms();
 
+// The time of day of an epoch time in UTC, to the second: "14:05:09 UTC".
+std::string utc_time_of_day(int64_t at_ms);
+
 }  // namespace jarvis

@@ -6,21 +6,13 @@
 #include <deque>
 
 #include "bot/pipeline/worker_path.h"
+#include "bot/util/duration.h"
 #include "bot/util/log.h"
 #include "bot/util/secrets.h"
 #include "bot/util/yaml_doc.h"
 
 namespace jarvis {
 namespace {
-
-std::string hhmm(int64_t at_ms) {
-  time_t secs = static_cast<time_t>(at_ms / 1000);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%H:%M:%S UTC", &tm);
-  return buf;
-}
 
 std::string one_line(std::string s, size_t max = 300) {
   for (char& c : s)
@@ -205,7 +197,7 @@ void Walker::host_done(Walk& w, bool ok, const std::string& reason) {
   if (it != w.last.end() && it->second.ok == ok) s.since_ms = it->second.since_ms;
   if (changed) {
     std::string line = "walk " + w.p->name + ": " + w.host +
-                       (ok ? " has recovered (failing since " + hhmm(it->second.since_ms) + ": " +
+                       (ok ? " has recovered (failing since " + utc_time_of_day(it->second.since_ms) + ": " +
                                  it->second.reason + ")"
                            : " is failing: " + s.reason + (it == w.last.end() ? " (first run)" : " (was passing)"));
     log::warn(log::kNoJob, "{}", line);
@@ -246,15 +238,15 @@ std::vector<std::string> walk_lines(const PipelineSet& pipelines, const std::vec
       if (s.walk != p.name) continue;
       last = std::max(last, s.last_run_ms);
       if (!s.ok) ++failing;
-      hosts += "; " + s.host + (s.ok ? " ok" : " FAILING since " + hhmm(s.since_ms) + ": " + s.reason);
+      hosts += "; " + s.host + (s.ok ? " ok" : " FAILING since " + utc_time_of_day(s.since_ms) + ": " + s.reason);
     }
     int64_t due = p.next_walk(last, now);
     std::string next = last == 0 && !p.cron ? "next run when jarvis serve starts it"
                        : due == 0           ? "never runs (its cron line names no time)"
                        : due <= now         ? "next run due now"
-                                            : "next run at " + hhmm(due);
+                                            : "next run at " + utc_time_of_day(due);
     out.push_back("walk " + p.name + " (" + p.schedule_text() + ", " + targets + "): " +
-                  (last == 0 ? "not run yet" : std::to_string(failing) + " failing, last run " + hhmm(last)) +
+                  (last == 0 ? "not run yet" : std::to_string(failing) + " failing, last run " + utc_time_of_day(last)) +
                   ", " + next + hosts);
   }
   if (out.empty()) out.push_back("no walks: a pipeline with schedule: {every: DURATION} is one");
