@@ -48,7 +48,7 @@ std::optional<EngineEvent> decode_event(const std::string& json) {
   }
 }
 
-EventPublisher::EventPublisher(boost::asio::io_context& io, JobStore& store) : io_(io), store_(store), retry_(io) {}
+EventPublisher::EventPublisher(boost::asio::io_context& io, JobStore& store) : store_(store), retry_(io) {}
 
 void EventPublisher::on_event(const EngineEvent& event) {
   if (event.kind == Kind::StageLog) return;
@@ -86,7 +86,7 @@ void EventPublisher::flush() {
 
 ChatLeadership::ChatLeadership(boost::asio::io_context& io, JobStore& store, std::string holder, Millis ttl,
                                Hooks hooks)
-    : io_(io), store_(store), holder_(std::move(holder)), ttl_(ttl), hooks_(std::move(hooks)), timer_(io) {}
+    : store_(store), holder_(std::move(holder)), ttl_(ttl), hooks_(std::move(hooks)), timer_(io) {}
 
 void ChatLeadership::start() { tick(); }
 

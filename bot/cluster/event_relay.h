@@ -33,7 +33,6 @@ class EventPublisher {
 
  private:
   void flush();
-  boost::asio::io_context& io_;
   JobStore& store_;
   std::deque<std::pair<EngineEvent, int64_t>> backlog_;
   boost::asio::steady_timer retry_;
@@ -58,7 +57,6 @@ class ChatLeadership {
  private:
   void tick();
   void drain();
-  boost::asio::io_context& io_;
   JobStore& store_;
   std::string holder_;
   Millis ttl_;

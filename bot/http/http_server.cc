@@ -291,7 +291,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 }  // namespace
 
 Server::Server(asio::io_context& io, ServerConfig config, Handler handler)
-    : io_(io), config_(std::move(config)), handler_(std::move(handler)), acceptor_(io) {}
+    : config_(std::move(config)), handler_(std::move(handler)), acceptor_(io) {}
 
 Server::~Server() { stop(); }
 

@@ -109,7 +109,6 @@ class Server {
   void accept();
   void track(const std::shared_ptr<SessionBase>& session);
   std::vector<std::weak_ptr<SessionBase>> sessions_;
-  boost::asio::io_context& io_;
   ServerConfig config_;
   Handler handler_;
   std::unique_ptr<boost::asio::ssl::context> tls_;
