@@ -77,6 +77,26 @@ std::optional<int64_t> number(const std::string& s, int64_t min, int64_t max) {
   return v;
 }
 
+// A paged list's ?limit= and ?cursor= into the query's limit and before_id; the 400 to send
+// when one of them is bad.
+template <typename Query>
+std::optional<Response> read_page(const Request& r, Query& q) {
+  bool has = false;
+  std::string limit = r.param("limit", &has);
+  if (has) {
+    auto n = number(limit, 1, 500);
+    if (!n) return error(400, "limit must be a number from 1 to 500", "limit");
+    q.limit = static_cast<int>(*n);
+  }
+  std::string cursor = r.param("cursor", &has);
+  if (has) {
+    auto n = number(cursor, 1, INT64_MAX);
+    if (!n) return error(400, "cursor must be the next_cursor of the previous page", "cursor");
+    q.before_id = *n;
+  }
+  return std::nullopt;
+}
+
 // Text from a request that goes into a command line: one line, bounded, no control characters.
 bool plain_text(const std::string& s, size_t max) {
   if (s.empty() || s.size() > max || valid_utf8(s) != s) return false;
@@ -523,18 +543,7 @@ void Api::jobs(const Request& r, const Caller&, Respond& respond) {
     q.state = parse_job_state(state);
     if (!q.state) return respond(error(400, "state must be queued, running, ready, failed or cancelled", "state"));
   }
-  std::string limit = r.param("limit", &has);
-  if (has) {
-    auto n = number(limit, 1, 500);
-    if (!n) return respond(error(400, "limit must be a number from 1 to 500", "limit"));
-    q.limit = static_cast<int>(*n);
-  }
-  std::string cursor = r.param("cursor", &has);
-  if (has) {
-    auto n = number(cursor, 1, INT64_MAX);
-    if (!n) return respond(error(400, "cursor must be the next_cursor of the previous page", "cursor"));
-    q.before_id = *n;
-  }
+  if (auto bad = read_page(r, q)) return respond(std::move(*bad));
   int want = q.limit;
   q.limit = want + 1;  // one more: is there a next page?
   auto rows = store_.find_jobs(q);
@@ -647,18 +656,7 @@ void Api::audit(const Request& r, Respond& respond) {
     else if (auto d = parse_duration(since); d && d->count() > 0) q.since_ms = now_ms() - d->count();
     else return respond(error(400, "since must be a time in ms since the epoch or an age like 1h or 7d", "since"));
   }
-  std::string limit = r.param("limit", &has);
-  if (has) {
-    auto n = number(limit, 1, 500);
-    if (!n) return respond(error(400, "limit must be a number from 1 to 500", "limit"));
-    q.limit = static_cast<int>(*n);
-  }
-  std::string cursor = r.param("cursor", &has);
-  if (has) {
-    auto n = number(cursor, 1, INT64_MAX);
-    if (!n) return respond(error(400, "cursor must be the next_cursor of the previous page", "cursor"));
-    q.before_id = *n;
-  }
+  if (auto bad = read_page(r, q)) return respond(std::move(*bad));
   int want = q.limit;
   q.limit = want + 1;
   auto rows = store_.find_audit(q);
