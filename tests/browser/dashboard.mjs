@@ -122,9 +122,13 @@ try {
   await page.fill('input[name="host"]', "loki");
   await page.click(".filters button");
   await waitFor(page, () => location.hash.includes("host=loki"));
-  await waitFor(page, () => document.querySelectorAll("#audit tbody tr").length >= 1);
+  // The unfiltered rows stay on screen until the filtered answer replaces them.
+  await waitFor(page, () => {
+    const trs = [...document.querySelectorAll("#audit tbody tr")];
+    return trs.length >= 1 && trs.every((t) => t.textContent.includes("loki"));
+  }).catch(() => {});
   const rows = await page.$$eval("#audit tbody tr", (trs) => trs.map((t) => t.textContent));
-  check(rows.every((r) => r.includes("loki")), "filtered audit rows all about loki: " + rows);
+  check(rows.length >= 1 && rows.every((r) => r.includes("loki")), "filtered audit rows all about loki: " + rows);
   await page.screenshot({ path: shots + "/audit.png", fullPage: true });
 
   // The host page.
