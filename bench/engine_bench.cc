@@ -6,6 +6,7 @@
 //                                            wall time, peak RSS, status latency under load
 #include <fcntl.h>
 #include <signal.h>
+#include <sched.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -148,6 +149,9 @@ double floor_per_stage_ms(const std::string& worker, const std::string& clipboar
     if (::posix_spawn(&pid, worker.c_str(), &fa, &attr, argv, envp.data()) != 0) std::abort();
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
+    // The engine's workers are batch work at its nice (inherited from its spawner thread).
+    sched_param batch{};
+    ::sched_setscheduler(pid, SCHED_BATCH, &batch);
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(pid), ProcessLimits{}.nice);
     ::close(in[0]);
     ::close(out[1]);

@@ -121,6 +121,98 @@ TEST(Durability, EveryEventIsStoredWithItsIdAndAFailedEventWriteIsAStoreFailure)
   EXPECT_EQ(count(h.events, K::StoreRecovered), 1);
 }
 
+// A stage's result and the event that tells of it are one commit (a write group): when that
+// commit fails, the store holds neither (it still says the stage before), nobody hears of it,
+// and the stage runs again once the store can take it.
+TEST(Durability, AResultWhoseCommitFailsIsNeitherStoredNorHeardAndTheStageRunsAgain) {
+  Harness h;
+  FaultyStore faulty(*h.store);
+  bool result_written = false, fired = false, full = false;
+  faulty.fault = [&](const std::string& op) {
+    if (op == "stage_succeeded:2" && faulty.calls(op) == 1) result_written = true;
+    // The disk fills at the COMMIT of stage 2's first result, after its writes went through.
+    if (op == "commit_group" && result_written && !fired) {
+      fired = full = true;
+      throw StoreError(StoreError::Kind::Full, "the job store is full (state dir /x, 0 bytes free)");
+    }
+    if (full && op == "probe_write")
+      throw StoreError(StoreError::Kind::Full, "the job store is full (state dir /x, 0 bytes free)");
+  };
+  h.engine_store = &faulty;
+  std::string runs = h.tmp.file("runs");
+  auto p = three_stages(h, runs);
+  h.start();
+  auto s = h.submit("grp", p);
+  ASSERT_GT(s.job, 0);
+  ASSERT_TRUE(h.run_until([&] { return count(h.events, K::StoreFailed) == 1; }));
+  EXPECT_EQ(count(h.events, K::StageSucceeded, 2), 0) << "heard of a result that was not stored";
+  auto stored = h.store->job(s.job);
+  EXPECT_EQ(stored->stage, 1) << "the result's writes were rolled back with its event";
+  EXPECT_EQ(stored->clipboard.find("s2: done"), std::string::npos);
+  for (const auto& e : h.store->events_after(0, 1000))
+    EXPECT_FALSE(e.kind == "stage_succeeded" && e.json.find("\"stage\":2,") != std::string::npos)
+        << "the event was stored without its result: " << e.json;
+
+  full = false;
+  auto j = h.wait(s.job);
+  ASSERT_EQ(j.state, JobState::Ready) << j.reason;
+  EXPECT_EQ(read_file(runs), "s1\ns2\ns2\ns3\n") << "stage 2 ran again, not skipped";
+  EXPECT_EQ(count(h.events, K::StageSucceeded, 2), 1);
+  int stored_results = 0;
+  for (const auto& e : h.store->events_after(0, 1000)) stored_results += e.kind == "stage_succeeded";
+  EXPECT_EQ(stored_results, 3) << "one stored result event per stage";
+}
+
+// Stderr lines are written a turn of the loop at a time, with their events: every line is
+// kept, in order, and the table holds a stage's lines before its result.
+TEST(Durability, AWorkersLinesAreAllKeptInOrderBeforeItsResult) {
+  Harness h;
+  h.worker("lines:many", "cat >/dev/null; i=1; while [ $i -le 300 ]; do echo \"line $i\" >&2; i=$((i+1)); done");
+  h.start();
+  auto s = h.submit("lines", h.pipeline({Harness::task("lines:many"), Harness::task("lines:many")}));
+  ASSERT_GT(s.job, 0);
+  ASSERT_EQ(h.wait(s.job).state, JobState::Ready);
+  auto lines = h.store->log(s.job, 1000);
+  ASSERT_EQ(lines.size(), 600u);
+  for (int i = 0; i < 600; ++i) {
+    EXPECT_EQ(lines[static_cast<size_t>(i)].line, "line " + std::to_string(i % 300 + 1));
+    EXPECT_EQ(lines[static_cast<size_t>(i)].stage, i / 300 + 1);
+  }
+  std::vector<std::string> kinds;
+  for (const auto& e : h.store->events_after(0, 10000))
+    if (e.kind != "stage_log" || kinds.empty() || kinds.back() != "stage_log") kinds.push_back(e.kind);
+  std::vector<std::string> want = {"job_started", "stage_started", "stage_log", "stage_succeeded",
+                                   "stage_started", "stage_log", "stage_succeeded", "job_ready"};
+  EXPECT_EQ(kinds, want);
+  int heard = 0;
+  for (const auto& e : h.events) heard += e.kind == K::StageLog && e.id > 0;
+  EXPECT_EQ(heard, 600) << "every line heard with its stored id";
+}
+
+// A turn's lines that cannot be stored are lost, counted and logged; the job goes on.
+TEST(Durability, LinesThatCannotBeStoredAreLostButStallNothing) {
+  Harness h;
+  FaultyStore faulty(*h.store);
+  bool full = true;
+  faulty.fault = [&](const std::string& op) {
+    if (full && op == "append_log") {
+      full = false;  // only the first turn's lines
+      throw StoreError(StoreError::Kind::Full, "the job store is full (state dir /x, 0 bytes free)");
+    }
+  };
+  h.engine_store = &faulty;
+  h.worker("lines:one", "cat >/dev/null; echo 'first' >&2; sleep 1.2; echo 'second' >&2");
+  h.start();
+  auto s = h.submit("lost", h.pipeline({Harness::task("lines:one")}));
+  ASSERT_GT(s.job, 0);
+  auto j = h.wait(s.job);
+  ASSERT_EQ(j.state, JobState::Ready) << j.reason;
+  EXPECT_EQ(count(h.events, K::StoreFailed), 1);
+  auto lines = h.store->log(s.job, 10);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].line, "second");
+}
+
 TEST(Durability, ALockHeldByAnotherProcessIsWaitedOutNotFatal) {
   Harness h;
   h.store = std::make_unique<SqliteJobStore>(h.tmp.file("jarvis.db"), SqliteOptions{100});

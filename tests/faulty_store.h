@@ -120,6 +120,15 @@ class FaultyStore : public JobStore {
   }
   std::vector<Watched> jobs_to_watch() override { return real_.jobs_to_watch(); }
   void check_identity() override { real_.check_identity(); }
+  void begin_group() override {
+    hit("begin_group");
+    real_.begin_group();
+  }
+  void commit_group() override {
+    hit("commit_group");
+    real_.commit_group();
+  }
+  void rollback_group() noexcept override { real_.rollback_group(); }
   PruneResult prune_finished(int64_t before_ms) override { return real_.prune_finished(before_ms); }
   void probe_write(size_t bytes) override {
     hit("probe_write");

@@ -536,6 +536,44 @@ TEST_P(Store, EventsAreReadBackInOrderWithACursor) {
   EXPECT_TRUE(store.events_after(rest.back().id, 100).empty());
 }
 
+// A write group is one transaction: other connections see all of it after the commit and
+// none of it before, and a rolled-back group leaves the store as it was.
+TEST_P(Store, AWriteGroupIsCommittedWholeOrNotAtAll) {
+  auto owned = open();
+  JobStore& store = *owned;
+  auto other = open();
+  int64_t id = store.create_job(new_job("grp"), "e1").id;
+  ASSERT_GT(id, 0);
+  store.mark_running(id, 1);
+  store.stage_started(id, 0, 1, "m:t0", 1, 0);
+  {
+    WriteGroup group(store);
+    store.stage_succeeded(id, 0, 1, 2, nullptr);
+    store.append_log(id, 1, "in the group");
+    int64_t ev = store.append_event(2, id, "stage_succeeded", "{}");
+    EXPECT_GT(ev, 0);
+    EXPECT_EQ(other->job(id)->stage, 0) << "nothing of a group is seen before its commit";
+    EXPECT_TRUE(other->log(id, 10).empty());
+    group.commit();
+  }
+  EXPECT_EQ(other->job(id)->stage, 1);
+  ASSERT_EQ(other->log(id, 10).size(), 1u);
+  EXPECT_EQ(other->events_after(0, 10).size(), 1u);
+  {
+    WriteGroup group(store);
+    store.stage_started(id, 1, 1, "m:t1", 3, 0);
+    store.append_log(id, 2, "rolled back");
+    store.append_event(3, id, "stage_started", "{}");
+  }  // no commit
+  EXPECT_EQ(store.job(id)->stage_started_ms, 2) << "a group without its commit changed the job";
+  EXPECT_EQ(store.log(id, 10).size(), 1u);
+  EXPECT_EQ(store.events_after(0, 10).size(), 1u);
+  EXPECT_TRUE(store.stages(id).size() == 1u) << "the second stage row was rolled back";
+  // And the connection is usable for writes of its own afterwards.
+  store.append_log(id, 1, "after");
+  EXPECT_EQ(other->log(id, 10).size(), 2u);
+}
+
 TEST_P(Store, AClipboardComesBackByteForByteAndBadLogTextIsStoredReadable) {
   auto owned = open();
   JobStore& store = *owned;

@@ -2,11 +2,19 @@
 // a clear reason, the clipboard stays as it was, and the bot and other jobs carry on.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
+#include <thread>
 
+#include <boost/asio/io_context.hpp>
+
+#include "bot/pipeline/process_runner.h"
+#include "bot/pipeline/worker_sweep.h"
 #include "tests/test_support.h"
 
 namespace jarvis::testing {
@@ -174,6 +182,102 @@ TEST_F(WorkerContract, BadWorkersDoNotDisturbOtherJobs) {
   EXPECT_EQ(h.wait(b.job).state, JobState::Failed);
   EXPECT_EQ(h.wait(c.job).state, JobState::Failed);
   EXPECT_EQ(h.engine->running(), 0);
+}
+
+// Workers are batch work at the lowest priority, from their first instruction on (they are
+// spawned by a thread that has it), and so is whatever they start: a thousand of them
+// competing for the CPU never take it from the bot's loop.
+TEST_F(WorkerContract, WorkersAndTheirChildrenRunAsBatchWorkAtNice19) {
+  std::string seen = h.tmp.file("priority");
+  auto j = run_one("prio", "cat >/dev/null; awk '{print $19, $41}' /proc/$$/stat > " + seen +
+                               "; sh -c 'awk \"{print \\$19, \\$41}\" /proc/self/stat' >> " + seen);
+  ASSERT_EQ(j.state, JobState::Ready) << j.reason;
+  EXPECT_EQ(read_file(seen), "19 3\n19 3\n") << "nice 19, policy 3 (SCHED_BATCH), worker then child";
+}
+
+// The runner on its own: the process comes to exist on the spawner's thread, after start().
+class Runner : public ::testing::Test {
+ protected:
+  std::string script(const std::string& name, const std::string& body) {
+    std::string path = tmp.file(name);
+    write_file(path, "#!/bin/sh\n" + body + "\n");
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+    return path;
+  }
+  WorkerInvocation invocation(const std::string& path) {
+    WorkerInvocation inv;
+    inv.executable = path;
+    inv.argv = {path};
+    inv.env = {"PATH=/usr/bin:/bin"};
+    inv.timeout = 20s;
+    return inv;
+  }
+  TempDir tmp;
+  boost::asio::io_context io;
+  ProcessWorkerRunner runner{io, ProcessLimits{}};
+};
+
+TEST_F(Runner, ThePidComesBeforeAnyLineAndAFailedStartSaysSoBeforeItsOutcome) {
+  std::vector<std::string> seen;
+  auto worker = runner.start(
+      invocation(script("talk", "echo one >&2; echo two >&2")),
+      [&](std::string_view line) { seen.push_back(std::string(line)); },
+      [&](WorkerOutcome out) { seen.push_back("done " + std::to_string(out.succeeded())); },
+      [&](int pid) { seen.push_back(pid > 0 ? "pid" : "no pid"); });
+  EXPECT_EQ(worker->pid(), -1) << "not known before the spawner's answer reaches the loop";
+  io.run();
+  EXPECT_EQ(seen, (std::vector<std::string>{"pid", "one", "two", "done 1"}));
+  EXPECT_GT(worker->pid(), 0);
+
+  seen.clear();
+  io.restart();
+  runner.start(invocation(tmp.file("missing")), [](std::string_view) {},
+               [&](WorkerOutcome out) { seen.push_back(out.kind == WorkerOutcome::Kind::SpawnFailed ? "spawn failed: " + out.error : "ran"); },
+               [&](int pid) { seen.push_back(pid > 0 ? "pid" : "no pid"); });
+  io.run();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], "no pid");
+  EXPECT_EQ(seen[1], "spawn failed: cannot start " + tmp.file("missing") + ": No such file or directory");
+}
+
+TEST_F(Runner, ACancelBeforeTheProcessExistsStopsItAsSoonAsItDoes) {
+  std::string ran = tmp.file("ran");
+  std::optional<WorkerOutcome> outcome;
+  auto worker = runner.start(invocation(script("slow", "sleep 30; touch " + ran)), [](std::string_view) {},
+                             [&](WorkerOutcome out) { outcome = std::move(out); });
+  worker->cancel();  // the loop has not heard from the spawner yet
+  auto t0 = std::chrono::steady_clock::now();
+  io.run();
+  ASSERT_TRUE(outcome);
+  EXPECT_EQ(outcome->kind, WorkerOutcome::Kind::Cancelled);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "killed, not waited for";
+  EXPECT_FALSE(std::filesystem::exists(ran));
+}
+
+// A worker being spawned carries its run's token before the loop knows its pid; a sweep in
+// that window (another worker just ended) must not take it for an orphan and kill it.
+TEST(OrphanSweeper, AWorkerWhoseSpawnHasNotReturnedIsNotAnOrphan) {
+  boost::asio::io_context io;
+  auto sweeper = std::make_shared<OrphanSweeper>(io);
+  std::string token = sweeper->next_token();
+  std::string path = "/bin/sleep";
+  char arg0[] = "sleep", arg1[] = "30";
+  char* argv[] = {arg0, arg1, nullptr};
+  char* envp[] = {token.data(), nullptr};
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, path.c_str(), nullptr, nullptr, argv, envp), 0);
+  // Until its environment is the token's (the exec), nothing can be told; give it a moment.
+  for (int i = 0; i < 100 && read_file("/proc/" + std::to_string(pid) + "/environ").find(token) == std::string::npos; ++i)
+    std::this_thread::sleep_for(10ms);
+  sweeper->sweep();
+  std::this_thread::sleep_for(50ms);
+  int status = 0;
+  EXPECT_EQ(waitpid(pid, &status, WNOHANG), 0) << "a worker being started was killed as an orphan";
+  // Once its spawn is known to have failed, it is one.
+  sweeper->run_abandoned(token);
+  sweeper->sweep();
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 }
 
 // Issue 17, finding 16: the sample workers check design values before they write them into

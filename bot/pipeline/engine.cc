@@ -172,6 +172,7 @@ void Engine::keep_engine_lock() {
 }
 
 void Engine::stop() {
+  flush_logs();  // the lines workers printed so far belong to the stage that resumes
   stopping_ = true;
   watch_timer_.cancel();
   probe_timer_.cancel();
@@ -453,26 +454,20 @@ void Engine::start_worker(ActiveJob& job) {
         [this, id, stage_number](std::string_view line) {
           auto it = jobs_.find(id);
           if (it == jobs_.end()) return;
-          std::string text = it->second->redactor.redact(line);
-          try {
-            store_.append_log(id, stage_number, text);
-          } catch (const StoreError& e) {
-            // A lost log line stalls nothing, but it does mean the store is failing.
-            ++log_lines_lost_;
-            store_failed(e, text.size());
-          }
           auto ev = event_for(*it->second, Kind::StageLog);
-          ev.text = std::move(text);
-          emit(std::move(ev));
+          ev.text = it->second->redactor.redact(line);
+          ev.at_ms = now_ms();
+          pending_logs_.push_back({stage_number, std::move(ev)});
+          if (!flush_posted_) {
+            flush_posted_ = true;
+            boost::asio::post(io_, [this] {
+              flush_posted_ = false;
+              flush_logs();
+            });
+          }
         },
-        [this, id](WorkerOutcome outcome) { stage_done(id, std::move(outcome)); });
-    if (job.worker && job.worker->pid() > 0) {
-      try {
-        store_.set_worker_pid(id, rec.stage, rec.attempt, job.worker->pid());
-      } catch (const StoreError& e) {
-        store_failed(e, 0);  // the marker still finds this worker after a crash
-      }
-    }
+        [this, id](WorkerOutcome outcome) { stage_done(id, std::move(outcome)); },
+        [this, id](int pid) { worker_started(id, pid); });
   } else {
     // The worker vanished since the job was validated (a resumed job, a removed file).
     job.worker = nullptr;
@@ -480,13 +475,57 @@ void Engine::start_worker(ActiveJob& job) {
     missing.kind = WorkerOutcome::Kind::SpawnFailed;
     missing.error = "no executable " + task.module() + "/" + task.task() + " on the workers path";
     boost::asio::post(io_, [this, id, missing]() mutable { stage_done(id, std::move(missing)); });
+    worker_started(id, -1);
   }
-  log::info(id, "stage {}/{} {} started (attempt {})", stage_number, rec.stage_count(), task.name,
-            rec.attempt);
-  emit(event_for(job, Kind::StageStarted));
+}
+
+// Once the worker exists (or could not be started): its pid and the event that tells of the
+// start are one commit.
+void Engine::worker_started(int64_t id, int pid) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  ActiveJob& job = *it->second;
+  const JobRecord& rec = job.rec;
+  log::info(id, "stage {}/{} {} started (attempt {})", rec.stage + 1, rec.stage_count(),
+            rec.tasks[static_cast<size_t>(rec.stage)].name, rec.attempt);
+  flush_logs();
+  auto ev = event_for(job, Kind::StageStarted);
+  try {
+    WriteGroup group(store_);
+    if (pid > 0) store_.set_worker_pid(id, rec.stage, rec.attempt, pid);
+    record(ev);
+    group.commit();
+  } catch (const StoreError& e) {
+    ev.id = 0;
+    store_failed(e, 0);  // the marker still finds this worker after a crash
+  }
+  publish(ev);
 }
 
 void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
+  // Results are taken one per turn of the loop, like spawns: a wave of workers that end
+  // together (a thousand jobs started at once) must not hold up the requests queued behind it.
+  results_.push_back({id, std::move(outcome), std::chrono::steady_clock::now()});
+  if (!taking_results_) {
+    taking_results_ = true;
+    boost::asio::post(io_, [this] { take_result(); });
+  }
+}
+
+void Engine::take_result() {
+  taking_results_ = false;
+  if (results_.empty()) return;
+  EndedWorker ended = std::move(results_.front());
+  results_.pop_front();
+  handle_result(ended.job, std::move(ended.outcome), ended.ended);
+  if (!results_.empty()) {
+    taking_results_ = true;
+    boost::asio::post(io_, [this] { take_result(); });
+  }
+}
+
+void Engine::handle_result(int64_t id, WorkerOutcome outcome,
+                           std::chrono::steady_clock::time_point ended) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   ActiveJob& job = *it->second;
@@ -494,13 +533,13 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
   if (stopping_) return;  // left in flight on purpose; the next start resumes this stage
   auto& rec = job.rec;
   const TaskSpec& task = rec.tasks[static_cast<size_t>(rec.stage)];
-  auto elapsed = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() -
-                                                    job.stage_start);
+  auto elapsed = std::chrono::duration_cast<Millis>(ended - job.stage_start);
   if (job.cancelling) return finish(id, JobState::Cancelled, job.cancelled_by);
   // The result cannot be stored: the stage runs again once the store can take it, rather
   // than being announced done and forgotten.
   if (!store_problem_.empty()) return stall(job);
 
+  flush_logs();  // its stderr lines come before its result
   // Secrets this stage printed on stdout may be on its stderr too, stored before they were
   // known: learn them (even from output that fails the check) and redact the stored lines.
   if (!is_blank(outcome.output)) {
@@ -522,8 +561,14 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
   if (reason.empty()) {
     // Blank output means "unchanged"; otherwise the worker's text is passed on as printed.
     bool changed = !is_blank(outcome.output) && outcome.output != rec.clipboard;
+    auto ev = event_for(job, Kind::StageSucceeded);
+    ev.elapsed = elapsed;
+    // The result and its event are one commit: nobody hears of a result that was not stored.
     try {
+      WriteGroup group(store_);
       store_.stage_succeeded(id, rec.stage, rec.attempt, now, changed ? &outcome.output : nullptr);
+      record(ev);
+      group.commit();
     } catch (const StoreError& e) {
       store_failed(e, changed ? outcome.output.size() * 2 : 0);
       return stall(job);
@@ -531,9 +576,7 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
     if (changed) rec.clipboard = std::move(outcome.output);
     log::info(id, "stage {}/{} {} done in {}", rec.stage + 1, rec.stage_count(), task.name,
               format_duration(elapsed));
-    auto ev = event_for(job, Kind::StageSucceeded);
-    ev.elapsed = elapsed;
-    emit(std::move(ev));
+    publish(ev);
     ++rec.stage;
     rec.attempt = 0;
     job.failures = 0;
@@ -1168,20 +1211,56 @@ std::string event_json(const EngineEvent& e) {
   return out;
 }
 
-void Engine::emit(EngineEvent event) {
-  event.at_ms = now_ms();
-  // Every event goes to the store first (the API's event stream resumes from it), like any
-  // other write: one that fails takes the store-failure path, and the event is still heard
-  // live. A store that cannot be written is not asked to record that it cannot.
-  if (event.kind != Kind::StoreFailed && event.kind != Kind::StoreLost && !store_lost_) {
-    std::string json = event_json(event);
-    try {
-      event.id = store_.append_event(event.at_ms, event.job, std::string(event_kind_name(event.kind)), json);
-    } catch (const StoreError& e) {
-      store_failed(e, json.size());
-    }
-  }
+// Every event goes to the store first (the API's event stream resumes from it), like any
+// other write. A store that cannot be written is not asked to record that it cannot.
+void Engine::record(EngineEvent& event) {
+  if (event.kind == Kind::StoreFailed || event.kind == Kind::StoreLost || store_lost_) return;
+  if (!event.at_ms) event.at_ms = now_ms();
+  event.id = store_.append_event(event.at_ms, event.job, std::string(event_kind_name(event.kind)),
+                                 event_json(event));
+}
+
+void Engine::publish(const EngineEvent& event) {
   for (const auto& o : observers_) o(event);
+}
+
+// An event whose write fails takes the store-failure path and is still heard live.
+void Engine::emit(EngineEvent event) {
+  flush_logs();  // the table keeps events in the order they happened
+  event.at_ms = now_ms();
+  try {
+    record(event);
+  } catch (const StoreError& e) {
+    event.id = 0;
+    store_failed(e, event.text.size() + 256);
+  }
+  publish(event);
+}
+
+// The stderr lines of a turn of the loop, with their events, in one commit: a thousand
+// workers each printing a line cost one commit, not two thousand.
+void Engine::flush_logs() {
+  if (pending_logs_.empty()) return;
+  std::vector<PendingLog> batch = std::move(pending_logs_);
+  pending_logs_.clear();
+  try {
+    WriteGroup group(store_);
+    for (auto& line : batch) {
+      store_.append_log(line.event.job, line.stage, line.event.text);
+      record(line.event);
+    }
+    group.commit();
+  } catch (const StoreError& e) {
+    // Lost log lines stall nothing, but they do mean the store is failing.
+    log_lines_lost_ += batch.size();
+    size_t bytes = 0;
+    for (auto& line : batch) {
+      bytes += line.event.text.size();
+      line.event.id = 0;
+    }
+    store_failed(e, bytes);
+  }
+  for (const auto& line : batch) publish(line.event);
 }
 
 }  // namespace jarvis

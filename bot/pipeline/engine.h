@@ -2,6 +2,7 @@
 // The engine: runs jobs (a design through a pipeline of workers) on one io_context.
 // It decides what runs next; a WorkerRunner runs it; the JobStore remembers everything, so
 // any engine can resume a job another one left behind.
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <map>
@@ -149,7 +150,10 @@ class Engine {
   void run_stage(ActiveJob& job);
   void spawn_next();
   void start_worker(ActiveJob& job);
-  void stage_done(int64_t id, WorkerOutcome outcome);
+  void worker_started(int64_t id, int pid);  // pid -1: it could not be started
+  void stage_done(int64_t id, WorkerOutcome outcome);  // queues the result for take_result
+  void take_result();
+  void handle_result(int64_t id, WorkerOutcome outcome, std::chrono::steady_clock::time_point ended);
   // A destructive stage on a production host: wait (persisted) for a confirmation.
   void await_confirmation(ActiveJob& job, const ProductionFact& fact);
   void confirmation_due(int64_t id);
@@ -178,7 +182,11 @@ class Engine {
   // here too, from what the store says, so chat sees every job.
   void follow_foreign(const std::vector<JobStore::Watched>& watched);
   std::vector<std::string> worker_env(const ActiveJob& job) const;
+  // emit = record (to the store; throws StoreError) + publish (to the observers).
   void emit(EngineEvent event);
+  void record(EngineEvent& event);
+  void publish(const EngineEvent& event);
+  void flush_logs();
   EngineEvent event_for(const JobRecord& rec, EngineEvent::Kind kind) const;
   EngineEvent event_for(const ActiveJob& job, EngineEvent::Kind kind) const;
 
@@ -194,6 +202,19 @@ class Engine {
   std::deque<int64_t> queue_;                           // owned, waiting for a slot
   std::deque<int64_t> spawn_queue_;                     // stages about to start a worker
   bool spawning_ = false;
+  struct EndedWorker {
+    int64_t job;
+    WorkerOutcome outcome;
+    std::chrono::steady_clock::time_point ended;
+  };
+  std::deque<EndedWorker> results_;  // workers that ended, results not yet taken
+  bool taking_results_ = false;
+  struct PendingLog {
+    int stage;  // 1-based, as the log table keeps it
+    EngineEvent event;
+  };
+  std::vector<PendingLog> pending_logs_;  // stderr lines of this turn, written by flush_logs
+  bool flush_posted_ = false;
   boost::asio::steady_timer watch_timer_;
   std::string store_problem_;   // non-empty while the store cannot be written
   bool store_lost_ = false;

@@ -1,6 +1,8 @@
 #include "bot/pipeline/process_runner.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
@@ -9,15 +11,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/write.hpp>
 
 #include "bot/pipeline/worker_sweep.h"
@@ -80,23 +87,17 @@ struct Pipes {
   }
 };
 
-class ChildProcess : public RunningWorker, public std::enable_shared_from_this<ChildProcess> {
- public:
-  ChildProcess(asio::io_context& io, const ProcessLimits& limits, std::shared_ptr<OrphanSweeper> sweeper,
-               WorkerRunner::LineHandler on_stderr, WorkerRunner::DoneHandler on_done)
-      : io_(io), limits_(limits), sweeper_(std::move(sweeper)), on_stderr_(std::move(on_stderr)),
-        on_done_(std::move(on_done)),
-        stdout_(io), stderr_(io), pidfd_(io), timeout_timer_(io), kill_timer_(io),
-        drain_timer_(io), poll_timer_(io) {}
+// What the spawner's thread needs for one posix_spawn, and what it found.
+struct SpawnPlan {
+  Pipes pipes;
+  std::string executable;
+  std::vector<std::string> argv, env;
+  ProcessLimits limits;
+  pid_t pid = -1;
+  int error = 0;  // posix_spawn's, 0 when the child exists
 
-  // Spawns the child; on failure returns the reason and nothing is left running.
-  std::optional<std::string> spawn(const WorkerInvocation& inv) {
-    Pipes pipes;
-    if (!pipes.open()) return std::string("cannot create pipes: ") + std::strerror(errno);
-    std::string error;
-    pipes.in = clipboard_file(inv.input, error);
-    if (pipes.in < 0) return error;
-
+  // On the spawner's thread: touches nothing but this plan.
+  void run() {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&actions);
@@ -119,42 +120,161 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
       sigaddset(&defaults, sig);
     posix_spawnattr_setsigdefault(&attr, &defaults);
 
-    std::vector<char*> argv, envp;
-    for (const auto& a : inv.argv) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    for (const auto& e : inv.env) envp.push_back(const_cast<char*>(e.c_str()));
-    // This run's token: whatever the worker leaves running after it exits carries it.
-    std::string token = sweeper_->next_token();
-    envp.push_back(token.data());
+    std::vector<char*> argvp, envp;
+    for (auto& a : argv) argvp.push_back(a.data());
+    argvp.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
 
-    int rc = ::posix_spawn(&pid_, inv.executable.c_str(), &actions, &attr, argv.data(),
-                           envp.data());
+    error = ::posix_spawn(&pid, executable.c_str(), &actions, &attr, argvp.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
-      pid_ = -1;
-      return "cannot start " + inv.executable + ": " + std::strerror(rc);
+    if (error != 0) {
+      pid = -1;
+      return;
     }
-    // Lower priority for the worker (and whatever it forks): the bot must keep answering
-    // while hundreds of workers compete for the CPU.
-    if (limits_.nice > 0) ::setpriority(PRIO_PROCESS, static_cast<id_t>(pid_), limits_.nice);
     // No core dumps (a worker's memory holds the clipboard and its secrets) and, when
     // configured, a bound on processes. Set just after the spawn: the window before it is a
     // few microseconds of an interpreter starting up.
     rlimit no_core{0, 0};
-    ::prlimit(pid_, RLIMIT_CORE, &no_core, nullptr);
-    if (limits_.max_processes) {
-      rlimit nproc{limits_.max_processes, limits_.max_processes};
-      ::prlimit(pid_, RLIMIT_NPROC, &nproc, nullptr);
+    ::prlimit(pid, RLIMIT_CORE, &no_core, nullptr);
+    if (limits.max_processes) {
+      rlimit nproc{limits.max_processes, limits.max_processes};
+      ::prlimit(pid, RLIMIT_NPROC, &nproc, nullptr);
     }
-    sweeper_->run_started(pid_, token);
-    pipes.close_child_ends();
-    stdout_.assign(std::exchange(pipes.out[0], -1));
-    stderr_.assign(std::exchange(pipes.err[0], -1));
+  }
+};
+
+}  // namespace
+
+// One thread that runs posix_spawn for the loop, in the order asked.
+class Spawner {
+ public:
+  explicit Spawner(int nice) {
+    // Signals are the loop's business: none is delivered to this thread.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    thread_ = std::thread([this, nice] {
+      // The workers' priority, on this thread: a child inherits it from the clone on, so
+      // no worker (nor its vfork'd start) ever competes with the loop as an equal. Batch:
+      // a worker that wakes never preempts the loop; nice: it yields the CPU to it.
+      if (nice > 0) {
+        sched_param param{};
+        pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);
+        ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);
+      }
+      work();
+    });
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+  ~Spawner() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  void submit(std::function<void()> spawn) {
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(std::move(spawn));
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  void work() {
+    std::unique_lock lock(mutex_);
+    while (true) {
+      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;  // what is left is dropped: nobody would watch those workers
+      auto spawn = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      spawn();
+      spawn = nullptr;  // its resources go on this thread, before the next spawn
+      lock.lock();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+namespace {
+
+class ChildProcess : public RunningWorker, public std::enable_shared_from_this<ChildProcess> {
+ public:
+  ChildProcess(asio::io_context& io, const ProcessLimits& limits, std::shared_ptr<OrphanSweeper> sweeper,
+               WorkerRunner::LineHandler on_stderr, WorkerRunner::DoneHandler on_done)
+      : io_(io), limits_(limits), sweeper_(std::move(sweeper)), on_stderr_(std::move(on_stderr)),
+        on_done_(std::move(on_done)),
+        stdout_(io), stderr_(io), pidfd_(io), timeout_timer_(io), kill_timer_(io),
+        drain_timer_(io), poll_timer_(io) {}
+
+  // Prepares the spawn on the loop (pipes, the stdin file, argv and environment) and hands
+  // the posix_spawn itself to the spawner's thread: its vfork holds the caller until the
+  // child has exec'd, a millisecond or more when hundreds of workers compete for the CPU,
+  // and the loop must not wait that long per worker. On failure returns the reason and
+  // nothing is left running.
+  std::optional<std::string> spawn(const WorkerInvocation& inv, Spawner& spawner) {
+    auto plan = std::make_shared<SpawnPlan>();
+    if (!plan->pipes.open()) return std::string("cannot create pipes: ") + std::strerror(errno);
+    std::string error;
+    plan->pipes.in = clipboard_file(inv.input, error);
+    if (plan->pipes.in < 0) return error;
+    plan->executable = inv.executable;
+    plan->argv = inv.argv;
+    plan->env = inv.env;
+    // This run's token: whatever the worker leaves running after it exits carries it.
+    token_ = sweeper_->next_token();
+    plan->env.push_back(token_);
+    plan->limits = limits_;
+    timeout_ = inv.timeout;
+    auto self = shared_from_this();
+    // Everything moves on to the loop: nothing of this child is released on the spawner's thread.
+    spawner.submit([self, plan, work = asio::make_work_guard(io_)]() mutable {
+      plan->run();
+      auto executor = work.get_executor();
+      asio::post(executor, [self = std::move(self), plan = std::move(plan), work = std::move(work)] {
+        self->started(*plan);
+      });
+    });
+    return std::nullopt;
+  }
+
+  void on_started(WorkerRunner::StartedHandler handler) { on_started_ = std::move(handler); }
+
+  // Back on the loop once posix_spawn returned.
+  void started(SpawnPlan& plan) {
+    auto on_started = std::move(on_started_);
+    if (plan.error != 0) {
+      sweeper_->run_abandoned(token_);
+      if (on_started) on_started(-1);
+      WorkerOutcome out;
+      out.kind = Kind::SpawnFailed;
+      out.error = "cannot start " + plan.executable + ": " + std::strerror(plan.error);
+      on_stderr_ = nullptr;
+      done_ = true;
+      auto done = std::move(on_done_);
+      done(std::move(out));
+      return;
+    }
+    pid_ = plan.pid;
+    sweeper_->run_started(pid_, token_);
+    plan.pipes.close_child_ends();
+    stdout_.assign(std::exchange(plan.pipes.out[0], -1));
+    stderr_.assign(std::exchange(plan.pipes.err[0], -1));
     int pidfd = pidfd_open(pid_);
     if (pidfd >= 0) pidfd_.assign(pidfd);
-    return std::nullopt;
+    if (on_started) on_started(pid_);
+    begin(timeout_);
+    if (cancel_requested_) terminate(Kind::Cancelled);
   }
 
   void begin(Millis timeout) {
@@ -169,23 +289,33 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
   }
 
   void cancel() override {
+    if (pid_ < 0) {
+      cancel_requested_ = true;  // still being spawned: stopped as soon as it exists
+      return;
+    }
     if (!reaped_) terminate(Kind::Cancelled);
   }
   int pid() const override { return pid_; }
 
  private:
+  // Straight into the output, which grows with what arrives: a thousand workers running at
+  // once hold what they printed, not a fixed buffer each.
   void read_stdout() {
     auto self = shared_from_this();
-    stdout_.async_read_some(asio::buffer(out_buf_), [self](const boost::system::error_code& ec,
-                                                          size_t n) {
+    size_t have = output_.size();
+    size_t room = std::clamp(have, size_t{4096}, size_t{1} << 20);
+    output_.resize(have + room);
+    stdout_.async_read_some(asio::buffer(output_.data() + have, room),
+                            [self, have](const boost::system::error_code& ec, size_t n) {
+      self->output_.resize(have + (ec ? 0 : n));
       if (!ec) {
-        if (self->output_.size() + n > self->limits_.stdout_cap) {
+        if (have + n > self->limits_.stdout_cap) {
+          self->output_.resize(have);
           self->close(self->stdout_, self->stdout_open_);
           self->terminate(Kind::OutputTooLarge);
           self->maybe_finish();
           return;
         }
-        self->output_.append(self->out_buf_.data(), n);
         self->read_stdout();
         return;
       }
@@ -343,11 +473,14 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
   std::shared_ptr<OrphanSweeper> sweeper_;
   WorkerRunner::LineHandler on_stderr_;
   WorkerRunner::DoneHandler on_done_;
+  WorkerRunner::StartedHandler on_started_;
+  std::string token_;
+  Millis timeout_{0};
+  bool cancel_requested_ = false;
   pid_t pid_ = -1;
   asio::posix::stream_descriptor stdout_, stderr_, pidfd_;
   asio::steady_timer timeout_timer_, kill_timer_, drain_timer_, poll_timer_;
-  std::array<char, 65536> out_buf_{};
-  std::array<char, 16384> err_buf_{};
+  std::array<char, 4096> err_buf_;  // stderr is read a line or so at a time
   std::string output_;
   std::string err_line_;
   size_t err_line_cut_ = 0;
@@ -370,25 +503,31 @@ class NotStarted : public RunningWorker {
 }  // namespace
 
 ProcessWorkerRunner::ProcessWorkerRunner(asio::io_context& io, ProcessLimits limits)
-    : io_(io), limits_(limits), sweeper_(std::make_shared<OrphanSweeper>(io)) {
+    : io_(io), limits_(limits), sweeper_(std::make_shared<OrphanSweeper>(io)),
+      spawner_(std::make_unique<Spawner>(limits.nice)) {
   // A worker that exits without reading stdin must not kill the bot with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
 }
 
+ProcessWorkerRunner::~ProcessWorkerRunner() = default;
+
 std::shared_ptr<RunningWorker> ProcessWorkerRunner::start(WorkerInvocation inv,
                                                           LineHandler on_stderr,
-                                                          DoneHandler on_done) {
+                                                          DoneHandler on_done,
+                                                          StartedHandler on_started) {
   auto child = std::make_shared<ChildProcess>(io_, limits_, sweeper_, std::move(on_stderr), on_done);
-  if (auto error = child->spawn(inv)) {
+  child->on_started(on_started);
+  if (auto error = child->spawn(inv, *spawner_)) {
     WorkerOutcome out;
     out.kind = Kind::SpawnFailed;
     out.error = *error;
-    asio::post(io_, [on_done = std::move(on_done), out = std::move(out)]() mutable {
+    asio::post(io_, [on_done = std::move(on_done), on_started = std::move(on_started),
+                     out = std::move(out)]() mutable {
+      if (on_started) on_started(-1);
       on_done(std::move(out));
     });
     return std::make_shared<NotStarted>();
   }
-  child->begin(inv.timeout);
   return child;
 }
 

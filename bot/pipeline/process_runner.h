@@ -1,6 +1,7 @@
 #pragma once
-// Runs workers as child processes on the asio loop: posix_spawn into their own process group,
-// pipes as asio descriptors, exit noticed through a pidfd, no thread per child.
+// Runs workers as child processes on the asio loop: posix_spawn into their own process group
+// (on one spawner thread), pipes as asio descriptors, exit noticed through a pidfd, no thread
+// per child.
 #include <boost/asio/io_context.hpp>
 
 #include <memory>
@@ -16,24 +17,28 @@ struct ProcessLimits {
   size_t stderr_tail_lines = 5;       // kept for the failure reason
   Millis kill_grace{5000};            // SIGTERM -> SIGKILL
   Millis pipe_drain_grace{1000};      // after exit, wait this long for pipes held elsewhere
-  int nice = 10;                      // workers yield the CPU to the bot itself under load
+  int nice = 19;                      // workers yield the CPU to the bot itself under load
   // RLIMIT_NPROC of each worker (0: inherited). Counted per user by the kernel, so it caps
   // a fork bomb, not one worker's children exactly; root is exempt.
   unsigned max_processes = 0;
 };
 
 class OrphanSweeper;
+class Spawner;
 
 class ProcessWorkerRunner : public WorkerRunner {
  public:
   ProcessWorkerRunner(boost::asio::io_context& io, ProcessLimits limits);
+  ~ProcessWorkerRunner() override;
   std::shared_ptr<RunningWorker> start(WorkerInvocation invocation, LineHandler on_stderr,
-                                       DoneHandler on_done) override;
+                                       DoneHandler on_done, StartedHandler on_started) override;
+  using WorkerRunner::start;
 
  private:
   boost::asio::io_context& io_;
   ProcessLimits limits_;
   std::shared_ptr<OrphanSweeper> sweeper_;
+  std::unique_ptr<Spawner> spawner_;  // posix_spawn off the loop (its vfork waits for the exec)
 };
 
 // Raises the soft open-files limit to the hard limit (each running worker holds four fds).

@@ -49,11 +49,19 @@ class WorkerRunner {
  public:
   using LineHandler = std::function<void(std::string_view line)>;
   using DoneHandler = std::function<void(WorkerOutcome)>;
+  using StartedHandler = std::function<void(int pid)>;
   virtual ~WorkerRunner() = default;
   // Starts a worker; `on_stderr` gets each stderr line, `on_done` runs exactly once, on the
-  // loop, after the process is reaped and its pipes are closed.
+  // loop, after the process is reaped and its pipes are closed. The process may come to
+  // exist after start() returns: `on_started` runs on the loop once it does, with its pid
+  // (or -1 when it could not be started, before on_done), and before any line. Until then
+  // the worker's pid() is -1, and cancel() stops it as soon as it exists.
   virtual std::shared_ptr<RunningWorker> start(WorkerInvocation invocation, LineHandler on_stderr,
-                                               DoneHandler on_done) = 0;
+                                               DoneHandler on_done, StartedHandler on_started) = 0;
+  std::shared_ptr<RunningWorker> start(WorkerInvocation invocation, LineHandler on_stderr,
+                                       DoneHandler on_done) {
+    return start(std::move(invocation), std::move(on_stderr), std::move(on_done), nullptr);
+  }
 };
 
 }  // namespace jarvis

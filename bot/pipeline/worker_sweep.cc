@@ -107,11 +107,18 @@ OrphanSweeper::OrphanSweeper(boost::asio::io_context& io) : timer_(io) {
   prefix_ = buf;
 }
 
-std::string OrphanSweeper::next_token() { return prefix_ + std::to_string(++issued_); }
+std::string OrphanSweeper::next_token() {
+  std::string token = prefix_ + std::to_string(++issued_);
+  starting_.insert(token);
+  return token;
+}
 
 void OrphanSweeper::run_started(int leader_pid, const std::string& token) {
+  starting_.erase(token);
   active_[leader_pid] = token;
 }
+
+void OrphanSweeper::run_abandoned(const std::string& token) { starting_.erase(token); }
 
 void OrphanSweeper::run_ended(int leader_pid) {
   active_.erase(leader_pid);
@@ -162,6 +169,10 @@ void OrphanSweeper::sweep() {
       continue;
     }
     if (!read_file(base + "/environ", env) || !has_entry_prefix(env, prefix_)) continue;
+    // A worker whose spawn has not returned yet: its pid is not known here so far.
+    if (std::any_of(starting_.begin(), starting_.end(),
+                    [&](const std::string& token) { return has_entry(env, token); }))
+      continue;
     bool running_stage = std::any_of(active_.begin(), active_.end(),
                                      [&](const auto& run) { return has_entry(env, run.second); });
     orphans_.insert(pid);

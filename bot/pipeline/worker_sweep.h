@@ -40,9 +40,11 @@ int kill_marked_processes(const std::vector<std::string>& all,
 class OrphanSweeper : public std::enable_shared_from_this<OrphanSweeper> {
  public:
   explicit OrphanSweeper(boost::asio::io_context& io);
-  // "JARVIS_RUN=..." for the next worker's environment.
+  // "JARVIS_RUN=..." for the next worker's environment. From now until run_started (or
+  // run_abandoned) a process carrying it is a worker being spawned, not an orphan.
   std::string next_token();
   void run_started(int leader_pid, const std::string& token);
+  void run_abandoned(const std::string& token);  // its spawn failed
   // After the leader is reaped: sweeps now, and again shortly after for what its group's
   // SIGKILL orphans a moment later.
   void run_ended(int leader_pid);
@@ -55,6 +57,7 @@ class OrphanSweeper : public std::enable_shared_from_this<OrphanSweeper> {
   std::string prefix_;                 // "JARVIS_RUN=<pid>-<random>-"
   unsigned long long issued_ = 0;
   std::map<int, std::string> active_;  // leader pid -> its run's token
+  std::set<std::string> starting_;     // tokens of runs whose spawn has not returned yet
   std::set<int> orphans_;              // ours to reap once they are gone
 };
 

@@ -308,6 +308,14 @@ class JobStore {
   virtual void check_identity() = 0;
   virtual void probe_write(size_t bytes) = 0;
 
+  // Write groups: the writes between begin_group() and commit_group() are committed together,
+  // in one transaction (so at the cost of one commit), or not at all after rollback_group()
+  // or a failure. The engine groups a state change with the event that tells of it, and a
+  // turn's log lines. A store without groups commits each write as it goes. Not nested.
+  virtual void begin_group() {}
+  virtual void commit_group() {}
+  virtual void rollback_group() noexcept {}
+
   // The event table: appended in id order (an id is never seen after a higher one was read),
   // so a reader that remembers the last id it read misses nothing and sees nothing twice.
   // append_event throws StoreError like every write.
@@ -346,6 +354,25 @@ class JobStore {
   virtual bool save_leader_cursor(const std::string& /*role*/, const std::string& /*holder*/, int64_t /*cursor*/) {
     return true;
   }
+};
+
+// A write group for a scope: rolled back unless commit() returned.
+class WriteGroup {
+ public:
+  explicit WriteGroup(JobStore& store) : store_(store) { store_.begin_group(); }
+  ~WriteGroup() {
+    if (!committed_) store_.rollback_group();
+  }
+  WriteGroup(const WriteGroup&) = delete;
+  WriteGroup& operator=(const WriteGroup&) = delete;
+  void commit() {
+    store_.commit_group();
+    committed_ = true;
+  }
+
+ private:
+  JobStore& store_;
+  bool committed_ = false;
 };
 
 }  // namespace jarvis

@@ -270,24 +270,46 @@ JobRecord read_job(const Stmt& s) {
 
 // BEGIN IMMEDIATE ... commit(). Without a successful commit() the transaction is rolled back:
 // a COMMIT that fails (a full disk) throws like any other write, so nobody is told "done".
+// Inside a write group it is part of the group's transaction: the group commits or rolls back.
 class SqliteJobStore::Transaction {
  public:
-  explicit Transaction(SqliteJobStore& store) : store_(store) {
+  explicit Transaction(SqliteJobStore& store) : store_(store), in_group_(store.group_open_) {
+    if (in_group_) return;
     store_.check_identity();  // a stat: never commit into a file that was deleted or replaced
     store_.exec("BEGIN IMMEDIATE");
   }
   ~Transaction() {
-    if (!committed_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (!committed_ && !in_group_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
   }
   void commit() {
-    store_.exec("COMMIT");
+    if (!in_group_) store_.exec("COMMIT");
     committed_ = true;
   }
 
  private:
   SqliteJobStore& store_;
+  bool in_group_;
   bool committed_ = false;
 };
+
+void SqliteJobStore::begin_group() {
+  if (group_open_) throw std::logic_error("write groups do not nest");
+  check_identity();
+  exec("BEGIN IMMEDIATE");
+  group_open_ = true;
+}
+
+void SqliteJobStore::commit_group() {
+  exec("COMMIT");  // throws when it fails; the group's owner then rolls back
+  group_open_ = false;
+}
+
+void SqliteJobStore::rollback_group() noexcept {
+  if (!group_open_) return;
+  group_open_ = false;
+  // SQLite may have rolled back by itself already (a full disk, an I/O error).
+  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+}
 
 SqliteJobStore::SqliteJobStore(const std::string& path, SqliteOptions options)
     : path_(path), busy_timeout_ms_(options.busy_timeout_ms), cache_(std::make_unique<Cache>()) {
@@ -887,7 +909,7 @@ std::map<JobState, int64_t> SqliteJobStore::job_counts() {
 
 int64_t SqliteJobStore::append_event(int64_t at_ms, int64_t job_id, const std::string& kind,
                                      const std::string& json) {
-  check_identity();
+  if (!group_open_) check_identity();  // a group checked when it began
   // One writer at a time (SQLite's lock): ids are committed in order.
   prepare("INSERT INTO events (at_ms, job_id, kind, json) VALUES (?, ?, ?, ?)")
       .bind(1, at_ms).bind(2, job_id).bind(3, kind).bind(4, json).run();

@@ -66,6 +66,9 @@ class SqliteJobStore : public JobStore {
   bool claim(int64_t id, const std::string& expected_owner, const std::string& new_owner) override;
   std::vector<Watched> jobs_to_watch() override;
   void check_identity() override;
+  void begin_group() override;
+  void commit_group() override;
+  void rollback_group() noexcept override;
   PruneResult prune_finished(int64_t before_ms) override;
   void probe_write(size_t bytes) override;
   std::vector<JobRecord> find_jobs(const JobQuery& query) override;
@@ -107,6 +110,7 @@ class SqliteJobStore : public JobStore {
   ino_t ino_ = 0;
   std::optional<std::string> gone_;
   sqlite3* db_ = nullptr;
+  bool group_open_ = false;  // between begin_group and its commit or rollback
   struct Cache;
   std::unique_ptr<Cache> cache_;
   // WAL checkpoints fsync; they run on their own thread and connection so that the loop

@@ -265,27 +265,52 @@ class PostgresJobStore::Result {
 
 // BEGIN ... commit(); without a successful commit() it rolls back. A COMMIT that fails (or
 // whose answer is lost with the connection) throws: nobody is told "done".
+// Inside a write group it is part of the group's transaction: the group commits or rolls back.
 class PostgresJobStore::Transaction {
  public:
-  explicit Transaction(PostgresJobStore& store) : store_(store) {
+  explicit Transaction(PostgresJobStore& store) : store_(store), in_group_(store.group_open_) {
+    if (in_group_) return;
     store_.run("BEGIN");
     store_.in_transaction_ = true;
   }
   ~Transaction() {
-    if (committed_) return;
+    if (committed_ || in_group_) return;
     store_.in_transaction_ = false;
     if (store_.conn_ && PQstatus(store_.conn_) == CONNECTION_OK) PQclear(PQexec(store_.conn_, "ROLLBACK"));
   }
   void commit() {
-    store_.in_transaction_ = false;
-    Result r = store_.run("COMMIT");
+    if (!in_group_) {
+      store_.in_transaction_ = false;
+      Result r = store_.run("COMMIT");
+    }
     committed_ = true;
   }
 
  private:
   PostgresJobStore& store_;
+  bool in_group_;
   bool committed_ = false;
 };
+
+void PostgresJobStore::begin_group() {
+  if (group_open_) throw std::logic_error("write groups do not nest");
+  run("BEGIN");
+  in_transaction_ = true;
+  group_open_ = true;
+}
+
+void PostgresJobStore::commit_group() {
+  in_transaction_ = false;
+  run("COMMIT");  // throws when it fails (or its answer is lost); the group's owner rolls back
+  group_open_ = false;
+}
+
+void PostgresJobStore::rollback_group() noexcept {
+  if (!group_open_) return;
+  group_open_ = false;
+  in_transaction_ = false;
+  if (conn_ && PQstatus(conn_) == CONNECTION_OK) PQclear(PQexec(conn_, "ROLLBACK"));
+}
 
 PostgresJobStore::PostgresJobStore(const std::string& url, PostgresOptions options)
     : url_(url), options_(options) {

@@ -65,6 +65,9 @@ class PostgresJobStore : public JobStore {
   PruneResult prune_finished(int64_t before_ms) override;
   void check_identity() override;
   void probe_write(size_t bytes) override;
+  void begin_group() override;
+  void commit_group() override;
+  void rollback_group() noexcept override;
   void await_confirmation(int64_t id, int stage, int through, int64_t until_ms,
                           const std::string& prompt) override;
   bool confirm(int64_t id, const std::string& by, int64_t now) override;
@@ -143,6 +146,7 @@ class PostgresJobStore : public JobStore {
   std::map<std::string, std::string> prepared_;  // sql -> statement name, per connection
   int next_statement_ = 0;
   bool in_transaction_ = false;
+  bool group_open_ = false;  // between begin_group and its commit or rollback
   std::string fence_;
   int64_t renewals_ = 0;  // the engine whose jobs this connection may write; empty: any
   void fence(int64_t job);
