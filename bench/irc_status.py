@@ -27,7 +27,7 @@ alice = Client(server, "alice")
 alice.join("#ops")
 alice.wait_member("#ops", "jarvis", 30, "jarvis")
 alice.say("#ops", "jarvis: deploy loki")
-alice.expect("#ops", lambda t: t.startswith("loki: ready"), what="the job")
+alice.expect("#ops", lambda t: "loki is ready" in t, what="the job")
 
 
 def pct(values, p):

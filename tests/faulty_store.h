@@ -119,6 +119,11 @@ class FaultyStore : public JobStore {
     return real_.claim(id, expected, owner);
   }
   std::vector<Watched> jobs_to_watch() override { return real_.jobs_to_watch(); }
+  void add_session(const DashboardSession& session, int64_t now) override { real_.add_session(session, now); }
+  std::optional<DashboardSession> session(const std::string& id_hash, int64_t now) override {
+    return real_.session(id_hash, now);
+  }
+  void end_session(const std::string& id_hash) override { real_.end_session(id_hash); }
   void check_identity() override { real_.check_identity(); }
   void begin_group() override {
     hit("begin_group");

@@ -72,10 +72,11 @@ TEST_F(PgStore, AStoreAtVersion3GetsTheHttpApiAndHookTablesAndKeepsItsJobs) {
   // As a jarvis with the safety catch but before the HTTP API left it: version 3, without
   // the tables of version 4.
   server->sql(db, "DROP TABLE api_tokens; DROP TABLE hook_deliveries; DROP TABLE hook_cursor; "
-                  "DROP INDEX jobs_by_requester; DELETE FROM schema_version WHERE version = 4");
+                  "DROP TABLE dashboard_sessions; DROP INDEX jobs_by_requester; "
+                  "DELETE FROM schema_version WHERE version >= 4");
   ASSERT_EQ(server->sql(db, "SELECT max(version) FROM schema_version"), "3");
   PostgresJobStore store(url);
-  EXPECT_EQ(store.schema_version(), 4);
+  EXPECT_EQ(store.schema_version(), PostgresJobStore::kSchemaVersion);
   EXPECT_EQ(store.job(id)->host, "loki");
   EXPECT_TRUE(store.add_token({"ci", "read", "abc", 1}));
   int64_t e = store.append_event(1, id, "job_ready", "{}");
@@ -83,6 +84,8 @@ TEST_F(PgStore, AStoreAtVersion3GetsTheHttpApiAndHookTablesAndKeepsItsJobs) {
   JobQuery q;
   q.requested_by = "alice";
   EXPECT_EQ(store.find_jobs(q).size(), 1u);
+  store.add_session({"sid", "abc", 5000}, 1000);
+  EXPECT_TRUE(store.session("sid", 1000)) << "version 5: dashboard sessions";
 }
 
 TEST_F(PgStore, NodesQueueingTheSameEventsTogetherQueueEachOnceAndSkipNone) {

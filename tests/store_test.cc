@@ -574,6 +574,30 @@ TEST_P(Store, AWriteGroupIsCommittedWholeOrNotAtAll) {
   EXPECT_EQ(other->log(id, 10).size(), 2u);
 }
 
+// Dashboard sessions: found until they expire or end, on every connection; a token keeps at
+// most its 100 newest.
+TEST_P(Store, DashboardSessionsLastUntilTheyExpireOrEndAndAreBoundedPerToken) {
+  auto owned = open();
+  JobStore& store = *owned;
+  auto other = open();
+  store.add_session({"s1", "tokA", 5000}, 1000);
+  store.add_session({"s2", "tokA", 2000}, 1000);
+  auto found = other->session("s1", 1500);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->token_hash, "tokA");
+  EXPECT_EQ(found->expires_ms, 5000);
+  EXPECT_TRUE(other->session("s2", 1999));
+  EXPECT_FALSE(other->session("s2", 2000)) << "expired";
+  EXPECT_FALSE(other->session("nope", 1000));
+  other->end_session("s1");
+  EXPECT_FALSE(store.session("s1", 1500)) << "ended on one connection, gone on the other";
+  for (int i = 0; i < 105; ++i) store.add_session({"b" + std::to_string(i), "tokB", 10000 + i}, 3000);
+  EXPECT_FALSE(store.session("b0", 3000)) << "the oldest of 105 logins of one token is dropped";
+  EXPECT_FALSE(store.session("b4", 3000));
+  EXPECT_TRUE(store.session("b5", 3000));
+  EXPECT_TRUE(store.session("b104", 3000));
+}
+
 TEST_P(Store, AClipboardComesBackByteForByteAndBadLogTextIsStoredReadable) {
   auto owned = open();
   JobStore& store = *owned;

@@ -20,7 +20,11 @@ std::pair<std::string_view, std::string_view> dashboard_asset(std::string_view p
 namespace {
 
 constexpr const char* kCookie = "jarvis_session";
-constexpr auto kSessionLife = std::chrono::hours(12);
+constexpr int64_t kSessionLifeMs = 12 * 3600 * 1000;
+
+// The CSRF token a session's page must echo: derived from the session id, which only the
+// HttpOnly cookie carries, so nothing of it needs storing and a cross-site page cannot know it.
+std::string csrf_for(const std::string& session_id) { return token_hash("jarvis-dashboard-csrf:" + session_id); }
 
 std::string cookie_value(const Request& r, const std::string& name) {
   std::string all = r.header("cookie");
@@ -226,13 +230,16 @@ std::optional<Api::Caller> Api::authenticate(const Request& r, Respond& respond)
   } else if (std::string sid = cookie_value(r, kCookie); !sid.empty()) {
     // The dashboard: a session cookie, and for anything that changes state the CSRF token
     // the login gave the page (a cross-site form cannot read or send it).
-    auto it = sessions_.find(token_hash(sid));
-    if (it == sessions_.end() || it->second.expires < TokenBucket::Clock::now()) {
-      if (it != sessions_.end()) sessions_.erase(it);
-      return unauthorized("the dashboard session expired or ended; log in again");
+    std::optional<DashboardSession> found;
+    try {
+      found = store_.session(token_hash(sid), now_ms());
+    } catch (const StoreError& e) {
+      respond(error(503, std::string("cannot check the dashboard session: ") + e.what()));
+      return std::nullopt;
     }
-    hash = it->second.token_hash;
-    if (r.method != "GET" && r.method != "HEAD" && !same_secret(r.header("x-csrf-token"), it->second.csrf)) {
+    if (!found) return unauthorized("the dashboard session expired or ended; log in again");
+    hash = found->token_hash;
+    if (r.method != "GET" && r.method != "HEAD" && !same_secret(r.header("x-csrf-token"), csrf_for(sid))) {
       std::optional<Caller> c = caller_for_hash(hash, r.remote);
       refuse_audited(c ? c->who : anon, "csrf:" + (c ? c->name : r.remote), text,
                      "a dashboard request without its CSRF token");
@@ -277,8 +284,6 @@ std::optional<Api::Caller> Api::caller_for_hash(const std::string& hash, const s
 // page's storage), and the page gets the CSRF token to echo. GET: who the cookie is.
 // DELETE: log out.
 void Api::session(const Request& r, Respond& respond) {
-  auto now = TokenBucket::Clock::now();
-  std::erase_if(sessions_, [&](const auto& kv) { return kv.second.expires < now; });
   if (r.method == "POST") {
     YAML::Node body;
     try {
@@ -296,9 +301,12 @@ void Api::session(const Request& r, Respond& respond) {
       count_request(401, "session");
       return respond(error(401, "that token is unknown or revoked; make one with jarvis token add NAME --role read"));
     }
-    if (sessions_.size() >= 10000) sessions_.erase(sessions_.begin());
-    std::string sid = new_token(), csrf = new_token();
-    sessions_[token_hash(sid)] = Session{token_hash(token), csrf, now + kSessionLife};
+    std::string sid = new_token(), csrf = csrf_for(sid);
+    try {
+      store_.add_session({token_hash(sid), token_hash(token), now_ms() + kSessionLifeMs}, now_ms());
+    } catch (const StoreError& e) {
+      return respond(error(503, std::string("cannot log in now: ") + e.what() + "; try again in a minute"));
+    }
     try {
       store_.audit({now_ms(), c->who.id, "http", r.remote, "dashboard login", "ok", 0});
     } catch (const StoreError& e) {
@@ -311,22 +319,27 @@ void Api::session(const Request& r, Respond& respond) {
     return respond(std::move(resp));
   }
   std::string sid = cookie_value(r, kCookie);
-  auto it = sid.empty() ? sessions_.end() : sessions_.find(token_hash(sid));
-  if (r.method == "DELETE") {
-    if (it != sessions_.end()) {
-      if (!same_secret(r.header("x-csrf-token"), it->second.csrf))
+  std::optional<DashboardSession> found;
+  try {
+    if (!sid.empty()) found = store_.session(token_hash(sid), now_ms());
+    if (r.method == "DELETE" && found) {
+      if (!same_secret(r.header("x-csrf-token"), csrf_for(sid)))
         return respond(error(403, "this request lacks the page's X-CSRF-Token"));
-      sessions_.erase(it);
+      store_.end_session(found->id_hash);
     }
+  } catch (const StoreError& e) {
+    return respond(error(503, std::string("cannot check the dashboard session: ") + e.what()));
+  }
+  if (r.method == "DELETE") {
     Response resp = json(200, "{\"ok\":true}");
     resp.headers.emplace_back("Set-Cookie", std::string(kCookie) + "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     return respond(std::move(resp));
   }
   if (r.method != "GET") return respond(error(405, "use GET, POST or DELETE on /api/v1/session"));
   std::optional<Caller> c;
-  if (it != sessions_.end()) c = caller_for_hash(it->second.token_hash, r.remote);
+  if (found) c = caller_for_hash(found->token_hash, r.remote);
   if (!c) return respond(error(401, "not logged in"));
-  respond(json(200, JsonObject().str("name", c->name).str("role", role_name(c->role)).str("csrf", it->second.csrf).done()));
+  respond(json(200, JsonObject().str("name", c->name).str("role", role_name(c->role)).str("csrf", csrf_for(sid)).done()));
 }
 
 void Api::asset(const Request& r, Respond& respond) {

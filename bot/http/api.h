@@ -79,13 +79,6 @@ class Api {
     TokenBucket::Clock::time_point window_start{};
     int unaudited = 0;
   };
-  // A dashboard login: the token it was made from (checked again at every request, so a
-  // revoke ends it), and the CSRF token state-changing requests must echo.
-  struct Session {
-    std::string token_hash;
-    std::string csrf;
-    TokenBucket::Clock::time_point expires;
-  };
   struct EventClient {
     std::shared_ptr<EventStream> stream;
     int64_t last_id = 0;
@@ -127,7 +120,6 @@ class Api {
   std::unordered_map<std::string, TokenBucket> buckets_;   // per token name
   std::unordered_map<std::string, Refusals> refusals_;     // per caller (token or address)
   std::vector<EventClient> clients_;
-  std::unordered_map<std::string, Session> sessions_;  // by the cookie's id
   boost::asio::steady_timer catch_up_timer_, heartbeat_timer_, poll_timer_;
   bool catching_up_ = false;
   // Metrics kept from events (the rest is read from the store at scrape time).

@@ -162,6 +162,15 @@ struct ApiToken {
   int64_t created_ms = 0;
 };
 
+// A dashboard login (docs/api.md): the SHA-256 of the cookie's random id and of the token it
+// was made from (checked again at every request, so a revoke ends it). In the store, so that
+// it survives a restart and holds on every node of a shared store.
+struct DashboardSession {
+  std::string id_hash;
+  std::string token_hash;
+  int64_t expires_ms = 0;
+};
+
 // A store operation that did not happen. Every write either completes (COMMIT included) or
 // throws this; nothing is acknowledged that was not stored. what() is one line for people:
 // "the job store is full (state dir /var/lib/jarvis, 0 bytes free)".
@@ -301,6 +310,11 @@ class JobStore {
   virtual bool add_token(const ApiToken& token) = 0;
   virtual std::vector<ApiToken> tokens() = 0;
   virtual bool revoke_token(const std::string& name) = 0;
+  // Dashboard sessions: add_session also drops the expired ones; session() finds one that
+  // has not expired at `now_ms`.
+  virtual void add_session(const DashboardSession& session, int64_t now_ms) = 0;
+  virtual std::optional<DashboardSession> session(const std::string& id_hash, int64_t now_ms) = 0;
+  virtual void end_session(const std::string& id_hash) = 0;
 
   // Health. check_identity throws StoreError(Gone) when the database file was deleted or
   // replaced since it was opened; probe_write commits (and removes) `bytes` of data, so a

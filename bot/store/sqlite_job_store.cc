@@ -471,6 +471,11 @@ CREATE TABLE IF NOT EXISTS hook_deliveries (
 );
 CREATE INDEX IF NOT EXISTS hook_deliveries_due ON hook_deliveries(next_at_ms) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS hook_cursor (one INTEGER PRIMARY KEY CHECK (one = 1), event_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+  id_hash TEXT PRIMARY KEY,
+  token_hash TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL
+);
 )SQL");
   // Nothing here writes once the tables exist: a CLI opening a store another process holds
   // locked must still be able to read it.
@@ -1003,6 +1008,31 @@ std::vector<ApiToken> SqliteJobStore::tokens() {
 bool SqliteJobStore::revoke_token(const std::string& name) {
   prepare("DELETE FROM api_tokens WHERE name = ?").bind(1, name).run();
   return sqlite3_changes(db_) > 0;
+}
+
+void SqliteJobStore::add_session(const DashboardSession& session, int64_t now) {
+  Transaction tx(*this);
+  prepare("DELETE FROM dashboard_sessions WHERE expires_ms <= ?").bind(1, now).run();
+  prepare("INSERT OR REPLACE INTO dashboard_sessions (id_hash, token_hash, expires_ms) VALUES (?, ?, ?)")
+      .bind(1, session.id_hash).bind(2, session.token_hash).bind(3, session.expires_ms).run();
+  // At most 100 logins per token (the newest): a token that logs in in a loop fills nothing.
+  prepare("DELETE FROM dashboard_sessions WHERE token_hash = ?1 AND id_hash NOT IN (SELECT id_hash FROM "
+          "dashboard_sessions WHERE token_hash = ?1 ORDER BY expires_ms DESC LIMIT 100)")
+      .bind(1, session.token_hash).run();
+  tx.commit();
+}
+
+std::optional<DashboardSession> SqliteJobStore::session(const std::string& id_hash, int64_t now) {
+  auto& s = prepare("SELECT token_hash, expires_ms FROM dashboard_sessions WHERE id_hash = ? AND expires_ms > ?");
+  s.bind(1, id_hash).bind(2, now);
+  std::optional<DashboardSession> out;
+  if (s.step()) out = DashboardSession{id_hash, s.text(0), s.i64(1)};
+  s.reset();
+  return out;
+}
+
+void SqliteJobStore::end_session(const std::string& id_hash) {
+  prepare("DELETE FROM dashboard_sessions WHERE id_hash = ?").bind(1, id_hash).run();
 }
 
 std::string SqliteJobStore::initial_clipboard(int64_t id) {

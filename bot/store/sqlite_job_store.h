@@ -87,6 +87,9 @@ class SqliteJobStore : public JobStore {
   bool add_token(const ApiToken& token) override;
   std::vector<ApiToken> tokens() override;
   bool revoke_token(const std::string& name) override;
+  void add_session(const DashboardSession& session, int64_t now_ms) override;
+  std::optional<DashboardSession> session(const std::string& id_hash, int64_t now_ms) override;
+  void end_session(const std::string& id_hash) override;
 
   // The clipboards saved after each completed stage, in order (for tests and `log`).
   std::vector<std::string> stage_clipboards(int64_t id);

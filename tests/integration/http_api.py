@@ -294,6 +294,24 @@ check(429 in statuses, f"no 429 after {len(statuses)} requests")
 subprocess.run([binary, "token", "revoke", "reader", "--config", config], check=True, capture_output=True)
 expect(*call("GET", "/api/v1/jobs", "reader")[:2], 401, "revoked token")
 
+# Dashboard sessions are kept in the store: a login survives a restart of serve (and holds on
+# every node of a shared store), a state change without the page's CSRF token is refused, and
+# a logout ends it.
+status, data, headers = call("POST", "/api/v1/session", body={"token": tokens["op"]})
+expect(status, data, 200, "dashboard login")
+cookie, csrf = headers["set-cookie"].split(";")[0], data["csrf"]
+check(tokens["op"] not in headers["set-cookie"], "the cookie is not the token")
+bot.stop()
+bot = Serve(j, config, port, ctx)
+status, data, _ = call("GET", "/api/v1/session", headers={"Cookie": cookie})
+expect(status, data, 200, "the dashboard session after a restart of serve")
+check(data["name"] == "op" and data["csrf"] == csrf, f"the same session and CSRF token: {data}")
+expect(*call("GET", "/api/v1/jobs?limit=1", headers={"Cookie": cookie})[:2], 200, "a read with the session")
+expect(*call("POST", f"/api/v1/jobs/{slow}/retry", headers={"Cookie": cookie})[:2], 403, "no CSRF token")
+expect(*call("DELETE", "/api/v1/session", headers={"Cookie": cookie, "X-CSRF-Token": csrf})[:2], 200, "logout")
+expect(*call("GET", "/api/v1/session", headers={"Cookie": cookie})[:2], 401, "the session after logout")
+expect(*call("GET", "/api/v1/jobs?limit=1", headers={"Cookie": cookie})[:2], 401, "a read after logout")
+
 # Nothing secret in any response: not the design's password, not a token.
 for body in seen:
     check(SECRET not in body, f"the secret leaked: {body[:300]}")

@@ -170,6 +170,14 @@ CREATE TABLE hook_deliveries (
 CREATE INDEX hook_deliveries_due ON hook_deliveries(next_at_ms) WHERE state = 'pending';
 CREATE TABLE hook_cursor (one INTEGER PRIMARY KEY CHECK (one = 1), event_id BIGINT NOT NULL);
 )SQL",
+    // 5: dashboard sessions (the SHA-256 of their ids), valid on every node and across restarts.
+    R"SQL(
+CREATE TABLE dashboard_sessions (
+  id_hash TEXT PRIMARY KEY,
+  token_hash TEXT NOT NULL,
+  expires_ms BIGINT NOT NULL
+);
+)SQL",
 };
 static_assert(static_cast<int>(std::size(kMigrations)) == PostgresJobStore::kSchemaVersion);
 
@@ -1284,6 +1292,30 @@ std::vector<ApiToken> PostgresJobStore::tokens() {
 
 bool PostgresJobStore::revoke_token(const std::string& name) {
   return run("DELETE FROM api_tokens WHERE name = $1", Params().add(name)).affected() > 0;
+}
+
+void PostgresJobStore::add_session(const DashboardSession& session, int64_t now) {
+  Transaction tx(*this);
+  run("DELETE FROM dashboard_sessions WHERE expires_ms <= $1", Params().add(now));
+  run("INSERT INTO dashboard_sessions (id_hash, token_hash, expires_ms) VALUES ($1, $2, $3) "
+      "ON CONFLICT (id_hash) DO UPDATE SET token_hash = EXCLUDED.token_hash, expires_ms = EXCLUDED.expires_ms",
+      Params().add(session.id_hash).add(session.token_hash).add(session.expires_ms));
+  // At most 100 logins per token (the newest): a token that logs in in a loop fills nothing.
+  run("DELETE FROM dashboard_sessions WHERE token_hash = $1 AND id_hash NOT IN (SELECT id_hash FROM "
+      "dashboard_sessions WHERE token_hash = $1 ORDER BY expires_ms DESC LIMIT 100)",
+      Params().add(session.token_hash));
+  tx.commit();
+}
+
+std::optional<DashboardSession> PostgresJobStore::session(const std::string& id_hash, int64_t now) {
+  Result r = run("SELECT token_hash, expires_ms FROM dashboard_sessions WHERE id_hash = $1 AND expires_ms > $2",
+                 Params().add(id_hash).add(now));
+  if (!r.rows()) return std::nullopt;
+  return DashboardSession{id_hash, r.text(0, 0), r.i64(0, 1)};
+}
+
+void PostgresJobStore::end_session(const std::string& id_hash) {
+  run("DELETE FROM dashboard_sessions WHERE id_hash = $1", Params().add(id_hash));
 }
 
 std::string PostgresJobStore::initial_clipboard(int64_t id) {

@@ -24,7 +24,7 @@ struct PostgresOptions {
 class PostgresJobStore : public JobStore {
  public:
   // The schema version this binary writes; a database at a newer one is refused.
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Connects (libpq URL or key=value string) and brings the schema up to kSchemaVersion.
   // Throws StoreError: Unreachable when the server cannot be reached, Other when the schema is
@@ -92,6 +92,9 @@ class PostgresJobStore : public JobStore {
   bool add_token(const ApiToken& token) override;
   std::vector<ApiToken> tokens() override;
   bool revoke_token(const std::string& name) override;
+  void add_session(const DashboardSession& session, int64_t now_ms) override;
+  std::optional<DashboardSession> session(const std::string& id_hash, int64_t now_ms) override;
+  void end_session(const std::string& id_hash) override;
   bool shared() const override { return true; }
   bool renew_lease(const std::string& engine, const std::string& node, Millis ttl) override;
   void drop_lease(const std::string& engine) override;
