@@ -49,6 +49,7 @@ TEST(Config, MistakesNameTheFileAndLine) {
             f + ":2: workers.default_timeout must be a duration like 500ms, 30s, 5m");
   EXPECT_EQ(load_error(dir, "workers:\n  default_timeout: 0s\n"),
             f + ":2: workers.default_timeout must be more than 0");
+  EXPECT_EQ(load_error(dir, "workers:\n  nice: 20\n"), f + ":2: workers.nice must be a whole number from 0 to 19");
   EXPECT_EQ(load_error(dir, "max_running_jobs: 0\n"),
             f + ":1: max_running_jobs must be a whole number from 1 to 100000");
   EXPECT_EQ(load_error(dir, "workers:\n  env_allow: [TOKEN]\n  env: {TOKEN: x}\n"),

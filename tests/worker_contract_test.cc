@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -193,6 +194,19 @@ TEST_F(WorkerContract, WorkersAndTheirChildrenRunAsBatchWorkAtNice19) {
                                "; sh -c 'awk \"{print \\$19, \\$41}\" /proc/self/stat' >> " + seen);
   ASSERT_EQ(j.state, JobState::Ready) << j.reason;
   EXPECT_EQ(read_file(seen), "19 3\n19 3\n") << "nice 19, policy 3 (SCHED_BATCH), worker then child";
+}
+
+// workers.nice: 0 gives workers the bot's own priority and policy.
+TEST(WorkerPriority, NiceZeroRunsWorkersAsTheBotsEquals) {
+  Harness h;
+  h.limits.nice = 0;
+  std::string seen = h.tmp.file("priority");
+  h.worker("prio:zero", "cat >/dev/null; awk '{print $19, $41}' /proc/$$/stat > " + seen);
+  h.start();
+  auto s = h.submit("zero", h.pipeline({Harness::task("prio:zero")}));
+  ASSERT_EQ(h.wait(s.job).state, JobState::Ready);
+  EXPECT_EQ(read_file(seen), std::to_string(::getpriority(PRIO_PROCESS, 0)) + " 0\n")
+      << "the bot's own nice, SCHED_OTHER";
 }
 
 // The runner on its own: the process comes to exist on the spawner's thread, after start().

@@ -91,6 +91,8 @@ void apply_workers(const std::string& file, const YAML::Node& w, Config& c) {
       c.process.stderr_lines_max = static_cast<size_t>(number(file, v, "workers.stderr_lines_max", 10, 1 << 20));
     } else if (key == "retry_backoff") {
       c.retry_backoff = duration(file, v, "workers.retry_backoff");
+    } else if (key == "nice") {
+      c.process.nice = static_cast<int>(number(file, v, "workers.nice", 0, 19));
     } else if (key == "max_processes") {
       c.process.max_processes = static_cast<unsigned>(number(file, v, "workers.max_processes", 0, 1 << 22));
     } else {

@@ -17,7 +17,7 @@ struct ProcessLimits {
   size_t stderr_tail_lines = 5;       // kept for the failure reason
   Millis kill_grace{5000};            // SIGTERM -> SIGKILL
   Millis pipe_drain_grace{1000};      // after exit, wait this long for pipes held elsewhere
-  int nice = 19;                      // workers yield the CPU to the bot itself under load
+  int nice = 19;                      // workers.nice; above 0 also SCHED_BATCH (see Spawner)
   // RLIMIT_NPROC of each worker (0: inherited). Counted per user by the kernel, so it caps
   // a fork bomb, not one worker's children exactly; root is exempt.
   unsigned max_processes = 0;
