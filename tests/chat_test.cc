@@ -57,6 +57,18 @@ TEST(Acl, OpenReadsClosedChangesAndRulesByMaskAccountAndRoom) {
   EXPECT_TRUE(Acl({AclRule{{"*"}, {"deploy", "frobnicate"}, {"*"}}}).problems().size() == 1);
 }
 
+TEST(Acl, AStarRuleIsForPeopleInChatAnApiTokenOnlyByName) {
+  Acl star({AclRule{{"*"}, {"deploy"}, {"*"}}});
+  EXPECT_TRUE(star.allows(irc("bob!b@h"), "#ops", Verb::Deploy));
+  EXPECT_TRUE(star.allows(Identity{"xmpp", "bob@example.com", "bob@example.com", ""}, "ops", Verb::Deploy));
+  Identity ci{"http", "ci", "ci", ""};
+  EXPECT_FALSE(star.allows(ci, "api", Verb::Deploy)) << "a read token is not widened by a rule for everyone";
+  EXPECT_TRUE(star.allows(ci, "api", Verb::Status)) << "the open commands are open to tokens too";
+  EXPECT_TRUE(Acl({AclRule{{"http:*"}, {"deploy"}, {"*"}}}).allows(ci, "api", Verb::Deploy));
+  EXPECT_TRUE(Acl({AclRule{{"http:ci"}, {"deploy"}, {"*"}}}).allows(ci, "api", Verb::Deploy));
+  EXPECT_FALSE(Acl({AclRule{{"http:cd"}, {"deploy"}, {"*"}}}).allows(ci, "api", Verb::Deploy));
+}
+
 TEST(Acl, MasksAreIrcMasksFoldedByTheServersCasemapping) {
   // Only * and ? are special: [ ] \\ are nick characters, not glob syntax.
   Acl acl({AclRule{{"irc:bob[m]!*@*", "irc:a\\b!*@*", "irc:x?z!*@*"}, {"deploy"}, {"irc:#Ops[1]"}}});

@@ -14,7 +14,10 @@ bool names(const std::vector<std::string>& list, const std::string& verb) {
 }
 
 bool who_matches(const std::string& pattern, const Identity& id) {
-  if (pattern == "*") return true;
+  // "*" is everyone in chat. An API token is not: its role is what it was given, and a rule
+  // grants it more only by naming it ("http:ci", "http:*"), so a rule written for people
+  // does not quietly widen every read token.
+  if (pattern == "*") return id.protocol != "http";
   std::string account_prefix = id.protocol + ":account:";
   if (pattern.rfind(account_prefix, 0) == 0)
     return !id.account.empty() &&
