@@ -17,7 +17,6 @@ import hmac
 import http.server
 import re
 import shutil
-import ssl
 import tempfile
 import threading
 import time
@@ -25,8 +24,7 @@ import urllib.parse
 import uuid
 from xml.sax.saxutils import escape
 
-from gist_emulator import _Server
-from irc_support import free_port, make_cert
+from gist_emulator import Listener
 
 NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 REGIONS = ("us-east-1", "us-east-2", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1")
@@ -73,22 +71,12 @@ class Ec2Emulator:
         self._faults = []
         self._lock = threading.RLock()
         self._n = 0
-        cert, key = make_cert(self.dir, "ec2")
-        self.ca_file = cert
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        self.port = free_port()
+        self._listener = Listener(_Handler, self, self.dir, "ec2")
+        self.ca_file, self.port = self._listener.ca_file, self._listener.port
         self.url = f"https://127.0.0.1:{self.port}"
-        self._server = _Server(("127.0.0.1", self.port), _Handler, self, ctx)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
 
     def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
-        self._server.drop_connections()
-        self._thread.join(5)
+        self._listener.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def fault(self, action, code, status, times=1):

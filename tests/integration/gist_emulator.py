@@ -77,6 +77,35 @@ class _Server(http.server.ThreadingHTTPServer):
                     pass
 
 
+class Listener:
+    """The emulators' server: `handler` on 127.0.0.1 in a thread of its own, for `emulator`
+    (handlers reach it as self.server.emulator). With `cert_dir`, HTTPS with a self-signed
+    certificate made there for `name` (its own CA: ca_file); without, plain HTTP."""
+
+    def __init__(self, handler, emulator, cert_dir=None, name="emulator", alpn=False):
+        context = None
+        self.ca_file = None
+        if cert_dir:
+            cert, key = make_cert(cert_dir, name)
+            self.ca_file = cert
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            if alpn:
+                context.set_alpn_protocols(["http/1.1"])
+        self.port = free_port()
+        self.server = _Server(("127.0.0.1", self.port), handler, emulator, context)
+        self._thread = threading.Thread(target=self.server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """Stops serving and ends every connection, stalled ones included; returns promptly."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.server.drop_connections()
+        self._thread.join(5)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: libcurl reuses connections
     server_version = "GitHub.com"
@@ -114,30 +143,16 @@ class GistEmulator:
         self._routes = {}  # exact path -> callable(handler, head)
         self._remaining = RATE_LIMIT
         self._stopping = threading.Event()
-        context = None
-        self.ca_file = None
-        if tls:
-            cert, key = make_cert(self.directory, "gist")
-            self.ca_file = cert  # self-signed: the certificate is its own CA
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(cert, key)
-            context.set_alpn_protocols(["http/1.1"])
-        self.port = free_port()
+        self._listener = Listener(_Handler, self, self.directory if tls else None, "gist", alpn=True)
+        self.ca_file, self.port = self._listener.ca_file, self._listener.port
         self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self._server = _Server(("127.0.0.1", self.port), _Handler, self, context)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
 
     def stop(self):
         """Stops serving and ends every connection, stalled ones included; returns promptly."""
         if self._stopping.is_set():
             return
         self._stopping.set()  # wakes slow and huge handlers
-        self._server.shutdown()
-        self._server.server_close()
-        self._server.drop_connections()
-        self._thread.join(5)
+        self._listener.stop()
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -18,14 +18,12 @@ import http.server
 import json
 import re
 import shutil
-import ssl
 import tempfile
 import threading
 import time
 import urllib.parse
 
-from gist_emulator import _Server
-from irc_support import free_port, make_cert
+from gist_emulator import Listener
 
 REGIONS = [("us-southeast", "Atlanta, GA", "us"), ("us-central", "Dallas, TX", "us"),
            ("us-west", "Fremont, CA", "us"), ("us-east", "Newark, NJ", "us"),
@@ -80,22 +78,12 @@ class LinodeEmulator:
         self.deleted = []    # ids
         self._faults = []    # dicts: method, path (regex), status, times, headers, after
         self._lock = threading.RLock()
-        cert, key = make_cert(self.dir, "linode")
-        self.ca_file = cert
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self.port = free_port()
+        self._listener = Listener(_Handler, self, self.dir, "linode")
+        self.ca_file, self.port = self._listener.ca_file, self._listener.port
         self.url = f"https://127.0.0.1:{self.port}/v4"
-        self._server = _Server(("127.0.0.1", self.port), _Handler, self, context)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
 
     def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
-        self._server.drop_connections()
-        self._thread.join(5)
+        self._listener.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- test controls ---------------------------------------------------------------------------
