@@ -92,7 +92,7 @@ struct SpawnPlan {
   Pipes pipes;
   std::string executable;
   std::vector<std::string> argv, env;
-  ProcessLimits limits;
+  unsigned max_processes = 0;  // RLIMIT_NPROC, 0: inherited
   pid_t pid = -1;
   int error = 0;  // posix_spawn's, 0 when the child exists
 
@@ -138,8 +138,8 @@ struct SpawnPlan {
     // few microseconds of an interpreter starting up.
     rlimit no_core{0, 0};
     ::prlimit(pid, RLIMIT_CORE, &no_core, nullptr);
-    if (limits.max_processes) {
-      rlimit nproc{limits.max_processes, limits.max_processes};
+    if (max_processes) {
+      rlimit nproc{max_processes, max_processes};
       ::prlimit(pid, RLIMIT_NPROC, &nproc, nullptr);
     }
   }
@@ -234,7 +234,7 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     // This run's token: whatever the worker leaves running after it exits carries it.
     token_ = sweeper_->next_token();
     plan->env.push_back(token_);
-    plan->limits = limits_;
+    plan->max_processes = limits_.max_processes;
     timeout_ = inv.timeout;
     auto self = shared_from_this();
     // Everything moves on to the loop: nothing of this child is released on the spawner's thread.
@@ -250,21 +250,25 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
 
   void on_started(WorkerRunner::StartedHandler handler) { on_started_ = std::move(handler); }
 
+  // On the loop, for a worker that could not be started: on_started(-1), then the outcome.
+  void start_failed(const std::string& reason) {
+    if (auto on_started = std::move(on_started_)) on_started(-1);
+    WorkerOutcome out;
+    out.kind = Kind::SpawnFailed;
+    out.error = reason;
+    on_stderr_ = nullptr;
+    done_ = true;
+    auto done = std::move(on_done_);
+    done(std::move(out));
+  }
+
   // Back on the loop once posix_spawn returned.
   void started(SpawnPlan& plan) {
-    auto on_started = std::move(on_started_);
     if (plan.error != 0) {
       sweeper_->run_abandoned(token_);
-      if (on_started) on_started(-1);
-      WorkerOutcome out;
-      out.kind = Kind::SpawnFailed;
-      out.error = "cannot start " + plan.executable + ": " + std::strerror(plan.error);
-      on_stderr_ = nullptr;
-      done_ = true;
-      auto done = std::move(on_done_);
-      done(std::move(out));
-      return;
+      return start_failed("cannot start " + plan.executable + ": " + std::strerror(plan.error));
     }
+    auto on_started = std::move(on_started_);
     pid_ = plan.pid;
     sweeper_->run_started(pid_, token_);
     plan.pipes.close_child_ends();
@@ -468,7 +472,7 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     done(std::move(out));
   }
 
-  [[maybe_unused]] asio::io_context& io_;  // clang -Wunused-private-field
+  asio::io_context& io_;
   ProcessLimits limits_;
   std::shared_ptr<OrphanSweeper> sweeper_;
   WorkerRunner::LineHandler on_stderr_;
@@ -515,17 +519,11 @@ std::shared_ptr<RunningWorker> ProcessWorkerRunner::start(WorkerInvocation inv,
                                                           LineHandler on_stderr,
                                                           DoneHandler on_done,
                                                           StartedHandler on_started) {
-  auto child = std::make_shared<ChildProcess>(io_, limits_, sweeper_, std::move(on_stderr), on_done);
-  child->on_started(on_started);
+  auto child = std::make_shared<ChildProcess>(io_, limits_, sweeper_, std::move(on_stderr),
+                                              std::move(on_done));
+  child->on_started(std::move(on_started));
   if (auto error = child->spawn(inv, *spawner_)) {
-    WorkerOutcome out;
-    out.kind = Kind::SpawnFailed;
-    out.error = *error;
-    asio::post(io_, [on_done = std::move(on_done), on_started = std::move(on_started),
-                     out = std::move(out)]() mutable {
-      if (on_started) on_started(-1);
-      on_done(std::move(out));
-    });
+    asio::post(io_, [child, reason = *error] { child->start_failed(reason); });
     return std::make_shared<NotStarted>();
   }
   return child;
