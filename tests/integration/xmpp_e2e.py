@@ -126,7 +126,11 @@ time.sleep(2)  # the job finishes while the server is down: its announcements qu
 server.start()
 alice.reconnect()
 alice.wait_presence("ops", "jarvis", 60)
-alice.expect("ops", lambda t: t.startswith("alice: odin is ready"), timeout=30, what="queued announcements after the restart")
+# Whoever rejoins first decides how alice sees them: live, or (the bot was back first) in the
+# room's history replay. Prosody's history does not survive its restart, so either way they
+# were sent after it.
+alice.expect("ops", lambda t: t.startswith("alice: odin is ready"), timeout=30, delayed=None,
+             what="queued announcements after the restart")
 alice.say_room("ops", "jarvis: status odin")
 alice.expect("ops", lambda t: t.startswith("odin: ready (job 2"), what="status after the restart")
 
