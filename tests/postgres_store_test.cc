@@ -170,6 +170,51 @@ TEST_F(PgStore, ALockHeldPastTheStatementTimeoutIsBusyNotAHang) {
   EXPECT_EQ(store.job(id)->state, JobState::Running);
 }
 
+// A node stopped inside a transaction (SIGSTOP, a paused VM) holds its row and advisory locks:
+// past the statement timeout the server ends that session, the other nodes go on, and the
+// stopped node's commit fails instead of reporting writes that were rolled back.
+TEST_F(PgStore, ANodeStoppedInATransactionLosesItAndTheOthersAreNotBlocked) {
+  PostgresOptions o;
+  o.statement_timeout_ms = 300;
+  PostgresJobStore paused(url, o), other(url, o);
+  int64_t id = paused.create_job(job("paused"), "e1").id;
+  paused.begin_group();
+  paused.mark_running(id, 5);                             // the job's row lock
+  paused.append_event(5, id, "stage_started", "{}");      // the cluster-wide event lock
+  std::this_thread::sleep_for(std::chrono::milliseconds(900));  // the node is stopped
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_GT(other.append_event(6, id, "stage_started", "{}"), 0);
+  other.mark_running(id, 6);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(250)) << "the others waited on its locks";
+  std::string what;
+  EXPECT_EQ(kind_of([&] { paused.commit_group(); }, &what), StoreError::Kind::Unreachable);
+  EXPECT_NE(what.find("idle-in-transaction"), std::string::npos) << what;
+  paused.rollback_group();
+  auto events = other.events_after(0, 10);
+  ASSERT_EQ(events.size(), 1u) << "the stopped node's event was stored";
+  EXPECT_EQ(events[0].at_ms, 6);
+  EXPECT_EQ(paused.job(id)->started_ms, 6) << "the stopped node reconnects and sees the others' writes";
+}
+
+// PostgreSQL answers the COMMIT of a transaction in which a statement failed with ROLLBACK,
+// and no error: here a token name taken twice (add_token says false and goes on) inside a
+// group. The group's commit must fail, not report the log line it dropped as stored.
+TEST_F(PgStore, AGroupThePostgresServerRolledBackIsNotReportedCommitted) {
+  PostgresJobStore store(url);
+  int64_t id = store.create_job(job("rolled"), "e1").id;
+  ASSERT_TRUE(store.add_token({"ci", "read", std::string(64, 'a'), 1}));
+  store.begin_group();
+  store.append_log(id, 1, "in the group");
+  EXPECT_FALSE(store.add_token({"ci", "read", std::string(64, 'b'), 2}));
+  std::string what;
+  EXPECT_EQ(kind_of([&] { store.commit_group(); }, &what), StoreError::Kind::Other);
+  EXPECT_NE(what.find("rolled the transaction back"), std::string::npos) << what;
+  store.rollback_group();
+  EXPECT_TRUE(store.log(id, 10).empty()) << "the line is not stored, as the failed commit says";
+  store.append_log(id, 1, "after");  // the connection goes on
+  EXPECT_EQ(store.log(id, 10).size(), 1u);
+}
+
 TEST_F(PgStore, AReadOnlyDatabaseIsReadOnlyAndAMissingGrantIsDenied) {
   PostgresJobStore store(url);
   int64_t id = store.create_job(job("ro"), "e1").id;

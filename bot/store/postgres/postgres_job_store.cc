@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 #include <sstream>
+#include <string_view>
 
 #include "bot/store/task_codec.h"
 #include "bot/util/duration.h"
@@ -287,10 +288,7 @@ class PostgresJobStore::Transaction {
     if (store_.conn_ && PQstatus(store_.conn_) == CONNECTION_OK) PQclear(PQexec(store_.conn_, "ROLLBACK"));
   }
   void commit() {
-    if (!in_group_) {
-      store_.in_transaction_ = false;
-      Result r = store_.run("COMMIT");
-    }
+    if (!in_group_) store_.commit_transaction();
     committed_ = true;
   }
 
@@ -308,9 +306,20 @@ void PostgresJobStore::begin_group() {
 }
 
 void PostgresJobStore::commit_group() {
-  in_transaction_ = false;
-  run("COMMIT");  // throws when it fails (or its answer is lost); the group's owner rolls back
+  commit_transaction();  // throws when it did not commit; the group's owner rolls back
   group_open_ = false;
+}
+
+// COMMIT throws when it fails or its answer is lost with the connection. in_transaction_ stays
+// set through it, so a lost connection fails it rather than reconnecting and committing an
+// empty transaction. And PostgreSQL answers COMMIT with "ROLLBACK" when a statement in the
+// transaction had failed: nothing was stored, so that is a failure too.
+void PostgresJobStore::commit_transaction() {
+  Result r = run("COMMIT");
+  in_transaction_ = false;
+  if (std::string_view(PQcmdStatus(r.raw())) != "COMMIT")
+    throw StoreError(StoreError::Kind::Other, "the job store " + where_ +
+                                                  " rolled the transaction back (a statement in it had failed); nothing of it was stored");
 }
 
 void PostgresJobStore::rollback_group() noexcept {
@@ -361,9 +370,12 @@ void PostgresJobStore::connect() {
     throw StoreError(StoreError::Kind::Unreachable,
                      "the job store " + where_ + " cannot be reached: " + redact_url_credentials(msg));
   }
-  std::string set = "SET statement_timeout = " + std::to_string(options_.statement_timeout_ms) +
-                    "; SET lock_timeout = " + std::to_string(options_.statement_timeout_ms) +
-                    "; SET idle_in_transaction_session_timeout = 60000; SET client_min_messages = warning";
+  // A transaction of jarvis never waits on anything but its own statements, so one idle past
+  // the statement timeout belongs to a node that stopped (SIGSTOP, a VM paused, a hung loop):
+  // the server ends its session and frees its locks, or every other node would wait on them.
+  std::string ms = std::to_string(options_.statement_timeout_ms);
+  std::string set = "SET statement_timeout = " + ms + "; SET lock_timeout = " + ms +
+                    "; SET idle_in_transaction_session_timeout = " + ms + "; SET client_min_messages = warning";
   PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);  // NOTICEs are not errors
   check(PQexec(conn_, set.c_str()), nullptr);
 }

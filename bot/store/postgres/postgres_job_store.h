@@ -135,6 +135,7 @@ class PostgresJobStore : public JobStore {
   Result run(const char* sql, const Params& params);
   Result run(const char* sql);
   Result check(pg_result* raw, const char* sql);
+  void commit_transaction();
   void connect();
   void ensure_connected();
   [[noreturn]] void fail_connection(const std::string& detail);
