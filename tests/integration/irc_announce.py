@@ -66,12 +66,16 @@ check(lines[-1] == "1 problem", f"the last line is not the count: {lines[-3:]!r}
 alice.say("#ops", "jarvis: deploy loki")
 end = alice.expect("#ops", lambda t: "loki is ready" in t, timeout=30, what="the end line")
 check(end.startswith("alice: loki is ready: 3 stages in ") and end.endswith("(job 1)"), end)
-time.sleep(1)  # anything late would show up in the counts below
 
 
 def texts(channel):
-    return [l.split(" :", 1)[1] for l in watchers[channel].lines if f" PRIVMSG {channel} :" in l]
+    return [l.split(" :", 1)[1] for l in list(watchers[channel].lines) if f" PRIVMSG {channel} :" in l]
 
+
+# Each channel's lines leave on their own: wait for the end line in both, then a second more
+# for anything late to show up in the counts below.
+wait_for(lambda: end in texts("#stages") and end in texts("#all"), 20, "the end line in #stages and #all")
+time.sleep(1)
 
 
 

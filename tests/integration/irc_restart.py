@@ -44,7 +44,10 @@ server.stop()
 wait_for(lambda: "irc: disconnected" in open(log_path).read(), 20, "the bot to notice")
 os.unlink(f"{work}/hold")
 wait_for(lambda: cli.status("loki").startswith("loki: ready"), 30, "the job to finish offline")
-time.sleep(2)  # a couple of failed reconnects, with growing backoff
+# A failed reconnect just now: the next is a doubled backoff away, time for alice to be in #ops
+# before the bot (IRC keeps no history: lines sent before she joined never reach her).
+failed = open(log_path).read().count("reconnecting in")
+wait_for(lambda: open(log_path).read().count("reconnecting in") > failed, 40, "a failed reconnect")
 server.start()
 alice = Client(server, "alice")
 alice.join("#ops")

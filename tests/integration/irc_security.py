@@ -94,9 +94,11 @@ if "dm" in sections:
     watcher = Client(server, "watcher")
     watcher.join("#ops")
     # Someone else takes the nick alice; the job ends; nothing about it reaches them.
-    wait_for(lambda: (watcher.send("ISON alice"), time.sleep(0.2),
-                      not any(l.split(" ")[1:2] == ["303"] and l.rstrip().endswith(":alice") for l in watcher.lines))[2],
-             10, "alice to be gone")
+    def alice_gone():
+        watcher.send("ISON alice")  # each reply is read, and consumed, once
+        reply = watcher.wait(lambda l: l.split(" ")[1:2] == ["303"], 5, "the ISON reply", keep_others=True)
+        return not reply.rstrip().endswith(":alice")
+    wait_for(alice_gone, 10, "alice to be gone")
     fake = Client(server, "alice", host="evil.example", ip="10.6.6.6")
     os.unlink(f"{work}/hold")
     watcher.expect("#ops", lambda t: t.startswith("alice: loki is ready"), what="ready in #ops")

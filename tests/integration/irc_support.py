@@ -194,13 +194,14 @@ class Client:
     def say(self, target, text):
         self.send(f"PRIVMSG {target} :{text}")
 
-    def expect(self, target, predicate, timeout=20, what="a line"):
-        """The next PRIVMSG to `target` (a channel, or this nick) whose text matches."""
+    def expect(self, target, predicate, timeout=20, what="a line", keep_others=False):
+        """The next PRIVMSG to `target` (a channel, or this nick) whose text matches; the lines
+        before it are consumed unless keep_others."""
         def match(line):
             parts = line.split(" ", 3)
             return (len(parts) == 4 and parts[1] == "PRIVMSG" and parts[2] == target
                     and predicate(parts[3][1:]))
-        line = self.wait(match, timeout, what)
+        line = self.wait(match, timeout, what, keep_others)
         return line.split(" ", 3)[3][1:]
 
     def collect(self, target, until, timeout=30, what="lines"):

@@ -62,19 +62,24 @@ try:
     wait_for(lambda: sum(1 for (h, s) in c.starts() if s == 2) >= 6, 30, "jobs at stage 2")
     nodes = {n for ns in c.starts().values() for n in ns}
     check(len(nodes) >= 2, f"jobs ran on several nodes: {nodes}")
+    mark = len(watch.lines)  # the first leader's JOIN is in what came before
     c.kill9(first)
     killed_at = time.time()
     # Another node takes the connection over (the nick is free once ngircd notices the dead
     # socket, or the new leader uses a fallback nick at first).
     second = wait_for(c.leader, 15, "another node to lead chat")
     check(second != first, f"node {second} leads now")
-    wait_for(lambda: any(" JOIN " in l and l.startswith(":jarvis") and "#ops" in l for l in list(watch.lines)),
+    wait_for(lambda: any(" JOIN " in l and l.startswith(":jarvis") and "#ops" in l for l in list(watch.lines)[mark:]),
              15, "the bot back in #ops")
     took = time.time() - killed_at
     check(took < 10, f"the IRC connection came back on another node after {took:.1f}s (must be < 10 s)")
     c.wait_ready(9, 60)
-    time.sleep(3)  # the last end lines leave the outbox
-    texts = [l.split(" ", 3)[3][1:] for l in list(watch.lines) if " PRIVMSG #ops :" in l]
+
+    def said():
+        return [l.split(" ", 3)[3][1:] for l in list(watch.lines) if " PRIVMSG #ops :" in l]
+    wait_for(lambda: all(any(f"{h} is ready" in t for t in said()) for h in hosts), 30, "every job's end line in #ops")
+    time.sleep(1)  # room for a line announced twice to show
+    texts = said()
     for h in hosts:
         ends = [t for t in texts if f"{h} is ready" in t]
         check(len(ends) == 1, f"{h}'s end line reached #ops {len(ends)} times: {ends}\nall:\n" + "\n".join(texts))
