@@ -56,7 +56,7 @@ check(first == "kt: deploying with five, 5 stages (job 1)", f"deploy reply: {fir
 wait_for(lambda: len(trace_lines()) >= 3, 20, "stage 3 to start")
 bot.kill()  # SIGKILL: no chance to clean up (at once: stage 3 lasts a second)
 bot.wait()
-check(j.status("kt").startswith("kt: running stage 3/5 step:slow"), j.status("kt"))
+check(j.status("kt").startswith("kt: job 1 stopped at stage 3/5 when its jarvis stopped"), j.status("kt"))
 interrupted_worker = int(trace_lines()[2][1])
 
 again = serve()
