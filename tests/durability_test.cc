@@ -4,14 +4,17 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
 #include "bot/commands/command_service.h"
 #include "tests/faulty_store.h"
@@ -377,6 +380,69 @@ TEST(Durability, NothingAWorkerStartedOutlivesItsStageAndWorkersDumpNoCore) {
   };
   EXPECT_EQ(field("Max core file size"), "0 0") << text;
   EXPECT_EQ(field("Max processes"), "4000 4000") << text;
+}
+
+// The limits hold from the worker's first instruction, not from a moment after its start: on
+// one CPU kept busy at the bot's own priority, the spawner's thread and a worker (both nice
+// 19) take turns, and limits set on the worker after the spawn came too late for some.
+TEST(Durability, AWorkerIsUnderItsLimitsFromItsFirstInstruction) {
+  cpu_set_t all;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof all, &all), 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &all)) {
+      CPU_SET(c, &one);
+      break;
+    }
+  ASSERT_EQ(::sched_setaffinity(0, sizeof one, &one), 0);  // threads made from here inherit it
+  std::atomic<bool> stop{false};
+  std::thread busy([&] {
+    while (!stop) {
+    }
+  });
+  rlimit core{};
+  ::getrlimit(RLIMIT_CORE, &core);
+  rlimit raised = core;
+  if (raised.rlim_max > 0) raised.rlim_cur = std::min<rlim_t>(raised.rlim_max, 1u << 20);
+  ::setrlimit(RLIMIT_CORE, &raised);
+  std::vector<std::string> wrong;
+  {
+    Harness h;
+    h.limits.max_processes = 4000;
+    std::string dir = h.tmp.path();
+    h.worker("first:limits", "cat /proc/self/limits > " + dir + "/limits.$$; cat >/dev/null");
+    h.start();
+    auto p = h.pipeline({Harness::task("first:limits")});
+    std::vector<int64_t> jobs;
+    for (int i = 0; i < 12; ++i) jobs.push_back(h.submit("lim" + std::to_string(i), p).job);
+    for (int64_t id : jobs) EXPECT_EQ(h.wait(id, 60s).state, JobState::Ready);
+    int seen = 0, checked = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      if (e.path().filename().string().rfind("limits.", 0) != 0) continue;
+      ++seen;
+      std::string text = read_file(e.path().string());
+      std::istringstream lines(text);
+      for (std::string line; std::getline(lines, line);) {
+        std::string want;
+        if (line.rfind("Max core file size ", 0) == 0) want = "0 0";
+        if (line.rfind("Max processes ", 0) == 0) want = "4000 4000";
+        if (want.empty()) continue;
+        ++checked;
+        std::istringstream in(line.substr(line.find("  ")));
+        std::string soft, hard;
+        in >> soft >> hard;
+        if (soft + " " + hard != want) wrong.push_back(line);
+      }
+    }
+    EXPECT_EQ(seen, 12);
+    EXPECT_EQ(checked, 24) << "each worker's core and process limits";
+  }
+  stop = true;
+  busy.join();
+  ::setrlimit(RLIMIT_CORE, &core);
+  ::sched_setaffinity(0, sizeof all, &all);
+  EXPECT_TRUE(wrong.empty()) << wrong.size() << " limits not in force when the worker began, e.g. " << wrong.front();
 }
 
 TEST(Durability, AJobThatHasNotStartedItsFirstStageHasNoStageClock) {

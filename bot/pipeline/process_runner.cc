@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -87,67 +86,116 @@ struct Pipes {
   }
 };
 
-// What the spawner's thread needs for one posix_spawn, and what it found.
+// The signals a worker starts with at their default disposition even where the bot ignores
+// them (an ignored signal stays ignored across execve).
+constexpr std::array kDefaultSignals{SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2};
+
+// What the child does between vfork and execve. It shares the spawner's memory and stack, so it
+// only makes system calls on what the plan prepared, allocates nothing and never returns; the
+// address sanitizer's stack bookkeeping stays out of it (the parent resumes on that stack).
+struct ChildSetup {
+  int in = -1, out = -1, err = -1;
+  const char* executable = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  rlim_t max_processes = 0;
+  volatile int error = 0;  // set by the child when a step or execve fails (vfork: shared memory)
+};
+
+#define JARVIS_VFORK_CHILD __attribute__((no_sanitize("address", "undefined")))
+
+[[noreturn]] JARVIS_VFORK_CHILD void child_failed(ChildSetup& s) noexcept {
+  s.error = errno ? errno : EINVAL;
+  ::_exit(127);
+}
+
+[[noreturn]] JARVIS_VFORK_CHILD void exec_child(ChildSetup& s) noexcept {
+  // The bot's handlers must not run here: every caught signal goes back to its default before
+  // the mask (all blocked, from the spawner's thread) is emptied.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction sa;
+    if (::sigaction(sig, nullptr, &sa) != 0) continue;  // the C library's own (32, 33)
+    bool reset = sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN;
+    for (int d : kDefaultSignals) reset = reset || (sig == d && sa.sa_handler != SIG_DFL);
+    if (!reset) continue;
+    sa = {};
+    sa.sa_handler = SIG_DFL;
+    ::sigaction(sig, &sa, nullptr);
+  }
+  // Own process group, so a timeout or cancel reaches the worker's children too.
+  if (::setpgid(0, 0) != 0) child_failed(s);
+  const int from[3] = {s.in, s.out, s.err};
+  for (int target = 0; target < 3; ++target) {
+    int fd = from[target];
+    // dup2 onto itself keeps close-on-exec set: clear it instead.
+    if (fd == target ? ::fcntl(fd, F_SETFD, 0) != 0 : ::dup2(fd, target) != target) child_failed(s);
+  }
+  // Whatever a library opened without O_CLOEXEC must not leak into workers.
+  if (::close_range(3, ~0U, 0) != 0) child_failed(s);
+  // No core dumps (a worker's memory holds the clipboard and its secrets) and, when configured,
+  // a bound on processes: set here, before the worker's first instruction, not after the spawn.
+  const rlimit no_core{0, 0};
+  if (::setrlimit(RLIMIT_CORE, &no_core) != 0) child_failed(s);
+  if (s.max_processes) {
+    const rlimit nproc{s.max_processes, s.max_processes};
+    if (::setrlimit(RLIMIT_NPROC, &nproc) != 0) child_failed(s);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::execve(s.executable, s.argv, s.envp);
+  child_failed(s);
+}
+
+// vfork: like posix_spawn's clone, the parent thread waits until the child has exec'd (or
+// failed), and nothing of the bot's memory is copied.
+pid_t vfork_exec(ChildSetup& s) {
+  pid_t pid = ::vfork();
+  if (pid == 0) exec_child(s);
+  return pid;
+}
+
+// What the spawner's thread needs for one spawn, and what it found.
 struct SpawnPlan {
   Pipes pipes;
   std::string executable;
   std::vector<std::string> argv, env;
   unsigned max_processes = 0;  // RLIMIT_NPROC, 0: inherited
   pid_t pid = -1;
-  int error = 0;  // posix_spawn's, 0 when the child exists
+  int error = 0;  // errno of the failed step, 0 when the worker runs
 
-  // On the spawner's thread: touches nothing but this plan.
+  // On the spawner's thread, whose signals are all blocked: touches nothing but this plan.
   void run() {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_adddup2(&actions, pipes.in, 0);
-    posix_spawn_file_actions_adddup2(&actions, pipes.out[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, pipes.err[1], 2);
-    // Whatever a library opened without O_CLOEXEC must not leak into workers.
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-
-    // Own process group, so a timeout or cancel reaches the worker's children too.
-    short flags = POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-    posix_spawnattr_setflags(&attr, flags);
-    posix_spawnattr_setpgroup(&attr, 0);
-    sigset_t empty, defaults;
-    sigemptyset(&empty);
-    posix_spawnattr_setsigmask(&attr, &empty);
-    sigemptyset(&defaults);
-    for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2})
-      sigaddset(&defaults, sig);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-
     std::vector<char*> argvp, envp;
     for (auto& a : argv) argvp.push_back(a.data());
     argvp.push_back(nullptr);
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
-
-    error = ::posix_spawn(&pid, executable.c_str(), &actions, &attr, argvp.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (error != 0) {
-      pid = -1;
+    ChildSetup setup;
+    setup.in = pipes.in;
+    setup.out = pipes.out[1];
+    setup.err = pipes.err[1];
+    setup.executable = executable.c_str();
+    setup.argv = argvp.data();
+    setup.envp = envp.data();
+    setup.max_processes = max_processes;
+    pid = vfork_exec(setup);
+    if (pid < 0) {
+      error = errno;
       return;
     }
-    // No core dumps (a worker's memory holds the clipboard and its secrets) and, when
-    // configured, a bound on processes. Set just after the spawn: the window before it is a
-    // few microseconds of an interpreter starting up.
-    rlimit no_core{0, 0};
-    ::prlimit(pid, RLIMIT_CORE, &no_core, nullptr);
-    if (max_processes) {
-      rlimit nproc{max_processes, max_processes};
-      ::prlimit(pid, RLIMIT_NPROC, &nproc, nullptr);
+    if (setup.error != 0) {
+      error = setup.error;
+      ::waitpid(pid, nullptr, 0);  // it _exit'ed already: reaped here, never seen by the loop
+      pid = -1;
     }
   }
 };
 
 }  // namespace
 
-// One thread that runs posix_spawn for the loop, in the order asked.
+// One thread that starts the workers for the loop, in the order asked.
 class Spawner {
  public:
   explicit Spawner(int nice) {
@@ -218,8 +266,8 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
         drain_timer_(io), poll_timer_(io) {}
 
   // Prepares the spawn on the loop (pipes, the stdin file, argv and environment) and hands
-  // the posix_spawn itself to the spawner's thread: its vfork holds the caller until the
-  // child has exec'd, a millisecond or more when hundreds of workers compete for the CPU,
+  // the vfork and execve to the spawner's thread: the vfork holds the caller until the child
+  // has exec'd, a millisecond or more when hundreds of workers compete for the CPU,
   // and the loop must not wait that long per worker. On failure returns the reason and
   // nothing is left running.
   std::optional<std::string> spawn(const WorkerInvocation& inv, Spawner& spawner) {
@@ -262,7 +310,7 @@ class ChildProcess : public RunningWorker, public std::enable_shared_from_this<C
     done(std::move(out));
   }
 
-  // Back on the loop once posix_spawn returned.
+  // Back on the loop once the spawn returned.
   void started(SpawnPlan& plan) {
     if (plan.error != 0) {
       sweeper_->run_abandoned(token_);

@@ -1,5 +1,5 @@
 #pragma once
-// Runs workers as child processes on the asio loop: posix_spawn into their own process group
+// Runs workers as child processes on the asio loop: vfork+execve into their own process group
 // (on one spawner thread), pipes as asio descriptors, exit noticed through a pidfd, no thread
 // per child.
 #include <boost/asio/io_context.hpp>
@@ -38,7 +38,7 @@ class ProcessWorkerRunner : public WorkerRunner {
   boost::asio::io_context& io_;
   ProcessLimits limits_;
   std::shared_ptr<OrphanSweeper> sweeper_;
-  std::unique_ptr<Spawner> spawner_;  // posix_spawn off the loop (its vfork waits for the exec)
+  std::unique_ptr<Spawner> spawner_;  // vfork+execve off the loop (the vfork waits for the exec)
 };
 
 // Raises the soft open-files limit to the hard limit (each running worker holds four fds).
