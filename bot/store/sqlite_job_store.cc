@@ -274,15 +274,13 @@ JobRecord read_job(const Stmt& s) {
 class SqliteJobStore::Transaction {
  public:
   explicit Transaction(SqliteJobStore& store) : store_(store), in_group_(store.group_open_) {
-    if (in_group_) return;
-    store_.check_identity();  // a stat: never commit into a file that was deleted or replaced
-    store_.exec("BEGIN IMMEDIATE");
+    if (!in_group_) store_.begin_transaction();
   }
   ~Transaction() {
-    if (!committed_ && !in_group_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (!committed_ && !in_group_) store_.rollback_transaction();
   }
   void commit() {
-    if (!in_group_) store_.exec("COMMIT");
+    if (!in_group_) store_.commit_transaction();
     committed_ = true;
   }
 
@@ -292,23 +290,33 @@ class SqliteJobStore::Transaction {
   bool committed_ = false;
 };
 
+void SqliteJobStore::begin_transaction() {
+  check_identity();  // a stat: never commit into a file that was deleted or replaced
+  exec("BEGIN IMMEDIATE");
+}
+
+void SqliteJobStore::commit_transaction() { exec("COMMIT"); }  // throws when it fails (a full disk)
+
+void SqliteJobStore::rollback_transaction() noexcept {
+  // SQLite may have rolled back by itself already (a full disk, an I/O error).
+  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
 void SqliteJobStore::begin_group() {
   if (group_open_) throw std::logic_error("write groups do not nest");
-  check_identity();
-  exec("BEGIN IMMEDIATE");
+  begin_transaction();
   group_open_ = true;
 }
 
 void SqliteJobStore::commit_group() {
-  exec("COMMIT");  // throws when it fails; the group's owner then rolls back
+  commit_transaction();  // the group's owner rolls back when it throws
   group_open_ = false;
 }
 
 void SqliteJobStore::rollback_group() noexcept {
   if (!group_open_) return;
   group_open_ = false;
-  // SQLite may have rolled back by itself already (a full disk, an I/O error).
-  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  rollback_transaction();
 }
 
 SqliteJobStore::SqliteJobStore(const std::string& path, SqliteOptions options)

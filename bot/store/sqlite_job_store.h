@@ -102,6 +102,10 @@ class SqliteJobStore : public JobStore {
   [[noreturn]] void fail(int sqlite_code) const;
   Statement& prepare(const char* sql);
   void exec(const char* sql);
+  // A transaction's three steps, for Transaction and for a write group alike.
+  void begin_transaction();
+  void commit_transaction();
+  void rollback_transaction() noexcept;
   void migrate();
   std::vector<JobRecord> query_jobs(const char* sql, std::optional<int64_t> arg);
 

@@ -278,14 +278,10 @@ class PostgresJobStore::Result {
 class PostgresJobStore::Transaction {
  public:
   explicit Transaction(PostgresJobStore& store) : store_(store), in_group_(store.group_open_) {
-    if (in_group_) return;
-    store_.run("BEGIN");
-    store_.in_transaction_ = true;
+    if (!in_group_) store_.begin_transaction();
   }
   ~Transaction() {
-    if (committed_ || in_group_) return;
-    store_.in_transaction_ = false;
-    if (store_.conn_ && PQstatus(store_.conn_) == CONNECTION_OK) PQclear(PQexec(store_.conn_, "ROLLBACK"));
+    if (!committed_ && !in_group_) store_.rollback_transaction();
   }
   void commit() {
     if (!in_group_) store_.commit_transaction();
@@ -298,10 +294,19 @@ class PostgresJobStore::Transaction {
   bool committed_ = false;
 };
 
-void PostgresJobStore::begin_group() {
-  if (group_open_) throw std::logic_error("write groups do not nest");
+void PostgresJobStore::begin_transaction() {
   run("BEGIN");
   in_transaction_ = true;
+}
+
+void PostgresJobStore::rollback_transaction() noexcept {
+  in_transaction_ = false;
+  if (conn_ && PQstatus(conn_) == CONNECTION_OK) PQclear(PQexec(conn_, "ROLLBACK"));
+}
+
+void PostgresJobStore::begin_group() {
+  if (group_open_) throw std::logic_error("write groups do not nest");
+  begin_transaction();
   group_open_ = true;
 }
 
@@ -325,8 +330,7 @@ void PostgresJobStore::commit_transaction() {
 void PostgresJobStore::rollback_group() noexcept {
   if (!group_open_) return;
   group_open_ = false;
-  in_transaction_ = false;
-  if (conn_ && PQstatus(conn_) == CONNECTION_OK) PQclear(PQexec(conn_, "ROLLBACK"));
+  rollback_transaction();
 }
 
 PostgresJobStore::PostgresJobStore(const std::string& url, PostgresOptions options)

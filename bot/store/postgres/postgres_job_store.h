@@ -135,7 +135,10 @@ class PostgresJobStore : public JobStore {
   Result run(const char* sql, const Params& params);
   Result run(const char* sql);
   Result check(pg_result* raw, const char* sql);
+  // A transaction's three steps, for Transaction and for a write group alike.
+  void begin_transaction();
   void commit_transaction();
+  void rollback_transaction() noexcept;
   void connect();
   void ensure_connected();
   [[noreturn]] void fail_connection(const std::string& detail);
