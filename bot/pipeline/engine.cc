@@ -394,14 +394,20 @@ void Engine::run_stage(ActiveJob& job) {
   // Workers start one per turn of the loop: under heavy load a burst of spawns must not
   // hold up commands waiting behind them (`status` answers between two spawns).
   spawn_queue_.push_back(job.rec.id);
-  if (!spawning_) {
-    spawning_ = true;
-    boost::asio::post(io_, [this] { spawn_next(); });
-  }
+  post_once(spawning_, &Engine::spawn_next);
+}
+
+// Posts `step` to the loop unless it is posted already: a queue worked through a piece per turn.
+void Engine::post_once(bool& posted, void (Engine::*step)()) {
+  if (posted) return;
+  posted = true;
+  boost::asio::post(io_, [this, &posted, step] {
+    posted = false;
+    (this->*step)();
+  });
 }
 
 void Engine::spawn_next() {
-  spawning_ = false;
   while (!spawn_queue_.empty()) {
     int64_t id = spawn_queue_.front();
     spawn_queue_.pop_front();
@@ -410,10 +416,7 @@ void Engine::spawn_next() {
     start_worker(*it->second);
     break;
   }
-  if (!spawn_queue_.empty() && !stopping_) {
-    spawning_ = true;
-    boost::asio::post(io_, [this] { spawn_next(); });
-  }
+  if (!spawn_queue_.empty() && !stopping_) post_once(spawning_, &Engine::spawn_next);
 }
 
 void Engine::start_worker(ActiveJob& job) {
@@ -458,13 +461,7 @@ void Engine::start_worker(ActiveJob& job) {
           ev.text = it->second->redactor.redact(line);
           ev.at_ms = now_ms();
           pending_logs_.push_back({stage_number, std::move(ev)});
-          if (!flush_posted_) {
-            flush_posted_ = true;
-            boost::asio::post(io_, [this] {
-              flush_posted_ = false;
-              flush_logs();
-            });
-          }
+          post_once(flush_posted_, &Engine::flush_logs);
         },
         [this, id](WorkerOutcome outcome) { stage_done(id, std::move(outcome)); },
         [this, id](int pid) { worker_started(id, pid); });
@@ -506,22 +503,15 @@ void Engine::stage_done(int64_t id, WorkerOutcome outcome) {
   // Results are taken one per turn of the loop, like spawns: a wave of workers that end
   // together (a thousand jobs started at once) must not hold up the requests queued behind it.
   results_.push_back({id, std::move(outcome), std::chrono::steady_clock::now()});
-  if (!taking_results_) {
-    taking_results_ = true;
-    boost::asio::post(io_, [this] { take_result(); });
-  }
+  post_once(taking_results_, &Engine::take_result);
 }
 
 void Engine::take_result() {
-  taking_results_ = false;
   if (results_.empty()) return;
   EndedWorker ended = std::move(results_.front());
   results_.pop_front();
   handle_result(ended.job, std::move(ended.outcome), ended.ended);
-  if (!results_.empty()) {
-    taking_results_ = true;
-    boost::asio::post(io_, [this] { take_result(); });
-  }
+  if (!results_.empty()) post_once(taking_results_, &Engine::take_result);
 }
 
 void Engine::handle_result(int64_t id, WorkerOutcome outcome,

@@ -148,6 +148,7 @@ class Engine {
   void pump();
   void start_job(int64_t id);
   void run_stage(ActiveJob& job);
+  void post_once(bool& posted, void (Engine::*step)());
   void spawn_next();
   void start_worker(ActiveJob& job);
   void worker_started(int64_t id, int pid);  // pid -1: it could not be started
